@@ -1,0 +1,44 @@
+# harstream — every target that needs the Python environment builds it first.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+KAFKA_LIBS_STAMP := deploy/kafka/libs/.complete
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test bench lint kafka-jars kafka-up kafka-down clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+kafka-jars: $(STAMP)
+	$(PY) -m streams.local_kafka jars
+
+demo: $(STAMP)
+	$(VENV)/bin/harstream demo
+
+test: $(STAMP) kafka-jars
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(VENV)/bin/harstream bench codec
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check harstream streams models pipeline tests
+	$(VENV)/bin/ruff format --check harstream streams models pipeline tests
+
+kafka-up: $(STAMP) kafka-jars
+	$(PY) -m streams.local_kafka up
+
+kafka-down: $(STAMP)
+	$(PY) -m streams.local_kafka down
+
+clean:
+	-$(PY) -m streams.local_kafka down 2>/dev/null
+	rm -rf $(VENV) deploy/kafka/libs .kafka build *.egg-info .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,88 @@
+"""Records and malformed inputs shared by the codec tests (unit and over the broker)."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import numpy as np
+
+from streams.codecs import HEADER_SIZE, BinaryCodec, CodecConfig, JsonCodec
+from streams.record import Record
+
+
+def sample_record(n=5, labels=True, seqs=False, device="phone-7", channels=3) -> Record:
+    """A valid record with ``n`` samples (optionally labels and explicit sequence numbers)."""
+    rng = np.random.default_rng(n)
+    return Record(
+        device=device,
+        seq=1000,
+        t0_ms=1_732_550_400_000,
+        rate_hz=50.0,
+        values=rng.normal(size=(n, channels)).astype(np.float32),
+        labels=np.arange(n, dtype=np.int16) % 2 if labels else None,
+        seqs=np.array([1000, 1001, 1005, 1006, 1010][:n], dtype=np.int64) if seqs else None,
+    )
+
+
+def _binary_bad(reason: str, config: CodecConfig) -> bytes | None:
+    codec = BinaryCodec(config)
+    good = codec.encode(sample_record())
+    header = list(struct.unpack_from("<2sBBHHIqqf", good))
+    body = good[HEADER_SIZE:]
+
+    def with_header(**changes):
+        names = ["magic", "ver", "flags", "ch", "dlen", "n", "seq", "t0", "rate"]
+        h = header.copy()
+        for k, v in changes.items():
+            h[names.index(k)] = v
+        return struct.pack("<2sBBHHIqqf", *h) + body
+
+    nan = sample_record()
+    nan.values[2, 1] = np.nan
+    seqs = sample_record(seqs=True)
+    seqs.seqs[3] = seqs.seqs[2]
+    return {
+        "truncated": good[:-3],
+        "bad_magic": b"XX" + good[2:],
+        "bad_version": good[:2] + bytes([9]) + good[3:],
+        "channel_mismatch": codec.encode(Record("d", 0, 0, 50.0, np.zeros((5, 4), np.float32))),
+        "non_finite": codec.encode(nan),
+        "oversize": codec.encode(
+            Record("d", 0, 0, 50.0, np.zeros((config.max_samples + 1, 3), np.float32))
+        ),
+        "empty_chunk": codec.encode(Record("d", 0, 0, 50.0, np.zeros((0, 3), np.float32))),
+        "non_increasing_seq": codec.encode(seqs),
+        "bad_value": with_header(rate=-50.0),
+    }.get(reason)
+
+
+def _json_bad(reason: str, config: CodecConfig) -> bytes | None:
+    good = json.loads(JsonCodec(config).encode(sample_record()))
+
+    def changed(**kv) -> bytes:
+        obj = {**good, **kv}
+        return json.dumps({k: v for k, v in obj.items() if v is not ...}).encode()
+
+    samples = good["samples"]
+    return {
+        "truncated": None,
+        "bad_version": changed(v=2),
+        "channel_mismatch": changed(samples=[row + [0.0] for row in samples]),
+        "non_finite": changed(samples=[samples[0], [float("inf"), 0.0, 0.0]]),
+        "oversize": changed(samples=[samples[0]] * (config.max_samples + 1)),
+        "invalid_json": b'{"device": "d1", "seq": 1,',
+        "missing_field": changed(rate_hz=...),
+        "bad_field_type": changed(seq="12"),
+        "bad_value": changed(labels=["RUN"] * 5),
+        "empty_chunk": changed(samples=[]),
+        "non_increasing_seq": changed(seqs=[1000, 1002, 1002, 1003, 1004]),
+    }.get(reason)
+
+
+def bad_input(codec: str, reason: str, config: CodecConfig) -> bytes | None:
+    """Bytes the ``codec`` ("binary" or "json") must reject with ``reason`` (None: impossible).
+
+    ``config`` must expect 3 channels and know the activity names "SIT" and "WALK".
+    """
+    return {"binary": _binary_bad, "json": _json_bad}[codec](reason, config)

@@ -1,0 +1,136 @@
+"""Conformance suite: every codec round-trips records and rejects bad input with its reason."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from corpus import bad_input, sample_record
+from streams.codecs import (
+    AutoCodec,
+    BinaryCodec,
+    CodecConfig,
+    JsonCodec,
+    make_codec,
+)
+from streams.exceptions import DECODE_REASONS, DecodeError
+from streams.record import Record
+
+CONFIG = CodecConfig(channels=3, max_samples=64, max_bytes=16_384, activities=("SIT", "WALK"))
+CODECS = {"binary": BinaryCodec(CONFIG), "json": JsonCodec(CONFIG)}
+
+
+def _assert_same(a: Record, b: Record) -> None:
+    assert (a.device, a.seq, a.t0_ms, a.rate_hz) == (b.device, b.seq, b.t0_ms, b.rate_hz)
+    np.testing.assert_array_equal(a.values, b.values)
+    for x, y in ((a.labels, b.labels), (a.seqs, b.seqs)):
+        assert (x is None) == (y is None)
+        if x is not None:
+            np.testing.assert_array_equal(x, y)
+
+
+@pytest.fixture(params=sorted(CODECS))
+def codec(request):
+    return CODECS[request.param]
+
+
+@pytest.mark.parametrize("labels", [True, False])
+@pytest.mark.parametrize("seqs", [True, False])
+def test_round_trip(codec, labels, seqs):
+    rec = sample_record(labels=labels, seqs=seqs, device="gerät-ü")
+    out = codec.decode(codec.encode(rec))
+    _assert_same(out, rec)
+    assert out.values.dtype == np.float32
+    np.testing.assert_array_equal(out.sequence(), rec.sequence())
+
+
+def test_auto_codec_reads_both_forms(codec):
+    rec = sample_record(seqs=True)
+    _assert_same(AutoCodec(CONFIG).decode(codec.encode(rec)), rec)
+
+
+def test_binary_decode_is_a_view_not_a_copy():
+    data = BinaryCodec(CONFIG).encode(sample_record(n=4))
+    out = BinaryCodec(CONFIG).decode(data)
+    assert out.values.base is not None and not out.values.flags.writeable
+
+
+def test_json_accepts_label_names():
+    codec = JsonCodec(CONFIG)
+    obj = json.loads(codec.encode(sample_record(n=2, labels=False)))
+    obj["labels"] = ["WALK", "SIT"]
+    assert codec.decode(json.dumps(obj).encode()).labels.tolist() == [1, 0]
+
+
+BAD = {name: lambda reason, n=name: bad_input(n, reason, CONFIG) for name in CODECS}
+
+
+# Reasons that cannot occur in a form (JSON has no magic, binary no field names) are left out.
+BAD_CASES = [(n, r) for n in sorted(CODECS) for r in DECODE_REASONS if BAD[n](r) is not None]
+
+
+@pytest.mark.parametrize(("name", "reason"), BAD_CASES)
+def test_bad_input_rejected_with_reason(name, reason):
+    with pytest.raises(DecodeError) as err:
+        CODECS[name].decode(BAD[name](reason))
+    assert err.value.reason == reason, err.value
+
+
+def test_every_reason_is_produced_by_some_codec():
+    assert {reason for _, reason in BAD_CASES} == set(DECODE_REASONS)
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", "truncated"),
+        (b"H", "truncated"),
+        (b"HS\x01" + b"\x00" * 10, "truncated"),
+        (b"\x00\x01binary", "bad_magic"),
+        (b"[1, 2]", "bad_field_type"),
+        (b'{"device": tru', "invalid_json"),
+    ],
+)
+def test_auto_codec_tells_what_is_wrong(data, reason):
+    with pytest.raises(DecodeError) as err:
+        AutoCodec(CONFIG).decode(data)
+    assert err.value.reason == reason
+
+
+@pytest.mark.parametrize(
+    ("samples", "reason"),
+    [
+        ([["a", 1, 2]], "bad_field_type"),
+        ([[True, False, True]], "bad_field_type"),
+        ([[1, 2, 3], [1, 2]], "channel_mismatch"),
+        ([1, 2, 3], "bad_field_type"),
+    ],
+)
+def test_json_samples_must_be_numeric_rows(samples, reason):
+    good = json.loads(JsonCodec(CONFIG).encode(sample_record(labels=False)))
+    good["samples"] = samples
+    with pytest.raises(DecodeError) as err:
+        JsonCodec(CONFIG).decode(json.dumps(good).encode())
+    assert err.value.reason == reason
+
+
+def test_json_bool_is_not_an_int():
+    good = json.loads(JsonCodec(CONFIG).encode(sample_record()))
+    good["seq"] = True
+    with pytest.raises(DecodeError, match="bad_field_type"):
+        JsonCodec(CONFIG).decode(json.dumps(good).encode())
+
+
+def test_max_bytes_limit():
+    small = CodecConfig(channels=3, max_bytes=100)
+    for name in ("binary", "json"):
+        with pytest.raises(DecodeError) as err:
+            make_codec(name, small).decode(CODECS[name].encode(sample_record(n=20)))
+        assert err.value.reason == "oversize"
+
+
+def test_unknown_codec_name():
+    with pytest.raises(ValueError, match="unknown codec"):
+        make_codec("avro")

@@ -1,0 +1,142 @@
+"""Kafka source: a kafka-python consumer in a consumer group with manual commits."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+
+from kafka import KafkaConsumer
+from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
+from kafka.errors import KafkaError
+from kafka.future import Future
+from kafka.structs import OffsetAndMetadata
+from kafka.structs import TopicPartition as KafkaTopicPartition
+
+from streams.exceptions import TransportError
+from streams.kafka_config import KafkaConfig
+from streams.protocols import Message, RebalanceListener, TopicPartition
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """Consumer-group settings; offsets are committed only when the caller says so."""
+
+    group_id: str = "harstream-workers"
+    auto_offset_reset: str = "earliest"
+    max_poll_records: int = 2000
+    fetch_max_bytes: int = 50 * 1024 * 1024
+    max_partition_fetch_bytes: int = 4 * 1024 * 1024
+    session_timeout_ms: int = 10_000
+    heartbeat_interval_ms: int = 3_000
+    max_poll_interval_ms: int = 300_000
+
+
+class _Listener(AsyncConsumerRebalanceListener):
+    """Runs the hook on a worker thread while the consumer's IO loop awaits it.
+
+    kafka-python 3 calls rebalance listeners on its IO thread, where blocking consumer calls
+    (``commit``) are refused; on a worker thread the hook may commit, flush and checkpoint while
+    heartbeats go on.
+    """
+
+    def __init__(self, hook: RebalanceListener) -> None:
+        self.hook = hook
+        self.net = None  # the consumer's IO loop, set once the consumer exists
+
+    async def on_partitions_revoked(self, revoked):
+        await self._in_thread(self.hook.on_revoked, revoked)
+
+    async def on_partitions_assigned(self, assigned):
+        await self._in_thread(self.hook.on_assigned, assigned)
+
+    def _in_thread(self, fn, partitions) -> Future:
+        done = Future()
+        parts = {TopicPartition(tp.topic, tp.partition) for tp in partitions}
+
+        def work() -> None:
+            error: BaseException | None = None
+            try:
+                fn(parts)
+            except BaseException as exc:  # handed to the IO loop, which re-raises it
+                error = exc
+
+            async def resolve() -> None:
+                if error is None:
+                    done.success(None)
+                else:
+                    done.failure(error)
+
+            self.net.call_soon_threadsafe(resolve)
+
+        threading.Thread(target=work, name="rebalance-listener", daemon=True).start()
+        return done
+
+
+class KafkaSource:
+    """A :class:`~streams.protocols.Source` reading ``topics`` as a member of a group.
+
+    ``listener`` is told about revoked partitions before they go (commit there) and about
+    assigned ones before their first message is returned (restore state there).
+    """
+
+    def __init__(
+        self,
+        kafka: KafkaConfig,
+        topics: Collection[str],
+        config: SourceConfig | None = None,
+        listener: RebalanceListener | None = None,
+    ) -> None:
+        cfg = config or SourceConfig()
+        try:
+            self._consumer = KafkaConsumer(
+                **kafka.client_kwargs(),
+                group_id=cfg.group_id,
+                enable_auto_commit=False,
+                auto_offset_reset=cfg.auto_offset_reset,
+                max_poll_records=cfg.max_poll_records,
+                fetch_max_bytes=cfg.fetch_max_bytes,
+                max_partition_fetch_bytes=cfg.max_partition_fetch_bytes,
+                session_timeout_ms=cfg.session_timeout_ms,
+                heartbeat_interval_ms=cfg.heartbeat_interval_ms,
+                max_poll_interval_ms=cfg.max_poll_interval_ms,
+            )
+        except KafkaError as exc:
+            raise TransportError(f"cannot connect to {kafka.bootstrap_servers}: {exc}") from exc
+        hook = None
+        if listener is not None:
+            hook = _Listener(listener)
+            hook.net = self._consumer._net  # kafka-python 3.0 has no public handle on its loop
+        self._consumer.subscribe(topics=list(topics), listener=hook)
+        self._max_records = cfg.max_poll_records
+
+    def poll(self, max_records: int = 500, timeout_s: float = 0.1) -> list[Message]:
+        batches = self._consumer.poll(
+            timeout_ms=int(timeout_s * 1000), max_records=min(max_records, self._max_records)
+        )
+        return [
+            Message(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp)
+            for records in batches.values()
+            for r in records
+        ]
+
+    def commit(self, offsets: Mapping[TopicPartition, int] | None = None) -> None:
+        try:
+            if offsets is None:
+                self._consumer.commit()
+            else:
+                self._consumer.commit(
+                    {
+                        KafkaTopicPartition(tp.topic, tp.partition): OffsetAndMetadata(off, "", -1)
+                        for tp, off in offsets.items()
+                    }
+                )
+        except KafkaError as exc:
+            raise TransportError(f"offset commit failed: {exc}") from exc
+
+    def assignment(self) -> set[TopicPartition]:
+        return {TopicPartition(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+
+    def close(self) -> None:
+        """Leave the group (the listener sees the revocation) and close the connection."""
+        self._consumer.close(autocommit=False)

@@ -1,0 +1,68 @@
+"""The narrow interfaces every transport implements: Source, Sink and the rebalance hook."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import NamedTuple, Protocol, runtime_checkable
+
+
+class TopicPartition(NamedTuple):
+    """A topic and partition (field-compatible with kafka-python's ``TopicPartition``)."""
+
+    topic: str
+    partition: int
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One raw message as a source delivered it; ``value`` is still encoded."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    timestamp_ms: int = -1
+
+    @property
+    def tp(self) -> TopicPartition:
+        return TopicPartition(self.topic, self.partition)
+
+
+class RebalanceListener(Protocol):
+    """Told when partitions are taken away (before) and given (after) a rebalance."""
+
+    def on_revoked(self, partitions: Collection[TopicPartition]) -> None: ...
+
+    def on_assigned(self, partitions: Collection[TopicPartition]) -> None: ...
+
+
+@runtime_checkable
+class Source(Protocol):
+    """Delivers messages in offset order per partition; offsets are committed explicitly."""
+
+    def poll(self, max_records: int = 500, timeout_s: float = 0.1) -> list[Message]:
+        """Up to ``max_records`` messages, waiting at most ``timeout_s`` for the first."""
+        ...
+
+    def commit(self, offsets: Mapping[TopicPartition, int] | None = None) -> None:
+        """Commit ``offsets`` (the next offset to read per partition), or all polled so far."""
+        ...
+
+    def assignment(self) -> set[TopicPartition]: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """Sends messages keyed (and so partitioned) by device id."""
+
+    def send(self, topic: str, key: bytes | None, value: bytes) -> None: ...
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        """Block until every message sent so far is durable; raise if any failed."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,1 @@
+"""Benchmarks behind ``harstream bench`` and ``make bench``: they measure and print."""

@@ -1,0 +1,118 @@
+"""What a model is: its architecture (the spec) and what it was fitted to (the metadata)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from models.exceptions import ModelsError
+
+Cell = Literal["rnn", "lstm", "gru"]
+Architecture = Literal["recurrent", "birnn", "mlp", "cnn"]
+Setup = Literal["window", "stream"]
+CELLS: tuple[str, ...] = ("rnn", "lstm", "gru")
+ARCHITECTURES: tuple[str, ...] = ("recurrent", "birnn", "mlp", "cnn")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The architecture of a model.
+
+    ``setup="window"`` is many-to-one (one activity per window); ``setup="stream"`` is
+    many-to-many (one activity per sample), unidirectional so that it can run statefully per
+    device. ``architecture`` picks a recurrent stack of ``cell`` layers, a bidirectional one
+    (windows only), or a memory-less baseline: an MLP over the flattened window or a 1-D CNN.
+    ``next_step`` adds a self-supervised head that predicts the next (normalised) sample.
+
+    >>> ModelSpec(cell="gru", layers=2, hidden=32).name
+    'window-gru-2x32'
+    """
+
+    setup: Setup = "window"
+    architecture: Architecture = "recurrent"
+    cell: Cell = "lstm"
+    layers: int = 1
+    hidden: int = 64
+    dropout: float = 0.0
+    conv_filters: int = 0
+    """recurrent models: a Conv1D front end of this many filters (0 = none)"""
+    next_step: bool = False
+
+    def __post_init__(self) -> None:
+        if self.setup not in ("window", "stream"):
+            raise ModelsError(f"setup must be 'window' or 'stream', not {self.setup!r}")
+        if self.architecture not in ARCHITECTURES:
+            raise ModelsError(f"architecture must be one of {ARCHITECTURES}")
+        if self.cell not in CELLS:
+            raise ModelsError(f"cell must be one of {CELLS}, not {self.cell!r}")
+        if not 1 <= self.layers <= 3:
+            raise ModelsError("layers must be 1, 2 or 3")
+        if self.hidden < 1 or not 0.0 <= self.dropout < 1.0 or self.conv_filters < 0:
+            raise ModelsError("hidden must be >= 1, dropout in [0, 1), conv_filters >= 0")
+        if self.setup == "stream" and self.architecture != "recurrent":
+            raise ModelsError("a stream (many-to-many) model must be unidirectional recurrent")
+        if self.setup == "stream" and self.conv_filters:
+            raise ModelsError(
+                "a conv front end is for window models (a stream model steps per sample)"
+            )
+        if self.next_step and self.setup != "stream":
+            raise ModelsError("the next-step head belongs to stream (many-to-many) models")
+
+    @property
+    def name(self) -> str:
+        """A short readable name, e.g. ``stream-lstm-2x64``."""
+        kind = {"recurrent": self.cell, "birnn": f"bi{self.cell}"}.get(
+            self.architecture, self.architecture
+        )
+        conv = f"-conv{self.conv_filters}" if self.conv_filters else ""
+        return f"{self.setup}-{kind}{conv}-{self.layers}x{self.hidden}"
+
+    @property
+    def is_recurrent(self) -> bool:
+        return self.architecture in ("recurrent", "birnn")
+
+
+@dataclass(frozen=True)
+class ModelMeta:
+    """What a trained model expects and where it came from; saved inside the model file.
+
+    ``mean``/``std`` are the per-channel normalisation fitted on the training data (the model
+    applies it itself); ``window``/``stride`` say how a window model is fed (a stream model
+    reads one sample at a time, ``window`` is then the length its state was trained over).
+    """
+
+    spec: ModelSpec
+    channels: tuple[str, ...]
+    classes: tuple[str, ...]
+    rate_hz: float
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    window: int
+    stride: int
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        c = len(self.channels)
+        if len(self.mean) != c or len(self.std) != c:
+            raise ModelsError(f"mean/std need one value per channel ({c})")
+        if min(self.std, default=1.0) <= 0:
+            raise ModelsError("std must be > 0 for every channel")
+        if not self.classes:
+            raise ModelsError("a model needs at least one class")
+        if self.window < 1 or self.stride < 1:
+            raise ModelsError("window and stride must be >= 1")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelMeta:
+        try:
+            raw = json.loads(text)
+            raw["spec"] = ModelSpec(**raw["spec"])
+            for key in ("channels", "classes", "mean", "std"):
+                raw[key] = tuple(raw[key])
+            return cls(**raw)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelsError(f"invalid model metadata: {exc}") from exc

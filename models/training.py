@@ -1,0 +1,355 @@
+"""Training: windows by backpropagation through time, streams by truncated BPTT.
+
+Both paths fit the normalisation on the training users only, weight classes against imbalance,
+clip the gradient norm (exploding gradients), hold out whole users for early stopping, and fix
+the seeds. Stream models are trained on chunks of ``tbptt_steps`` samples with the hidden state
+carried from chunk to chunk for ``chunks_per_lane`` chunks (random start offsets every epoch), so
+that the state they learn to use is one that keeps running, as it does in a worker for hours.
+Unlabelled samples (label -1) are masked out of every loss and metric.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import keras
+import numpy as np
+
+from models.exceptions import ModelsError
+from models.spec import ModelMeta, ModelSpec
+from models.windowing import balanced_class_weights, fit_normalisation
+from models.zoo import ACTIVITY, NEXT, build_model, reset_state, stateful_copy
+
+EpochHook = Callable[[int, int, dict[str, float]], None]
+"""Called after every epoch with (epoch, epochs, logs)."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train; the defaults suit a laptop CPU."""
+
+    epochs: int = 30
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    clipnorm: float | None = 1.0
+    patience: int = 6
+    """epochs without a better validation accuracy before stopping (best weights kept)"""
+    class_weights: bool = True
+    validation_users: float = 0.2
+    """fraction of the training users held out for early stopping (0 = none)"""
+    seed: int = 0
+    max_seconds: float | None = None
+    """stop after the epoch during which this much time has passed"""
+    tbptt_steps: int = 128
+    """stream models: samples per truncated-BPTT chunk"""
+    chunks_per_lane: int = 16
+    """stream models: chunks the state is carried over before it is reset (1 = windows only)"""
+    lanes: int = 32
+    """stream models: recordings segments trained side by side (the batch)"""
+    next_step_weight: float = 0.1
+    """stream models with a next-step head: weight of its (MSE) loss"""
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.lanes < 1:
+            raise ModelsError("epochs, batch_size and lanes must be >= 1")
+        if self.tbptt_steps < 1 or self.chunks_per_lane < 1:
+            raise ModelsError("tbptt_steps and chunks_per_lane must be >= 1")
+        if not 0.0 <= self.validation_users < 1.0:
+            raise ModelsError("validation_users must be in [0, 1)")
+
+
+@dataclass
+class TrainResult:
+    """A trained model, its metadata, the per-epoch history and the time it took."""
+
+    model: keras.Model
+    meta: ModelMeta
+    history: dict[str, list[float]] = field(default_factory=dict)
+    seconds: float = 0.0
+    train_users: tuple[int, ...] = ()
+    validation_users: tuple[int, ...] = ()
+
+
+def split_users(
+    users: Sequence[int], fraction: float, seed: int
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Distinct users split into (train, validation), never splitting one user's data."""
+    distinct = np.array(sorted(set(int(u) for u in users)))
+    if fraction <= 0 or len(distinct) < 2:
+        return tuple(distinct.tolist()), ()
+    rng = np.random.default_rng(seed)
+    held = max(1, int(round(fraction * len(distinct))))
+    val = set(rng.choice(distinct, size=held, replace=False).tolist())
+    return tuple(u for u in distinct.tolist() if u not in val), tuple(sorted(val))
+
+
+def _compile(model: keras.Model, config: TrainConfig, spec: ModelSpec) -> None:
+    optimizer = keras.optimizers.Adam(config.learning_rate, clipnorm=config.clipnorm)
+    if spec.next_step:
+        model.compile(
+            optimizer=optimizer,
+            loss={ACTIVITY: "sparse_categorical_crossentropy", NEXT: "mse"},
+            loss_weights={ACTIVITY: 1.0, NEXT: config.next_step_weight},
+        )
+    else:
+        model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
+
+
+def _meta(spec, channels, classes, rate_hz, mean, std, window, stride, provenance) -> ModelMeta:
+    return ModelMeta(
+        spec=spec,
+        channels=tuple(channels),
+        classes=tuple(classes),
+        rate_hz=float(rate_hz),
+        mean=mean,
+        std=std,
+        window=int(window),
+        stride=int(stride),
+        provenance=dict(provenance or {}),
+    )
+
+
+def train_window_model(
+    spec: ModelSpec,
+    X: np.ndarray,
+    y: np.ndarray,
+    users: np.ndarray,
+    *,
+    channels: Sequence[str],
+    classes: Sequence[str],
+    rate_hz: float,
+    stride: int,
+    config: TrainConfig | None = None,
+    on_epoch: EpochHook | None = None,
+    provenance: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Train a many-to-one model on windows ``X`` (N, T, C) with labels ``y`` (-1 = skip)."""
+    cfg = config or TrainConfig()
+    if spec.setup != "window":
+        raise ModelsError("train_window_model trains window (many-to-one) models")
+    keep = y >= 0
+    X, y, users = X[keep], y[keep].astype(np.int32), np.asarray(users)[keep]
+    keras.utils.set_random_seed(cfg.seed)
+    train_users, val_users = split_users(users, cfg.validation_users, cfg.seed)
+    is_val = np.isin(users, val_users)
+    mean, std = fit_normalisation(X[~is_val])
+    meta = _meta(spec, channels, classes, rate_hz, mean, std, X.shape[1], stride, provenance)
+    model = build_model(spec, meta)
+    _compile(model, cfg, spec)
+    weights = balanced_class_weights(y[~is_val], len(classes)) if cfg.class_weights else None
+    started = time.perf_counter()
+    callbacks: list[keras.callbacks.Callback] = [_Budget(cfg.max_seconds, started)]
+    if on_epoch is not None:
+        callbacks.append(
+            keras.callbacks.LambdaCallback(
+                on_epoch_end=lambda e, logs: on_epoch(e + 1, cfg.epochs, dict(logs or {}))
+            )
+        )
+    if is_val.any():
+        callbacks.insert(0, _BestAccuracy(X[is_val], y[is_val], cfg.patience))
+    history = model.fit(
+        X[~is_val],
+        y[~is_val],
+        batch_size=cfg.batch_size,
+        epochs=cfg.epochs,
+        class_weight=dict(enumerate(weights.tolist())) if weights is not None else None,
+        callbacks=callbacks,
+        shuffle=True,
+        verbose=0,
+    )
+    return TrainResult(
+        model,
+        meta,
+        {k: [float(v) for v in vs] for k, vs in history.history.items()},
+        time.perf_counter() - started,
+        train_users,
+        val_users,
+    )
+
+
+class _Budget(keras.callbacks.Callback):
+    """Stops training after the epoch in which the time budget ran out."""
+
+    def __init__(self, max_seconds: float | None, started: float) -> None:
+        super().__init__()
+        self.max_seconds, self.started = max_seconds, started
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.max_seconds is not None and time.perf_counter() - self.started > self.max_seconds:
+            self.model.stop_training = True
+
+
+class _BestAccuracy(keras.callbacks.Callback):
+    """Early stopping on held-out users' accuracy, restoring the best weights at the end."""
+
+    def __init__(self, X: np.ndarray, y: np.ndarray, patience: int) -> None:
+        super().__init__()
+        self.X, self.y, self.patience = X, y, patience
+        self.best, self.best_weights, self.waited = -1.0, None, 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        probs = self.model.predict(self.X, batch_size=512, verbose=0)
+        acc = float(np.mean(np.argmax(probs, axis=-1) == self.y))
+        if logs is not None:
+            logs["val_accuracy"] = acc
+        if acc > self.best:
+            self.best, self.best_weights, self.waited = acc, self.model.get_weights(), 0
+        else:
+            self.waited += 1
+            if self.waited >= self.patience:
+                self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+
+
+# ---------------------------------------------------------------------------------------------
+# stream (many-to-many) models: truncated BPTT with carried state
+
+
+def _segments(lengths: Sequence[int], span: int, rng: np.random.Generator) -> list[tuple[int, int]]:
+    """(recording, start) of every whole ``span`` after a random offset, shuffled."""
+    out = []
+    for r, n in enumerate(lengths):
+        if n < span + 1:
+            continue
+        offset = int(rng.integers(0, min(span, n - span)))
+        out += [(r, s) for s in range(offset, n - span, span)]  # keeps one sample for "next"
+    rng.shuffle(out)
+    return out
+
+
+def masked_targets(labels: np.ndarray, class_weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Labels safe for the loss and per-sample weights: 0 where a sample is unlabelled (-1).
+
+    >>> y, w = masked_targets(np.array([1, -1, 0]), np.array([2.0, 0.5], np.float32))
+    >>> y.tolist(), w.tolist()
+    ([1, 0, 0], [0.5, 0.0, 2.0])
+    """
+    weights = np.where(labels >= 0, class_weight[np.maximum(labels, 0)], 0.0)
+    return np.maximum(labels, 0).astype(np.int32), weights.astype(np.float32)
+
+
+def _lane_batch(recordings, segments, span, mean, std, class_weight):
+    X = np.stack([recordings[r][0][s : s + span + 1] for r, s in segments])
+    y, w = masked_targets(
+        np.stack([recordings[r][1][s : s + span] for r, s in segments]), class_weight
+    )
+    nxt = (X[:, 1:] - mean) / std
+    return X[:, :-1], y, w, nxt.astype(np.float32)
+
+
+def predict_streams(model: keras.Model, recordings: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Class probabilities for every sample of each recording, the state never reset.
+
+    Recordings are run side by side, padded to the longest; a stream model is causal, so the
+    padding after a recording's end cannot change its outputs.
+    """
+    if not recordings:
+        return []
+    longest = max(len(v) for v in recordings)
+    batch = np.zeros((len(recordings), longest, recordings[0].shape[1]), np.float32)
+    for i, v in enumerate(recordings):
+        batch[i, : len(v)] = v
+        batch[i, len(v) :] = v[-1]  # repeat the last sample: finite and in range
+    out = model.predict(batch, batch_size=len(recordings), verbose=0)
+    probs = out[ACTIVITY] if isinstance(out, dict) else out
+    return [probs[i, : len(v)] for i, v in enumerate(recordings)]
+
+
+def masked_accuracy(probs: Sequence[np.ndarray], labels: Sequence[np.ndarray]) -> float:
+    """Accuracy over annotated samples (label >= 0) of all recordings."""
+    hits = total = 0
+    for p, y in zip(probs, labels, strict=True):
+        mask = y >= 0
+        hits += int(np.sum(np.argmax(p[mask], axis=-1) == y[mask]))
+        total += int(mask.sum())
+    return hits / total if total else float("nan")
+
+
+def train_stream_model(
+    spec: ModelSpec,
+    recordings: Sequence[tuple[np.ndarray, np.ndarray]],
+    users: Sequence[int],
+    *,
+    channels: Sequence[str],
+    classes: Sequence[str],
+    rate_hz: float,
+    config: TrainConfig | None = None,
+    on_epoch: EpochHook | None = None,
+    provenance: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Train a many-to-many model on whole recordings ``[(values (n, C), labels (n,)), ...]``.
+
+    Truncated BPTT: ``lanes`` segments of ``tbptt_steps * chunks_per_lane`` samples are trained
+    side by side, chunk after chunk, the hidden state carried across chunks and reset between
+    segments. Gradients flow back ``tbptt_steps`` samples; the state carries further.
+    """
+    cfg = config or TrainConfig()
+    if spec.setup != "stream":
+        raise ModelsError("train_stream_model trains stream (many-to-many) models")
+    keras.utils.set_random_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    train_users, val_users = split_users(users, cfg.validation_users, cfg.seed)
+    train = [rec for rec, u in zip(recordings, users, strict=True) if u not in val_users]
+    val = [rec for rec, u in zip(recordings, users, strict=True) if u in val_users]
+    mean, std = fit_normalisation(np.concatenate([v for v, _ in train]))
+    k, span = cfg.tbptt_steps, cfg.tbptt_steps * cfg.chunks_per_lane
+    meta = _meta(spec, channels, classes, rate_hz, mean, std, span, 1, provenance)
+    model = build_model(spec, meta)
+    trainer = stateful_copy(model, spec, meta, batch_size=cfg.lanes, steps=k)
+    _compile(trainer, cfg, spec)
+    cw = (
+        balanced_class_weights(np.concatenate([y for _, y in train]), len(classes))
+        if cfg.class_weights
+        else np.ones(len(classes), np.float32)
+    )
+    m, s = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+    history: dict[str, list[float]] = {"loss": [], "val_accuracy": []}
+    best, best_weights, waited = -1.0, None, 0
+    started = time.perf_counter()
+    for epoch in range(cfg.epochs):
+        segments = _segments([len(v) for v, _ in train], span, rng)
+        losses = []
+        for g in range(0, len(segments) - cfg.lanes + 1, cfg.lanes):
+            X, y, w, nxt = _lane_batch(train, segments[g : g + cfg.lanes], span, m, s, cw)
+            reset_state(trainer)
+            for c in range(0, span, k):
+                part = slice(c, c + k)
+                if spec.next_step:
+                    targets = {ACTIVITY: y[:, part], NEXT: nxt[:, part]}
+                    weights = {ACTIVITY: w[:, part], NEXT: np.ones_like(w[:, part])}
+                    loss = trainer.train_on_batch(X[:, part], targets, sample_weight=weights)
+                else:
+                    loss = trainer.train_on_batch(X[:, part], y[:, part], sample_weight=w[:, part])
+                losses.append(float(np.ravel(loss)[0]))
+        if not losses:
+            raise ModelsError(
+                f"no training segment of {span} samples: recordings too short or too few "
+                f"for {cfg.lanes} lanes"
+            )
+        model.set_weights(trainer.get_weights())
+        logs = {"loss": float(np.mean(losses))}
+        if val:
+            acc = masked_accuracy(predict_streams(model, [v for v, _ in val]), [y for _, y in val])
+            logs["val_accuracy"] = acc
+            if acc > best:
+                best, best_weights, waited = acc, model.get_weights(), 0
+            else:
+                waited += 1
+        for key in history:
+            history[key].append(logs.get(key, float("nan")))
+        if on_epoch is not None:
+            on_epoch(epoch + 1, cfg.epochs, logs)
+        out_of_time = (
+            cfg.max_seconds is not None and time.perf_counter() - started > cfg.max_seconds
+        )
+        if waited >= cfg.patience or out_of_time:
+            break
+    if best_weights is not None:
+        model.set_weights(best_weights)
+    return TrainResult(model, meta, history, time.perf_counter() - started, train_users, val_users)

@@ -1,0 +1,42 @@
+"""Evaluation metrics against hand-computed values, and the confusion PNG."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.evaluation import evaluate, plot_confusion
+from models.exceptions import ModelsError
+
+
+def test_metrics_by_hand():
+    #          true: A A A B B C  (and one unannotated)
+    e = evaluate([0, 0, 0, 1, 1, 2, -1], [0, 0, 1, 1, 2, 2, 0], ("A", "B", "C"))
+    assert e.confusion.tolist() == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
+    assert e.accuracy == pytest.approx(4 / 6)
+    np.testing.assert_allclose(e.precision, [1.0, 0.5, 0.5])
+    np.testing.assert_allclose(e.recall, [2 / 3, 0.5, 1.0])
+    f1 = [0.8, 0.5, 2 / 3]
+    np.testing.assert_allclose(e.f1, f1)
+    assert e.macro_f1 == pytest.approx(np.mean(f1))
+    d = e.to_dict()
+    assert d["samples"] == 6 and d["per_class"]["C"]["support"] == 1
+    assert "macro-F1 0.6556" in e.to_text()
+
+
+def test_absent_class_is_left_out_of_macro_f1():
+    e = evaluate([0, 0, 1], [0, 0, 1], ("A", "B", "C"))
+    assert e.macro_f1 == 1.0 and e.support.tolist() == [2, 1, 0]
+
+
+def test_bad_inputs():
+    with pytest.raises(ModelsError):
+        evaluate([0, 1], [0], ("A", "B"))
+    with pytest.raises(ModelsError):
+        evaluate([0, 3], [0, 1], ("A", "B"))
+
+
+def test_confusion_png(tmp_path):
+    e = evaluate([0, 1, 1, 2], [0, 1, 2, 2], ("SIT", "WALK", "LIE"))
+    path = plot_confusion(e, tmp_path / "cm.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 2000

@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 KAFKA_LIBS_STAMP := deploy/kafka/libs/.complete
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test bench lint kafka-jars kafka-up kafka-down clean
+.PHONY: setup demo test bench report-models lint kafka-jars kafka-up kafka-down clean
 
 setup: $(STAMP)
 
@@ -28,6 +28,10 @@ test: $(STAMP) kafka-jars
 bench: $(STAMP)
 	$(VENV)/bin/harstream bench codec
 
+# Real trainings on ../shared/data (about an hour on 2 cores): writes docs/models.md
+report-models: $(STAMP)
+	$(PY) -m pipeline.reports.models_report
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check harstream streams models pipeline tests
 	$(VENV)/bin/ruff format --check harstream streams models pipeline tests
@@ -40,5 +44,5 @@ kafka-down: $(STAMP)
 
 clean:
 	-$(PY) -m streams.local_kafka down 2>/dev/null
-	rm -rf $(VENV) deploy/kafka/libs .kafka build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) deploy/kafka/libs .kafka build *.egg-info .pytest_cache .ruff_cache models-out evaluation
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import keras
 import numpy as np
@@ -35,6 +35,8 @@ class TrainConfig:
     batch_size: int = 64
     learning_rate: float = 1e-3
     clipnorm: float | None = 1.0
+    lr_schedule: Literal["constant", "cosine"] = "cosine"
+    """cosine: decay the learning rate to 1 % of its start over ``epochs``"""
     patience: int = 6
     """epochs without a better validation accuracy before stopping (best weights kept)"""
     class_weights: bool = True
@@ -86,8 +88,12 @@ def split_users(
     return tuple(u for u in distinct.tolist() if u not in val), tuple(sorted(val))
 
 
-def _compile(model: keras.Model, config: TrainConfig, spec: ModelSpec) -> None:
-    optimizer = keras.optimizers.Adam(config.learning_rate, clipnorm=config.clipnorm)
+def _compile(model: keras.Model, config: TrainConfig, spec: ModelSpec, steps: int) -> None:
+    """Adam with gradient-norm clipping; ``steps`` is the number of updates per epoch."""
+    rate = config.learning_rate
+    if config.lr_schedule == "cosine":
+        rate = keras.optimizers.schedules.CosineDecay(rate, config.epochs * steps, alpha=0.01)
+    optimizer = keras.optimizers.Adam(rate, clipnorm=config.clipnorm)
     if spec.next_step:
         model.compile(
             optimizer=optimizer,
@@ -138,7 +144,7 @@ def train_window_model(
     mean, std = fit_normalisation(X[~is_val])
     meta = _meta(spec, channels, classes, rate_hz, mean, std, X.shape[1], stride, provenance)
     model = build_model(spec, meta)
-    _compile(model, cfg, spec)
+    _compile(model, cfg, spec, steps=-(-int((~is_val).sum()) // cfg.batch_size))
     weights = balanced_class_weights(y[~is_val], len(classes)) if cfg.class_weights else None
     started = time.perf_counter()
     callbacks: list[keras.callbacks.Callback] = [_Budget(cfg.max_seconds, started)]
@@ -302,7 +308,8 @@ def train_stream_model(
     meta = _meta(spec, channels, classes, rate_hz, mean, std, span, 1, provenance)
     model = build_model(spec, meta)
     trainer = stateful_copy(model, spec, meta, batch_size=cfg.lanes, steps=k)
-    _compile(trainer, cfg, spec)
+    per_epoch = sum(max(0, (len(v) - 1) // span) for v, _ in train) // cfg.lanes
+    _compile(trainer, cfg, spec, steps=max(1, per_epoch * cfg.chunks_per_lane))
     cw = (
         balanced_class_weights(np.concatenate([y for _, y in train]), len(classes))
         if cfg.class_weights

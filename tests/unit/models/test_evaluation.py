@@ -40,3 +40,19 @@ def test_confusion_png(tmp_path):
     e = evaluate([0, 1, 1, 2], [0, 1, 2, 2], ("SIT", "WALK", "LIE"))
     path = plot_confusion(e, tmp_path / "cm.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 2000
+
+
+def test_gradient_norms_cover_every_step_and_plot(make_meta, raw_batch, tmp_path):
+    from models.diagnostics import input_gradient_norms, plot_gradient_norms
+    from models.spec import ModelSpec
+    from models.zoo import build_model
+
+    curves = {}
+    for cell in ("rnn", "lstm", "gru"):
+        spec = ModelSpec(cell=cell, hidden=8)
+        model = build_model(spec, make_meta(spec))
+        norms = input_gradient_norms(model, raw_batch, np.array([0, 1, 2, 0]))
+        assert norms.shape == (12,) and np.all(np.isfinite(norms)) and norms[-1] > 0
+        curves[cell] = norms
+    png = plot_gradient_norms(curves, tmp_path / "g.png")
+    assert png.read_bytes()[:4] == b"\x89PNG"

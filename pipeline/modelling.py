@@ -1,0 +1,124 @@
+"""Wiring datasets into training and evaluation (``models`` and ``streams`` never meet directly)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import keras
+import numpy as np
+
+from models.evaluation import Evaluation, evaluate
+from models.spec import ModelMeta
+from models.training import predict_streams
+from models.windowing import windows_from_recordings
+from pipeline.exceptions import ConfigError
+from streams.datasets import HAPT_TEST_USERS, split_by_user
+from streams.datasets.base import StreamDataset
+
+OFFICIAL_SPLIT_DATASETS = ("uci_har", "uci_hapt")
+
+
+def recordings(dataset: StreamDataset) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[int]]:
+    """Every stream as ``(values, labels)`` and its user (-1 when unknown).
+
+    A gap in a stream's sequence numbers is closed up: the model sees the samples in order.
+    """
+    recs = [(s.values, s.labels) for s in dataset.streams]
+    return recs, [s.user if s.user is not None else -1 for s in dataset.streams]
+
+
+def train_test_split(
+    dataset: StreamDataset, test_users: Sequence[int] | None, fraction: float = 0.3, seed: int = 0
+) -> tuple[StreamDataset, StreamDataset]:
+    """Split by user: the given users, the official split for UCI data, else a seeded fraction."""
+    if test_users is None:
+        if dataset.name in OFFICIAL_SPLIT_DATASETS:
+            test_users = HAPT_TEST_USERS
+        else:
+            users = np.array(dataset.users)
+            if len(users) < 2:
+                raise ConfigError(f"{dataset.name}: needs at least two users to split by user")
+            rng = np.random.default_rng(seed)
+            count = max(1, int(round(fraction * len(users))))
+            test_users = sorted(rng.choice(users, size=count, replace=False).tolist())
+    train, test = split_by_user(dataset, test_users)
+    if not train.streams or not test.streams:
+        raise ConfigError(f"split by users {list(test_users)} leaves one side empty")
+    return train, test
+
+
+def check_compatible(meta: ModelMeta, dataset: StreamDataset) -> np.ndarray:
+    """Raise unless the dataset has the model's channels; return dataset→model class codes."""
+    if tuple(dataset.channels) != tuple(meta.channels):
+        raise ConfigError(
+            f"the model reads channels {list(meta.channels)}, the dataset has "
+            f"{list(dataset.channels)}"
+        )
+    unknown = [a for a in dataset.activities if a not in meta.classes]
+    if unknown:
+        raise ConfigError(f"activities {unknown} are not among the model's classes")
+    return np.array([meta.classes.index(a) for a in dataset.activities], dtype=np.int16)
+
+
+def _to_model_codes(labels: np.ndarray, mapping: np.ndarray) -> np.ndarray:
+    return np.where(labels >= 0, mapping[np.maximum(labels, 0)], -1).astype(np.int16)
+
+
+@dataclass
+class EvaluationRun:
+    """An evaluation plus, for stream models, accuracy by third of each recording."""
+
+    evaluation: Evaluation
+    thirds: list[float] = field(default_factory=list)
+    unit: str = "window"
+
+    def to_dict(self) -> dict[str, object]:
+        out = {"unit": self.unit, **self.evaluation.to_dict()}
+        if self.thirds:
+            out["accuracy_by_third"] = self.thirds
+        return out
+
+
+def evaluate_model(model: keras.Model, meta: ModelMeta, dataset: StreamDataset) -> EvaluationRun:
+    """Window models: every window (meta's length and stride) of every stream; stream models:
+    every annotated sample, each recording run from its start with the state never reset."""
+    mapping = check_compatible(meta, dataset)
+    recs = [(v, _to_model_codes(y, mapping)) for v, y in recordings(dataset)[0]]
+    if meta.spec.setup == "window":
+        X, y, _ = windows_from_recordings(recs, meta.window, meta.stride)
+        probs = model.predict(X, batch_size=512, verbose=0)
+        return EvaluationRun(evaluate(y, probs.argmax(-1), meta.classes), unit="window")
+    probs = predict_streams(model, [v for v, _ in recs])
+    y_all = np.concatenate([y for _, y in recs])
+    pred_all = np.concatenate([p.argmax(-1) for p in probs])
+    thirds = []
+    for k in range(3):
+        parts = [
+            (p[len(p) * k // 3 : len(p) * (k + 1) // 3], y[len(y) * k // 3 : len(y) * (k + 1) // 3])
+            for p, (_, y) in zip(probs, recs, strict=True)
+        ]
+        yk = np.concatenate([y for _, y in parts])
+        pk = np.concatenate([p.argmax(-1) for p, _ in parts])
+        thirds.append(evaluate(yk, pk, meta.classes).accuracy)
+    return EvaluationRun(evaluate(y_all, pred_all, meta.classes), thirds, unit="sample")
+
+
+def write_evaluation(run: EvaluationRun, out_dir, title: str = "") -> list[str]:
+    """``metrics.json``, ``evaluation.txt`` and ``confusion.png`` in ``out_dir``; their paths."""
+    import json
+    from pathlib import Path
+
+    from models.evaluation import plot_confusion
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(run.to_dict(), indent=2) + "\n")
+    text = run.evaluation.to_text()
+    if run.thirds:
+        text += "\n\naccuracy by third of each recording: " + ", ".join(
+            f"{a:.4f}" for a in run.thirds
+        )
+    (out / "evaluation.txt").write_text(text + "\n")
+    png = plot_confusion(run.evaluation, out / "confusion.png", title)
+    return [str(out / "metrics.json"), str(out / "evaluation.txt"), str(png)]

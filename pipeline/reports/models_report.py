@@ -1,0 +1,267 @@
+"""The model report: real trainings on the real datasets, written to ``docs/models.md``.
+
+Regenerate with ``make report-models`` (about an hour on 2 CPU cores). ``--quick`` runs the same
+code with tiny trainings, to check the script itself in a minute; its numbers mean nothing.
+
+1. UCI HAR, official user split, 9 raw channels: many-to-one LSTM and GRU against SimpleRNN,
+   BiLSTM and memory-less baselines (MLP over the flattened window, 1-D CNN).
+2. UCI HAPT continuous recordings, official user split, 12 classes: a many-to-many LSTM trained
+   with truncated BPTT and carried state, against the same LSTM trained on fixed windows only;
+   both run over whole test recordings with their state never reset.
+3. Vanishing gradients: ||dLoss/dx_t|| against distance back in time for the HAR SimpleRNN,
+   LSTM and GRU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from models.diagnostics import input_gradient_norms, plot_gradient_norms
+from models.evaluation import evaluate, plot_confusion
+from models.io import save_model
+from models.spec import ModelSpec
+from models.training import TrainConfig, train_stream_model, train_window_model
+from models.windowing import windows_from_recordings
+from pipeline.modelling import evaluate_model, recordings
+from pipeline.progress import stderr
+from streams.datasets import HAPT_TEST_USERS, load_uci_hapt, load_uci_har, split_by_user
+
+REPO = Path(__file__).resolve().parents[2]
+COMMAND = "make report-models"
+
+HAR_MODELS: dict[str, ModelSpec] = {
+    "LSTM": ModelSpec(cell="lstm", layers=2, hidden=64, dropout=0.3),
+    "GRU": ModelSpec(cell="gru", layers=2, hidden=64, dropout=0.3),
+    "SimpleRNN": ModelSpec(cell="rnn", layers=2, hidden=64, dropout=0.3),
+    "BiLSTM": ModelSpec(architecture="birnn", cell="lstm", layers=1, hidden=64, dropout=0.3),
+    "MLP (no memory)": ModelSpec(architecture="mlp", layers=2, hidden=256, dropout=0.3),
+    "1-D CNN (no memory)": ModelSpec(architecture="cnn", layers=3, hidden=64, dropout=0.3),
+}
+ANCHORS = "published on the same split: 2-layer LSTM 91.7 %, CNN about 94.8 %, SVM on 561 hand-made features about 96 %"  # noqa: E501
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Training effort: full for the report, tiny for ``--quick``."""
+
+    epochs: int = 40
+    max_minutes: float = 14.0
+    train_stride: int = 16
+    hapt_epochs: int = 30
+    quick: bool = False
+
+
+def _config(budget: Budget, **kw) -> TrainConfig:
+    base = TrainConfig(
+        epochs=budget.epochs, patience=8, batch_size=128, max_seconds=budget.max_minutes * 60
+    )
+    return replace(base, **kw)
+
+
+def har_section(budget: Budget, out: Path, saved: Path) -> tuple[list[dict], dict]:
+    """Train every HAR model on windows of the training users; score the official test windows."""
+    har = load_uci_har()
+    train = har.streams("train")
+    recs, users = recordings(train)
+    # windows every `train_stride` samples of the stitched training streams: the official
+    # windows (stride 64) plus shifted ones, labelled by their last sample
+    X, y, g = windows_from_recordings(recs, 128, budget.train_stride, users)
+    X_test, y_test = har.X_test, har.y_test.astype(np.int64)
+    if budget.quick:
+        X, y, g = X[::20], y[::20], g[::20]
+        X_test, y_test = X_test[::10], y_test[::10]
+    rows, models = [], {}
+    for label, spec in HAR_MODELS.items():
+        stderr.print(f"[bold]HAR[/bold] {label} ({spec.name}) on {len(X):,} windows")
+        result = train_window_model(
+            spec, X, y, g, channels=har.channels, classes=har.activities, rate_hz=50.0,
+            stride=64, config=_config(budget),
+            on_epoch=lambda e, n, logs: stderr.print(f"  epoch {e}/{n} {logs}"),
+            provenance={"dataset": "uci_har", "report": COMMAND},
+        )  # fmt: skip
+        probs = result.model.predict(X_test, batch_size=512, verbose=0)
+        ev = evaluate(y_test, probs.argmax(-1), har.activities)
+        plot_confusion(ev, out / f"har-{spec.name}.png", f"UCI HAR test users: {label}")
+        save_model(result.model, result.meta, saved / f"har-{spec.name}.keras")
+        rows.append(
+            {
+                "model": label,
+                "spec": spec.name,
+                "params": result.model.count_params(),
+                "accuracy": ev.accuracy,
+                "macro_f1": ev.macro_f1,
+                "epochs": len(result.history.get("loss", [])),
+                "train_minutes": result.seconds / 60,
+            }
+        )
+        models[label] = (result.model, X_test, y_test)
+        stderr.print(f"  → test accuracy {ev.accuracy:.4f}, macro-F1 {ev.macro_f1:.4f}")
+    return rows, models
+
+
+def hapt_section(budget: Budget, out: Path, saved: Path) -> list[dict]:
+    """Truncated BPTT with carried state against fixed-window training, on whole recordings."""
+    hapt = load_uci_hapt()
+    train, test = split_by_user(hapt, HAPT_TEST_USERS)
+    if budget.quick:
+        train = replace(train, streams=train.streams[:6])
+        test = replace(test, streams=test.streams[:2])
+    recs, users = recordings(train)
+    spec = ModelSpec(setup="stream", cell="lstm", layers=2, hidden=64, dropout=0.2)
+    variants = {
+        "truncated BPTT, state carried over 16 chunks of 128": dict(chunks_per_lane=16),
+        "fixed 128-sample windows (state reset each window)": dict(chunks_per_lane=1),
+    }
+    rows = []
+    for label, kw in variants.items():
+        stderr.print(f"[bold]HAPT[/bold] {label}")
+        cfg = _config(budget, epochs=budget.hapt_epochs, tbptt_steps=128, lanes=32, **kw)
+        result = train_stream_model(
+            spec, recs, users, channels=hapt.channels, classes=hapt.activities, rate_hz=50.0,
+            config=cfg, on_epoch=lambda e, n, logs: stderr.print(f"  epoch {e}/{n} {logs}"),
+            provenance={"dataset": "uci_hapt", "report": COMMAND, "variant": label},
+        )  # fmt: skip
+        run = evaluate_model(result.model, result.meta, test)
+        name = "tbptt" if kw["chunks_per_lane"] > 1 else "windows"
+        plot_confusion(run.evaluation, out / f"hapt-{name}.png", f"UCI HAPT test users: {label}")
+        save_model(result.model, result.meta, saved / f"hapt-{name}.keras")
+        rows.append(
+            {
+                "training": label,
+                "accuracy": run.evaluation.accuracy,
+                "macro_f1": run.evaluation.macro_f1,
+                "thirds": run.thirds,
+                "epochs": len(result.history["loss"]),
+                "train_minutes": result.seconds / 60,
+            }
+        )
+        stderr.print(f"  → {rows[-1]}")
+    return rows
+
+
+def gradient_section(models: dict, out: Path) -> dict[str, np.ndarray]:
+    curves = {}
+    for label in ("SimpleRNN", "LSTM", "GRU"):
+        model, X_test, y_test = models[label]
+        curves[label] = input_gradient_norms(model, X_test[:256], y_test[:256])
+    title = "UCI HAR test windows: gradient of the loss w.r.t. each input sample"
+    plot_gradient_norms(curves, out / "vanishing-gradients.png", title)
+    return curves
+
+
+def _pct(v: float) -> str:
+    return f"{100 * v:.1f} %"
+
+
+def write_markdown(path: Path, har_rows, hapt_rows, curves, started: float, quick: bool) -> None:
+    img = path.parent / "img"
+    rel = img.relative_to(path.parent)
+    lines = [
+        "# Models: what they reach on real data",
+        "",
+        f"Regenerate with `{COMMAND}` (writes this page and `docs/img/`).",
+        f"Measured on {platform.node() or 'this machine'}: {platform.processor() or platform.machine()}, "  # noqa: E501
+        f"CPU only; the whole report took {(time.time() - started) / 60:.0f} minutes.",
+    ]
+    if quick:
+        lines += ["", "**--quick run: tiny trainings, the numbers below mean nothing.**"]
+    lines += [
+        "",
+        "## 1. UCI HAR, many-to-one (official user split, 9 raw channels)",
+        "",
+        "Trained on windows of 128 samples taken every 16 samples from the stitched training "
+        "streams (21 users; 20 % of them held out for early stopping), scored on the 2,947 "
+        "official test windows (9 other users). Class weights, Adam with `clipnorm=1.0`, "
+        f"dropout 0.3, at most 40 epochs and 14 minutes each. {ANCHORS}.",
+        "",
+        "| model | spec | parameters | test accuracy | macro-F1 | epochs | training (min) |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in har_rows:
+        lines.append(
+            f"| {r['model']} | `{r['spec']}` | {r['params']:,} | {_pct(r['accuracy'])} | "
+            f"{r['macro_f1']:.3f} | {r['epochs']} | {r['train_minutes']:.1f} |"
+        )
+    best = max(har_rows, key=lambda r: r["accuracy"])
+    lines += ["", f"![confusion]({rel}/har-{best['spec']}.png)", ""]
+    lines += [
+        "## 2. UCI HAPT, many-to-many over whole recordings (official user split, 12 classes)",
+        "",
+        "A 2-layer LSTM-64 sequence labeller, run over each whole test recording (3 to 11 "
+        "minutes) with its state never reset, as a worker runs it per device. Scored per "
+        "annotated sample (unannotated samples, 27 % of the data, are masked out of losses and "
+        "metrics). The same model is trained two ways: truncated BPTT over chunks of 128 "
+        "samples with the state carried across 16 chunks (random offsets each epoch), and on "
+        "independent 128-sample windows with the state reset for each.",
+        "",
+        "| training | per-sample accuracy | macro-F1 | first third | middle third | last third "
+        "| epochs | training (min) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in hapt_rows:
+        t = r["thirds"]
+        lines.append(
+            f"| {r['training']} | {_pct(r['accuracy'])} | {r['macro_f1']:.3f} | {_pct(t[0])} | "
+            f"{_pct(t[1])} | {_pct(t[2])} | {r['epochs']} | {r['train_minutes']:.1f} |"
+        )
+    lines += ["", f"![confusion]({rel}/hapt-tbptt.png)", ""]
+    lines += [
+        "## 3. Vanishing gradients",
+        "",
+        "Mean norm of the gradient of each window's loss with respect to every input sample, "
+        "against how far back from the window's end that sample lies (the trained HAR models "
+        "above, 256 test windows). The SimpleRNN's gradient fades with distance; the gates of "
+        "the LSTM and GRU keep it alive.",
+        "",
+        f"![vanishing gradients]({rel}/vanishing-gradients.png)",
+        "",
+        "| steps back | " + " | ".join(curves) + " |",
+        "|---:|" + "---:|" * len(curves),
+    ]
+    for d in (0, 4, 16, 32, 64, 96, 127):
+        cells = " | ".join(f"{c[len(c) - 1 - d]:.2e}" for c in curves.values())
+        lines.append(f"| {d} | {cells} |")
+    lines.append("")
+    path.write_text("\n".join(lines))
+    (img / "report.json").write_text(
+        json.dumps({"har": har_rows, "hapt": hapt_rows}, indent=2) + "\n"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny trainings (checks the script)")
+    parser.add_argument("--out", default=str(REPO / "docs" / "models.md"), help="%(default)s")
+    parser.add_argument("--only", choices=["har", "hapt"], help="run one section")
+    parser.add_argument(
+        "--models-dir", default=str(REPO / "models-out" / "report"), help="%(default)s"
+    )
+    args = parser.parse_args(argv)
+    budget = Budget(epochs=2, max_minutes=1, hapt_epochs=1, quick=True) if args.quick else Budget()
+    out = Path(args.out)
+    img = out.parent / "img"
+    img.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    har_rows, models, curves, hapt_rows = [], {}, {}, []
+    if args.only in (None, "har"):
+        har_rows, models = har_section(budget, img, Path(args.models_dir))
+        curves = gradient_section(models, img)
+    if args.only in (None, "hapt"):
+        hapt_rows = hapt_section(budget, img, Path(args.models_dir))
+    if args.only is None:
+        write_markdown(out, har_rows, hapt_rows, curves, started, args.quick)
+        stderr.print(f"written {out}")
+    else:
+        print(json.dumps({"har": har_rows, "hapt": hapt_rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,67 @@
+"""``harstream train`` and ``harstream evaluate`` end to end on a small synthetic fleet."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from models.io import read_meta
+from models.registry import Registry
+from pipeline.cli import main
+
+FLEET = ["--dataset", "synthetic", "--devices", "6", "--duration-s", "60", "--seed", "2"]
+
+
+def test_train_window_model_register_and_evaluate(tmp_path, capsys):
+    model = tmp_path / "m.keras"
+    code = main(
+        ["train", *FLEET, "--cell", "gru", "--hidden", "8", "--epochs", "2", "--window", "32",
+         "--stride", "16", "--test-users", "1,2", "--out", str(model),
+         "--registry", str(tmp_path / "reg"), "--promote"]
+    )  # fmt: skip
+    assert code == 0 and model.is_file()
+    meta = read_meta(model)
+    assert meta.window == 32 and meta.provenance["test_users"] == [1, 2]
+    assert (tmp_path / "m" / "confusion.png").is_file()
+    saved = json.loads((tmp_path / "m" / "metrics.json").read_text())
+    assert saved["unit"] == "window" and 0.0 <= saved["accuracy"] <= 1.0
+    assert Registry(tmp_path / "reg").aliases("har") == {"champion": 1}
+    capsys.readouterr()
+    code = main(
+        ["evaluate", "--registry", str(tmp_path / "reg"), *FLEET, "--test-users", "1,2",
+         "--out-dir", str(tmp_path / "ev"), "--json"]
+    )  # fmt: skip
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0 and printed["accuracy"] == pytest.approx(saved["accuracy"])
+
+
+def test_train_stream_model_with_truncated_bptt(tmp_path):
+    model = tmp_path / "s.keras"
+    code = main(
+        ["train", *FLEET, "--setup", "stream", "--hidden", "8", "--epochs", "1",
+         "--tbptt-steps", "50", "--chunks-per-lane", "4", "--lanes", "2", "--test-users", "3",
+         "--out", str(model)]
+    )  # fmt: skip
+    assert code == 0
+    saved = json.loads((tmp_path / "s" / "metrics.json").read_text())
+    assert saved["unit"] == "sample" and len(saved["accuracy_by_third"]) == 3
+
+
+def test_evaluate_needs_exactly_one_model_source(capsys):
+    assert main(["evaluate", *FLEET]) == 2
+    assert "--model" in capsys.readouterr().err
+
+
+def test_model_and_dataset_channels_must_match(tmp_path, capsys):
+    model = tmp_path / "m.keras"
+    main(["train", *FLEET, "--hidden", "4", "--epochs", "1", "--window", "32", "--stride", "32",
+          "--out", str(model)])  # fmt: skip
+    csv = tmp_path / "other.csv"
+    csv.write_text(
+        "device,timestamp,x,label\n"
+        + "".join(f"d{i % 2},{1000 + 20 * (i // 2)},0.5,SITTING\n" for i in range(200))
+    )
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(model), "--dataset", str(csv)]) == 2
+    assert "channels" in capsys.readouterr().err

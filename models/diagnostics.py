@@ -10,6 +10,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from models.plotting import png_axes
+
 
 def input_gradient_norms(model: keras.Model, X: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Mean over windows of ``||dLoss/dx_t||`` for every step ``t`` of a window model.
@@ -31,23 +33,12 @@ def plot_gradient_norms(
     curves: Mapping[str, np.ndarray], path: str | os.PathLike[str], title: str = ""
 ) -> Path:
     """Plot gradient norm against distance back in time (log scale) as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 3.8), dpi=110)
-    for name, norms in curves.items():
-        back = np.arange(len(norms))
-        ax.semilogy(back, np.asarray(norms)[::-1], label=name)
-    ax.set_xlabel("distance back in time from the window's end (samples)")
-    ax.set_ylabel("mean ||dLoss/dx_t||")
-    ax.set_title(title or "How far back the gradient reaches", fontsize=10)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    with png_axes(path, (6.4, 3.8)) as ax:
+        for name, norms in curves.items():
+            ax.semilogy(np.arange(len(norms)), np.asarray(norms)[::-1], label=name)
+        ax.set_xlabel("distance back in time from the window's end (samples)")
+        ax.set_ylabel("mean ||dLoss/dx_t||")
+        ax.set_title(title or "How far back the gradient reaches", fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    return Path(path)

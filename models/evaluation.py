@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from models.exceptions import ModelsError
+from models.plotting import png_axes
 
 
 @dataclass(frozen=True)
@@ -113,31 +114,21 @@ def evaluate(
 
 def plot_confusion(evaluation: Evaluation, path: str | os.PathLike[str], title: str = "") -> Path:
     """Save the row-normalised confusion matrix (counts annotated) as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     cm = evaluation.confusion
     rates = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
     k = len(evaluation.classes)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.75 * k, 0.8 + 0.65 * k), dpi=110)
-    ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
-    for i in range(k):
-        for j in range(k):
-            ax.text(j, i, f"{cm[i, j]}", ha="center", va="center", fontsize=7,
-                    color="white" if rates[i, j] > 0.5 else "black")  # fmt: skip
-    ax.set_xticks(range(k), evaluation.classes, rotation=45, ha="right", fontsize=7)
-    ax.set_yticks(range(k), evaluation.classes, fontsize=7)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(
-        title or f"accuracy {evaluation.accuracy:.3f}, macro-F1 {evaluation.macro_f1:.3f}",
-        fontsize=9,
-    )
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    with png_axes(path, (1.0 + 0.75 * k, 0.8 + 0.65 * k)) as ax:
+        ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, f"{cm[i, j]}", ha="center", va="center", fontsize=7,
+                        color="white" if rates[i, j] > 0.5 else "black")  # fmt: skip
+        ax.set_xticks(range(k), evaluation.classes, rotation=45, ha="right", fontsize=7)
+        ax.set_yticks(range(k), evaluation.classes, fontsize=7)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(
+            title or f"accuracy {evaluation.accuracy:.3f}, macro-F1 {evaluation.macro_f1:.3f}",
+            fontsize=9,
+        )
+    return Path(path)

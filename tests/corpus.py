@@ -86,3 +86,29 @@ def bad_input(codec: str, reason: str, config: CodecConfig) -> bytes | None:
     ``config`` must expect 3 channels and know the activity names "SIT" and "WALK".
     """
     return {"binary": _binary_bad, "json": _json_bad}[codec](reason, config)
+
+
+TINY_META_ARGS = dict(
+    channels=("x", "y", "z"),
+    classes=("A", "B"),
+    rate_hz=50.0,
+    mean=(0.0, 0.0, 0.0),
+    std=(1.0, 1.0, 1.0),
+    window=8,
+    stride=4,
+)
+
+
+def tiny_model_file(directory, cell: str = "lstm"):
+    """A tiny window model (8 x 3 -> 2 classes) in ``directory/tiny.keras``: (model, meta, path)."""
+    import keras
+
+    from models.io import save_model
+    from models.spec import ModelMeta, ModelSpec
+
+    layer = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU}[cell]
+    model = keras.Sequential(
+        [keras.Input((8, 3)), layer(4), keras.layers.Dense(2, activation="softmax")]
+    )
+    meta = ModelMeta(spec=ModelSpec(cell=cell, hidden=4), **TINY_META_ARGS)
+    return model, meta, save_model(model, meta, directory / "tiny.keras")

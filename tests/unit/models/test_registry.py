@@ -15,30 +15,20 @@ import numpy as np
 import pytest
 
 import harstream
+from corpus import TINY_META_ARGS, tiny_model_file
 from models.exceptions import ModelsError
-from models.io import read_meta, save_model
+from models.io import read_meta
 from models.registry import Registry
 from models.spec import ModelMeta, ModelSpec
 
-META = ModelMeta(
-    spec=ModelSpec(hidden=4),
-    channels=("x", "y", "z"),
-    classes=("A", "B"),
-    rate_hz=50.0,
-    mean=(0.0, 0.0, 0.0),
-    std=(1.0, 1.0, 1.0),
-    window=8,
-    stride=4,
-)
+META = ModelMeta(spec=ModelSpec(hidden=4), **TINY_META_ARGS)
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[keras.Model, Path]:
     """A tiny LSTM window model and the .keras file it was saved to."""
-    model = keras.Sequential(
-        [keras.Input((8, 3)), keras.layers.LSTM(4), keras.layers.Dense(2, activation="softmax")]
-    )
-    return model, save_model(model, META, tmp_path_factory.mktemp("model") / "tiny.keras")
+    model, meta, path = tiny_model_file(tmp_path_factory.mktemp("model"))
+    return model, path
 
 
 @pytest.fixture

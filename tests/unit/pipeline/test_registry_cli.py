@@ -5,31 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import keras
 import pytest
 
-from models.io import save_model
+from corpus import tiny_model_file
 from models.registry import Registry
-from models.spec import ModelMeta, ModelSpec
 from pipeline.cli import main
 
 
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    model = keras.Sequential(
-        [keras.Input((8, 3)), keras.layers.GRU(4), keras.layers.Dense(2, activation="softmax")]
-    )
-    meta = ModelMeta(
-        spec=ModelSpec(cell="gru", hidden=4),
-        channels=("x", "y", "z"),
-        classes=("A", "B"),
-        rate_hz=50.0,
-        mean=(0.0, 0.0, 0.0),
-        std=(1.0, 1.0, 1.0),
-        window=8,
-        stride=4,
-    )
-    return save_model(model, meta, tmp_path_factory.mktemp("cli-model") / "tiny.keras")
+    return tiny_model_file(tmp_path_factory.mktemp("cli-model"), cell="gru")[2]
 
 
 @pytest.fixture

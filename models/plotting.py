@@ -1,0 +1,26 @@
+"""One way to make a PNG figure: headless (Agg), laid out, saved, closed."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def png_axes(path: str | os.PathLike[str], figsize: tuple[float, float]) -> Iterator[object]:
+    """Yield matplotlib axes; on exit the figure is saved to ``path`` and closed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=figsize, dpi=110)
+    try:
+        yield ax
+        fig.tight_layout()
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path)
+    finally:
+        plt.close(fig)

@@ -1,0 +1,558 @@
+"""The batched NumPy recurrent runtime: many devices' hidden states, stepped together.
+
+A worker gives each device a slot. :meth:`StreamRuntime.advance` moves every device that has new
+samples forward in one call, one time step at a time over all devices still active at that step:
+one fused GEMM per layer, elementwise work in preallocated buffers, no per-device Python. It
+reproduces the Keras stream model (``setup="stream"``) to 1e-5 for every cell type; the
+conformance suite ``tests/unit/models/test_runtime.py`` checks it. Only NumPy is needed at run
+time; Keras is imported to read a model.
+
+Example::
+
+    import numpy as np
+    from models.io import load_model
+    from models.runtime import StreamRuntime
+
+    model, meta = load_model("champion.keras")
+    runtime = StreamRuntime.from_keras(model, meta, capacity=1024)
+    slots = np.array([3, 0, 7])  # one slot per device
+    counts = np.array([2, 0, 5])  # new samples per device
+    samples = np.zeros((7, len(meta.channels)), np.float32)  # raw, device by device
+    out = runtime.advance(slots, counts, samples)
+    out.probs  # (7, len(meta.classes)): the activity after each sample, in input order
+    snapshot = runtime.get_state(3)  # checkpoint a device ...
+    runtime.reset([3])  # ... forget it ...
+    runtime.set_state(3, snapshot)  # ... and restore it
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from models.exceptions import ModelsError
+from models.spec import CELLS, Cell, ModelMeta
+
+if TYPE_CHECKING:
+    import keras
+
+_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+_F32 = np.float32
+
+
+def _f32(array) -> np.ndarray:
+    return np.ascontiguousarray(array, dtype=_F32)
+
+
+@dataclass(frozen=True, eq=False)
+class StreamWeights:
+    """The parameters of a stream model as plain float32 arrays, in Keras's layout.
+
+    ``kernels[l]`` is (inputs, gates*hidden) and ``recurrent_kernels[l]`` (hidden,
+    gates*hidden), gates in Keras order (LSTM i, f, c, o; GRU z, r, h); ``biases[l]`` is
+    (gates*hidden,), or (2, 3*hidden) for the GRU (input and recurrent bias, ``reset_after``).
+    ``scale`` divides the centred input: ``max(sqrt(variance), epsilon)``, as Keras's
+    ``Normalization`` computes it. ``next_kernel``/``next_bias`` are the optional next-step head.
+    """
+
+    cell: Cell
+    mean: np.ndarray
+    scale: np.ndarray
+    kernels: tuple[np.ndarray, ...]
+    recurrent_kernels: tuple[np.ndarray, ...]
+    biases: tuple[np.ndarray, ...]
+    activity_kernel: np.ndarray
+    activity_bias: np.ndarray
+    next_kernel: np.ndarray | None = None
+    next_bias: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.cell not in CELLS:
+            raise ModelsError(f"cell must be one of {CELLS}, not {self.cell!r}")
+        for name in ("mean", "scale", "activity_kernel", "activity_bias"):
+            object.__setattr__(self, name, _f32(getattr(self, name)))
+        for name in ("kernels", "recurrent_kernels", "biases"):
+            object.__setattr__(self, name, tuple(_f32(a) for a in getattr(self, name)))
+        if (self.next_kernel is None) != (self.next_bias is None):
+            raise ModelsError("the next-step head needs both its kernel and its bias")
+        if self.next_kernel is not None:
+            object.__setattr__(self, "next_kernel", _f32(self.next_kernel))
+            object.__setattr__(self, "next_bias", _f32(self.next_bias))
+        self._check_shapes()
+
+    def _check_shapes(self) -> None:
+        layers, c, h = self.layers, self.channels, self.hidden
+        if not 1 <= layers == len(self.recurrent_kernels) == len(self.biases):
+            raise ModelsError("need one kernel, recurrent kernel and bias per layer (>= 1)")
+        if self.mean.shape != (c,) or self.scale.shape != (c,) or not (self.scale > 0).all():
+            raise ModelsError("mean and scale need one value per channel, scale > 0")
+        g = _GATES[self.cell] * h
+        expected = {"activity_kernel": (h, self.classes), "activity_bias": (self.classes,)}
+        if self.next_kernel is not None:
+            expected |= {"next_kernel": (h, c), "next_bias": (c,)}
+        for i in range(layers):
+            expected |= {
+                f"kernels[{i}]": (c if i == 0 else h, g),
+                f"recurrent_kernels[{i}]": (h, g),
+                f"biases[{i}]": (2, g) if self.cell == "gru" else (g,),
+            }
+        for name, shape in expected.items():
+            field, _, index = name.partition("[")
+            array = getattr(self, field)
+            array = array[int(index[:-1])] if index else array
+            if array.shape != shape:
+                raise ModelsError(f"{self.cell} weights: {name} is {array.shape}, not {shape}")
+
+    @property
+    def channels(self) -> int:
+        return self.kernels[0].shape[0]
+
+    @property
+    def hidden(self) -> int:
+        return self.recurrent_kernels[0].shape[0]
+
+    @property
+    def layers(self) -> int:
+        return len(self.kernels)
+
+    @property
+    def classes(self) -> int:
+        return self.activity_bias.shape[0]
+
+    @classmethod
+    def from_keras(cls, model: keras.Model, meta: ModelMeta) -> StreamWeights:
+        """The weights of ``model``, a stream model as :func:`models.zoo.build_model` makes it.
+
+        Raises :class:`ModelsError` for anything the runtime would not reproduce exactly: window
+        or bidirectional models, other layers or activations, GRU ``reset_after=False``, layers
+        running backwards or not returning sequences, or a model that does not match ``meta``.
+        """
+        import keras  # here, so that running the runtime needs only NumPy
+
+        spec = meta.spec
+        if spec.setup != "stream" or spec.architecture != "recurrent":
+            raise ModelsError(f"{spec.name}: the runtime runs unidirectional stream models only")
+        cells = {keras.layers.SimpleRNN: "rnn", keras.layers.LSTM: "lstm", keras.layers.GRU: "gru"}
+        normalise, recurrent, heads = None, [], {}
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.InputLayer | keras.layers.Dropout):
+                continue
+            if type(layer) is keras.layers.Normalization and normalise is None:
+                normalise = layer
+            elif type(layer) in cells and cells[type(layer)] == spec.cell:
+                _check_recurrent(layer, spec.cell)
+                recurrent.append(layer.get_weights())
+            elif type(layer) is keras.layers.Dense and layer.name in ("activity", "next"):
+                _check_head(layer)
+                heads[layer.name] = layer.get_weights()
+            else:
+                raise ModelsError(
+                    f"{spec.name}: layer {layer.name!r} ({type(layer).__name__}) is not supported "
+                    "by the stream runtime"
+                )
+        if normalise is None or "activity" not in heads or len(recurrent) != spec.layers:
+            raise ModelsError(
+                f"{spec.name}: expected a normalisation, {spec.layers} {spec.cell} layer(s) and "
+                "an activity head"
+            )
+        if ("next" in heads) != spec.next_step:
+            raise ModelsError(f"{spec.name}: the next-step head does not match the spec")
+        mean, scale = _normalisation(normalise, keras.config.epsilon())
+        weights = cls(
+            cell=spec.cell,
+            mean=mean,
+            scale=scale,
+            kernels=tuple(w[0] for w in recurrent),
+            recurrent_kernels=tuple(w[1] for w in recurrent),
+            biases=tuple(w[2] for w in recurrent),
+            activity_kernel=heads["activity"][0],
+            activity_bias=heads["activity"][1],
+            next_kernel=heads["next"][0] if spec.next_step else None,
+            next_bias=heads["next"][1] if spec.next_step else None,
+        )
+        shape = (weights.channels, weights.hidden, weights.classes)
+        if shape != (len(meta.channels), spec.hidden, len(meta.classes)):
+            raise ModelsError(f"{spec.name}: channels/hidden/classes {shape} do not match the meta")
+        return weights
+
+
+def _name(activation) -> str:
+    return getattr(activation, "__name__", repr(activation))
+
+
+def _check_recurrent(layer, cell: str) -> None:
+    checks = [
+        (layer.return_sequences, "must return sequences"),
+        (not layer.go_backwards, "must not run backwards"),
+        (layer.use_bias, "must have a bias"),
+        (_name(layer.activation) == "tanh", "must use activation tanh"),
+        (cell == "rnn" or _name(layer.recurrent_activation) == "sigmoid", "must gate by sigmoid"),
+        (cell != "gru" or layer.reset_after, "must have reset_after=True"),
+    ]
+    problems = [message for ok, message in checks if not ok]
+    if problems:
+        raise ModelsError(f"layer {layer.name!r}: {', '.join(problems)}")
+
+
+def _check_head(layer) -> None:
+    wanted = "softmax" if layer.name == "activity" else "linear"
+    if _name(layer.activation) != wanted or not layer.use_bias:
+        raise ModelsError(f"head {layer.name!r} must be a {wanted} Dense layer with a bias")
+
+
+def _normalisation(layer, epsilon: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(mean, scale)`` with the input normalised as ``(x - mean) / scale``, as in Keras."""
+    if layer.invert or tuple(layer.axis) not in ((-1,), (2,)):
+        raise ModelsError("the normalisation must be per channel (axis=-1) and not inverted")
+    mean = np.asarray(layer.mean, dtype=_F32).reshape(-1)
+    variance = np.asarray(layer.variance, dtype=_F32).reshape(-1)
+    return mean, np.maximum(np.sqrt(variance), _F32(epsilon))
+
+
+@dataclass(frozen=True, eq=False)
+class StepOutput:
+    """What :meth:`StreamRuntime.advance` computed: one row per input sample, in input order.
+
+    ``probs`` (N, classes) is the activity after each sample. With a next-step head, ``next``
+    (N, channels) predicts the sample that follows each one, in normalised units; ``anomaly``
+    (N,) is the mean over channels of the squared error between each sample (normalised) and the
+    prediction made for it at the device's previous sample: about 1 for an unpredictable
+    sample, far more for a surprising one, NaN for a device's first sample since its reset.
+    """
+
+    probs: np.ndarray
+    next: np.ndarray | None = None
+    anomaly: np.ndarray | None = None
+
+
+class StreamRuntime:
+    """The hidden states of many devices, one slot each, advanced in batches by one model.
+
+    ``capacity`` is the initial number of slots (it doubles on demand, see
+    :meth:`ensure_capacity`); ``block`` is how many devices are computed together, small enough
+    for the work buffers to stay in cache. Slots in one call must be distinct.
+    """
+
+    def __init__(self, weights: StreamWeights, capacity: int = 1024, block: int = 1024) -> None:
+        if capacity < 1 or block < 1:
+            raise ModelsError("capacity and block must be >= 1")
+        self.weights = weights
+        self.block = block
+        w, h = weights, weights.hidden
+        self._fused = [
+            _fuse(w.cell, *layer)
+            for layer in zip(w.kernels, w.recurrent_kernels, w.biases, strict=True)
+        ]
+        head_kernel, head_bias = w.activity_kernel, w.activity_bias
+        if w.next_kernel is not None:
+            head_kernel = np.hstack([head_kernel, w.next_kernel])
+            head_bias = np.concatenate([head_bias, w.next_bias])
+        self._head = _f32(np.vstack([head_kernel, head_bias]).T)
+        # Work buffers for `block` devices. Each layer reads rows [input, previous h, 1] (the 1
+        # adds the bias in the GEMM) and writes its new h into the next layer's (or the head's)
+        # input. Gates are gate-major (gates, devices, hidden) and the head's output is
+        # (outputs, devices), so that the elementwise work runs over contiguous memory.
+        self._rows = {
+            "mean": np.tile(w.mean, (block, 1)),
+            "scale": np.tile(w.scale, (block, 1)),
+            "normalised": np.empty((block, w.channels), _F32),
+            "error": np.empty((block, w.channels), _F32),
+            "carry": np.empty((block, h), _F32),
+        }
+        self._inputs = [self._ones(m.shape[1] - 1) for m in self._fused] + [self._ones(h)]
+        self._gates = [np.empty(m.shape[0] * block * h, _F32) for m in self._fused]
+        self._logits = np.empty(len(self._head) * block, _F32)
+        self._top = np.empty(block, _F32)
+        self._channel_mean = np.full(w.channels, 1 / w.channels, _F32)
+        self._h = [np.zeros((capacity, h), _F32) for _ in range(w.layers)]
+        self._c = [
+            np.zeros((capacity, h), _F32) for _ in range(w.layers if w.cell == "lstm" else 0)
+        ]
+        self._next = np.full((capacity, w.channels), np.nan, _F32) if self.has_next else None
+        self._mark = np.zeros(capacity, np.intp)
+
+    @classmethod
+    def from_keras(
+        cls, model: keras.Model, meta: ModelMeta, capacity: int = 1024, block: int = 1024
+    ) -> StreamRuntime:
+        """A runtime for ``model`` (see :meth:`StreamWeights.from_keras`), all slots zeroed."""
+        return cls(StreamWeights.from_keras(model, meta), capacity=capacity, block=block)
+
+    def __repr__(self) -> str:
+        w = self.weights
+        return (
+            f"StreamRuntime({w.cell} {w.layers}x{w.hidden}, channels={w.channels}, "
+            f"classes={w.classes}, next={self.has_next}, capacity={self.capacity})"
+        )
+
+    @property
+    def capacity(self) -> int:
+        return len(self._mark)
+
+    @property
+    def has_next(self) -> bool:
+        return self.weights.next_kernel is not None
+
+    def ensure_capacity(self, slots: int) -> None:
+        """Make room for at least ``slots`` slots, keeping every state; doubles, so amortised."""
+        if slots <= self.capacity:
+            return
+        size = max(slots, 2 * self.capacity)
+        self._h = [_grown(a, size, 0.0) for a in self._h]
+        self._c = [_grown(a, size, 0.0) for a in self._c]
+        if self._next is not None:
+            self._next = _grown(self._next, size, np.nan)
+        self._mark = np.zeros(size, np.intp)
+
+    def reset(self, slots) -> None:
+        """Forget the state of ``slots``: a fresh device, or one back after a gap."""
+        slots = self._slots(slots)
+        for state in self._h + self._c:
+            state[slots] = 0.0
+        if self._next is not None:
+            self._next[slots] = np.nan
+
+    def get_states(self, slots) -> dict[str, np.ndarray]:
+        """Copies of the states of ``slots``: ``h`` (and ``c`` for an LSTM) (B, layers, hidden),
+        and with a next-step head ``next`` (B, channels), the last prediction (NaN if none)."""
+        slots = self._slots(slots)
+        out = {"h": np.stack([a[slots] for a in self._h], axis=1)}
+        if self._c:
+            out["c"] = np.stack([a[slots] for a in self._c], axis=1)
+        if self._next is not None:
+            out["next"] = self._next[slots]
+        return out
+
+    def set_states(self, slots, states: dict[str, np.ndarray]) -> None:
+        """Restore ``slots`` from ``states`` as :meth:`get_states` gives them."""
+        slots = self._slots(slots)
+        w, b = self.weights, len(slots)
+        expected = {"h": (b, w.layers, w.hidden)}
+        if self._c:
+            expected["c"] = (b, w.layers, w.hidden)
+        if self._next is not None:
+            expected["next"] = (b, w.channels)
+        arrays = {key: np.asarray(value, _F32) for key, value in states.items()}
+        shapes = {key: a.shape for key, a in arrays.items()}
+        if shapes != expected:
+            raise ModelsError(f"states must be {expected}, not {shapes}")
+        for layer, a in enumerate(self._h):
+            a[slots] = arrays["h"][:, layer]
+        for layer, a in enumerate(self._c):
+            a[slots] = arrays["c"][:, layer]
+        if self._next is not None:
+            self._next[slots] = arrays["next"]
+
+    def get_state(self, slot: int) -> dict[str, np.ndarray]:
+        """The state of one slot: :meth:`get_states` without the batch axis."""
+        return {key: a[0] for key, a in self.get_states([slot]).items()}
+
+    def set_state(self, slot: int, state: dict[str, np.ndarray]) -> None:
+        """Restore one slot from :meth:`get_state`'s snapshot."""
+        self.set_states([slot], {key: np.asarray(a)[None] for key, a in state.items()})
+
+    def step(self, slots, x) -> np.ndarray:
+        """Advance each of ``slots`` by its raw sample in ``x`` (B, channels); the activity
+        probabilities (B, classes). The same as :meth:`advance` with counts of 1."""
+        slots = self._slots(slots)
+        x = self._samples(x, len(slots))
+        probs = np.empty((len(slots), self.weights.classes), _F32)
+        self._forward(slots, x, probs, None, None)
+        return probs
+
+    def advance(self, slots, counts, samples) -> StepOutput:
+        """Advance ``slots[i]`` by ``counts[i]`` raw samples; ``samples`` (N, channels) holds them
+        device by device, in the order of ``slots``. Outputs follow the order of ``samples``."""
+        slots = self._slots(slots)
+        counts = np.asarray(counts)
+        if counts.shape != slots.shape or (counts.size and counts.dtype.kind not in "iu"):
+            raise ModelsError("counts must be one non-negative integer per slot")
+        if (counts < 0).any():
+            raise ModelsError("counts must be one non-negative integer per slot")
+        x = self._samples(samples, int(counts.sum()))
+        n, w = len(x), self.weights
+        probs = np.empty((n, w.classes), _F32)
+        nxt = np.empty((n, w.channels), _F32) if self.has_next else None
+        anomaly = np.empty(n, _F32) if self.has_next else None
+        if n == 0:
+            return StepOutput(probs, nxt, anomaly)
+        # devices by count, descending: those still active at time t are a prefix
+        order = np.argsort(-counts, kind="stable")
+        starts = (np.cumsum(counts) - counts)[order]
+        by_count = counts[order]
+        active = np.searchsorted(-by_count, -np.arange(by_count[0]), side="left")
+        # the samples in time-major order, so that every step reads and writes contiguous rows
+        rows = np.concatenate([starts[:k] + t for t, k in enumerate(active)])
+        x, sorted_slots = x[rows], slots[order]
+        probs_t = np.empty_like(probs)
+        nxt_t = np.empty_like(nxt) if nxt is not None else None
+        anomaly_t = np.empty_like(anomaly) if anomaly is not None else None
+        start = 0
+        for k in active.tolist():
+            part = slice(start, start + k)
+            self._forward(
+                sorted_slots[:k],
+                x[part],
+                probs_t[part],
+                None if nxt_t is None else nxt_t[part],
+                None if anomaly_t is None else anomaly_t[part],
+            )
+            start += k
+        probs[rows] = probs_t
+        if nxt is not None:
+            nxt[rows] = nxt_t
+            anomaly[rows] = anomaly_t
+        return StepOutput(probs, nxt, anomaly)
+
+    def _slots(self, slots) -> np.ndarray:
+        slots = np.asarray(slots)
+        if slots.ndim != 1 or (slots.size and slots.dtype.kind not in "iu"):
+            raise ModelsError("slots must be a 1-D integer array")
+        slots = slots.astype(np.intp, copy=False)
+        if slots.size == 0:
+            return slots
+        if slots.min() < 0 or slots.max() >= self.capacity:
+            raise ModelsError(f"slots must be in [0, {self.capacity}): call ensure_capacity")
+        order = np.arange(len(slots))
+        self._mark[slots] = order
+        if not (self._mark[slots] == order).all():
+            raise ModelsError("a slot appears twice in one call")
+        return slots
+
+    def _samples(self, x, n: int) -> np.ndarray:
+        x = np.asarray(x, dtype=_F32)
+        if x.shape != (n, self.weights.channels):
+            raise ModelsError(f"samples must be ({n}, {self.weights.channels}), not {x.shape}")
+        return x
+
+    def _ones(self, width: int) -> np.ndarray:
+        """A work buffer of ``width`` columns plus a last column of ones (the bias input)."""
+        buffer = np.empty((self.block, width + 1), _F32)
+        buffer[:, -1] = 1.0
+        return buffer
+
+    def _forward(self, slots, x, probs, nxt, anomaly) -> None:
+        for a in range(0, len(slots), self.block):
+            b = slice(a, a + self.block)
+            self._block(
+                slots[b],
+                x[b],
+                probs[b],
+                None if nxt is None else nxt[b],
+                None if anomaly is None else anomaly[b],
+            )
+
+    def _block(self, slots, x, probs, nxt, anomaly) -> None:
+        """One step of at most ``block`` devices, in the preallocated buffers."""
+        w, b, h = self.weights, len(slots), self.weights.hidden
+        rows = {key: a[:b] for key, a in self._rows.items()}
+        normalised = rows["normalised"]
+        np.subtract(x, rows["mean"], out=normalised)
+        np.divide(normalised, rows["scale"], out=normalised)
+        self._inputs[0][:b, : w.channels] = normalised
+        if anomaly is not None:
+            error = rows["error"]
+            np.take(self._next, slots, axis=0, out=error, mode="clip")
+            np.subtract(error, normalised, out=error)
+            np.square(error, out=error)
+            np.matmul(error, self._channel_mean, out=anomaly)
+        for layer, fused in enumerate(self._fused):
+            inputs = self._inputs[layer][:b]
+            gates = self._gates[layer][: len(fused) * b * h].reshape(len(fused), b, h)
+            width = inputs.shape[1] - 1 - h
+            previous = inputs[:, width : width + h]
+            new = self._inputs[layer + 1][:b, :h]
+            np.take(self._h[layer], slots, axis=0, out=previous, mode="clip")
+            np.matmul(inputs, fused, out=gates)
+            if w.cell == "rnn":
+                np.tanh(gates[0], out=new)
+            elif w.cell == "lstm":
+                _lstm(gates, self._c[layer], slots, rows["carry"], new)
+            else:
+                _gru(gates, previous, new)
+            self._h[layer][slots] = new
+        logits = self._logits[: len(self._head) * b].reshape(-1, b)
+        np.matmul(self._head, self._inputs[-1][:b].T, out=logits)
+        activity, top = logits[: w.classes], self._top[:b]
+        np.max(activity, axis=0, out=top)
+        np.subtract(activity, top, out=activity)
+        np.exp(activity, out=activity)
+        np.sum(activity, axis=0, out=top)
+        np.divide(activity, top, out=activity)
+        probs[...] = activity.T
+        if self._next is not None:
+            predicted = logits[w.classes :].T
+            self._next[slots] = predicted
+            if nxt is not None:
+                nxt[...] = predicted
+
+
+def _lstm(gates, carry_state, slots, carry, new) -> None:
+    """Gates [i, f, o, c] with i, f, o pre-halved: ``sigmoid(v) = (1 + tanh(v/2)) / 2``."""
+    np.tanh(gates, out=gates)
+    sigmoids = gates[:3]
+    np.multiply(sigmoids, 0.5, out=sigmoids)
+    np.add(sigmoids, 0.5, out=sigmoids)
+    i, f, o, g = gates
+    np.take(carry_state, slots, axis=0, out=carry, mode="clip")
+    np.multiply(carry, f, out=carry)
+    np.multiply(i, g, out=i)
+    np.add(carry, i, out=carry)
+    carry_state[slots] = carry
+    np.tanh(carry, out=g)
+    np.multiply(o, g, out=new)
+
+
+def _gru(gates, previous, new) -> None:
+    """Gates [z, r, x_h, r_h], z and r pre-halved; ``h' = z*h + (1-z)*hh = hh + z*(h - hh)``."""
+    sigmoids = gates[:2]
+    np.tanh(sigmoids, out=sigmoids)
+    np.multiply(sigmoids, 0.5, out=sigmoids)
+    np.add(sigmoids, 0.5, out=sigmoids)
+    z, r, candidate, recurrent = gates
+    np.multiply(recurrent, r, out=recurrent)
+    np.add(candidate, recurrent, out=candidate)
+    np.tanh(candidate, out=candidate)
+    np.subtract(previous, candidate, out=previous)
+    np.multiply(previous, z, out=previous)
+    np.add(previous, candidate, out=new)
+
+
+def _fuse(cell: str, kernel, recurrent, bias) -> np.ndarray:
+    """(gates, inputs + hidden + 1, hidden): ``[input, h, 1] @ fused[k]`` is gate k's input.
+
+    Sigmoid gates come first and are pre-halved (exact in binary floating point), so that
+    ``sigmoid(v) = (1 + tanh(v/2)) / 2`` takes one tanh and no overflowing ``exp``. LSTM gates
+    become [i, f, o, c]; GRU gates [z, r, x_h, r_h], the reset gate multiplying
+    ``r_h = h @ U_h + b_h`` after the product (``reset_after=True``).
+    """
+    h = recurrent.shape[0]
+    if cell == "rnn":
+        fused, sigmoids = np.vstack([kernel, recurrent, bias[None]]), 0
+    elif cell == "lstm":
+        reorder = np.r_[0 : 2 * h, 3 * h : 4 * h, 2 * h : 3 * h]
+        fused, sigmoids = np.vstack([kernel, recurrent, bias[None]])[:, reorder], 3
+    else:
+        zeros_x, zeros_h = np.zeros((len(kernel), h)), np.zeros((h, h))
+        x_bias, h_bias = bias
+        fused = np.vstack(
+            [
+                np.hstack([kernel, zeros_x]),
+                np.hstack([recurrent[:, : 2 * h], zeros_h, recurrent[:, 2 * h :]]),
+                np.concatenate(
+                    [x_bias[: 2 * h] + h_bias[: 2 * h], x_bias[2 * h :], h_bias[2 * h :]]
+                ),
+            ]
+        )
+        sigmoids = 2
+    fused = _f32(fused.reshape(len(fused), -1, h).transpose(1, 0, 2))
+    fused[:sigmoids] *= 0.5
+    return fused
+
+
+def _grown(state: np.ndarray, size: int, fill: float) -> np.ndarray:
+    grown = np.full((size, state.shape[1]), fill, _F32)
+    grown[: len(state)] = state
+    return grown

@@ -1,0 +1,228 @@
+"""Per-device state: a slot per device in flat arrays, grown by doubling, with a ring buffer.
+
+Device ids map to slots; every per-device quantity (last applied sequence number and event time,
+when the device was last seen, the ring buffer of its last ``ring`` samples, how many samples it
+has seen) lives in a NumPy array indexed by slot, so a batch of devices is read and written with
+one fancy-indexing operation. The recurrent hidden state lives in the runtime under the same
+slots; the store tells its owner when slots are reset or freed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from pipeline.exceptions import PipelineError
+
+Overflow = Literal["evict_lru", "reject"]
+
+
+class StoreFull(PipelineError):
+    """A new device arrived while the store held ``max_devices`` and the policy is reject."""
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """Bounds and policies of the state store.
+
+    ``max_gap``: a device whose sequence number jumps by more than this many missing samples
+    starts from a fresh state (its old state no longer describes it). ``idle_ttl_s``: devices not
+    seen for this long are evicted by :meth:`StateStore.evict_idle`. ``max_devices`` with
+    ``overflow``: at the bound a new device evicts the least recently seen one (``evict_lru``)
+    or is refused (``reject``).
+    """
+
+    ring: int = 128
+    max_gap: int = 50
+    idle_ttl_s: float = 600.0
+    max_devices: int = 1_000_000
+    overflow: Overflow = "evict_lru"
+    initial_capacity: int = 1024
+
+
+class StateStore:
+    """Device id -> slot, and per-slot arrays.
+
+    >>> store = StateStore(channels=2, config=StoreConfig(ring=3))
+    >>> slots = store.slots_for(["a", "b"])
+    >>> store.push(slots, np.array([2, 1]), np.arange(6, dtype=np.float32).reshape(3, 2))
+    >>> store.recent(slots[:1], 2).tolist()
+    [[[0.0, 1.0], [2.0, 3.0]]]
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        config: StoreConfig | None = None,
+        on_grow: Callable[[int], None] | None = None,
+        on_reset: Callable[[np.ndarray], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config or StoreConfig()
+        self.channels = channels
+        self._on_grow = on_grow
+        self._on_reset = on_reset
+        self._clock = clock
+        self._slot: dict[str, int] = {}
+        self._device: list[str | None] = []
+        self._free: list[int] = []
+        self.capacity = 0
+        self.evictions = 0
+        self._grow(max(1, self.config.initial_capacity))
+
+    # -- capacity ---------------------------------------------------------------------------
+
+    def _grow(self, capacity: int) -> None:
+        old = self.capacity
+        ring, c = self.config.ring, self.channels
+
+        def grown(arr: np.ndarray | None, shape: tuple[int, ...], dtype, fill) -> np.ndarray:
+            new = np.full((capacity, *shape), fill, dtype=dtype)
+            if arr is not None:
+                new[:old] = arr
+            return new
+
+        first = old == 0
+        self.last_seq = grown(None if first else self.last_seq, (), np.int64, -1)
+        self.last_time_ms = grown(None if first else self.last_time_ms, (), np.float64, np.nan)
+        self.last_seen = grown(None if first else self.last_seen, (), np.float64, -np.inf)
+        self.seen = grown(None if first else self.seen, (), np.int64, 0)
+        self.ring = grown(None if first else self.ring, (ring, c), np.float32, 0.0)
+        self._device.extend([None] * (capacity - old))
+        self._free.extend(range(capacity - 1, old - 1, -1))  # pop() hands out low slots first
+        self.capacity = capacity
+        if self._on_grow is not None:
+            self._on_grow(capacity)
+
+    # -- devices ----------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._slot)
+
+    def __contains__(self, device: str) -> bool:
+        return device in self._slot
+
+    def slot(self, device: str) -> int | None:
+        return self._slot.get(device)
+
+    def device(self, slot: int) -> str | None:
+        return self._device[slot]
+
+    def devices(self) -> list[str]:
+        return list(self._slot)
+
+    def slots_for(self, devices: Sequence[str]) -> np.ndarray:
+        """Slots of ``devices``, allocating fresh (zeroed) ones for new devices."""
+        out = np.empty(len(devices), dtype=np.int64)
+        for i, device in enumerate(devices):
+            slot = self._slot.get(device)
+            if slot is None:
+                slot = self._allocate(device)
+            out[i] = slot
+        self.last_seen[out] = self._clock()
+        return out
+
+    def _allocate(self, device: str) -> int:
+        if len(self._slot) >= self.config.max_devices:
+            if self.config.overflow == "reject":
+                raise StoreFull(f"{device}: the store already holds {len(self._slot)} devices")
+            used = np.fromiter(self._slot.values(), dtype=np.int64)
+            self.evict([self._device[int(used[np.argmin(self.last_seen[used])])]])
+        if not self._free:
+            self._grow(self.capacity * 2)
+        slot = self._free.pop()
+        self._slot[device] = slot
+        self._device[slot] = device
+        self.reset(np.array([slot]))
+        return slot
+
+    def evict(self, devices: Iterable[str]) -> list[str]:
+        """Forget ``devices`` (unknown ones are ignored); return those evicted."""
+        gone = [d for d in devices if d in self._slot]
+        slots = np.array([self._slot.pop(d) for d in gone], dtype=np.int64)
+        for slot in slots.tolist():
+            self._device[slot] = None
+            self._free.append(slot)
+        self.evictions += len(gone)
+        if len(slots):
+            self.reset(slots)
+        return gone
+
+    def evict_idle(self, now: float | None = None) -> list[str]:
+        """Evict the devices not seen for ``idle_ttl_s``."""
+        if not self._slot:
+            return []
+        now = self._clock() if now is None else now
+        used = np.fromiter(self._slot.values(), dtype=np.int64)
+        idle = used[now - self.last_seen[used] > self.config.idle_ttl_s]
+        return self.evict([self._device[s] for s in idle.tolist()])
+
+    def reset(self, slots: np.ndarray) -> None:
+        """Forget what ``slots`` have seen (sequence, ring buffer) and tell the owner."""
+        self.last_seq[slots] = -1
+        self.last_time_ms[slots] = np.nan
+        self.seen[slots] = 0
+        self.ring[slots] = 0.0
+        if self._on_reset is not None:
+            self._on_reset(slots)
+
+    # -- samples ----------------------------------------------------------------------------
+
+    def push(self, slots: np.ndarray, counts: np.ndarray, samples: np.ndarray) -> None:
+        """Append ``counts[i]`` samples of ``slots[i]`` (concatenated in ``samples``) to the
+        ring buffers, without a Python loop over devices."""
+        ring = self.config.ring
+        owner = np.repeat(slots, counts)
+        starts = np.cumsum(counts) - counts
+        within = np.arange(len(owner)) - np.repeat(starts, counts)
+        keep = within >= np.repeat(counts, counts) - ring  # one write per ring cell
+        owner, within = owner[keep], within[keep]
+        self.ring[owner, (self.seen[owner] + within) % ring] = samples[keep]
+        self.seen[slots] += counts
+
+    def recent(self, slots: np.ndarray, length: int | None = None) -> np.ndarray:
+        """The last ``length`` samples of each slot, oldest first: ``(len(slots), length, C)``.
+
+        Slots that have seen fewer samples are zero-padded at the front.
+        """
+        ring = self.config.ring
+        length = ring if length is None else length
+        if length > ring:
+            raise PipelineError(f"only the last {ring} samples are kept, not {length}")
+        idx = (self.seen[slots][:, None] - length + np.arange(length)) % ring
+        out = self.ring[slots[:, None], idx]
+        short = self.seen[slots] < length
+        if short.any():
+            pad = (length - self.seen[slots])[:, None] > np.arange(length)
+            out[pad] = 0.0
+        return out
+
+    # -- snapshots --------------------------------------------------------------------------
+
+    def snapshot(self, device: str) -> dict[str, np.ndarray | int | float]:
+        """Everything the store keeps about ``device`` (copies)."""
+        slot = self._slot[device]
+        return {
+            "last_seq": int(self.last_seq[slot]),
+            "last_time_ms": float(self.last_time_ms[slot]),
+            "seen": int(self.seen[slot]),
+            "ring": self.ring[slot].copy(),
+        }
+
+    def restore(self, device: str, snap: dict) -> int:
+        """Put ``device`` back as :meth:`snapshot` described it; return its slot."""
+        slot = int(self.slots_for([device])[0])
+        self.last_seq[slot] = snap["last_seq"]
+        self.last_time_ms[slot] = snap["last_time_ms"]
+        self.seen[slot] = snap["seen"]
+        self.ring[slot] = snap["ring"]
+        return slot
+
+    def memory_bytes(self) -> int:
+        """Bytes held by the per-slot arrays (the runtime's hidden states not included)."""
+        arrays = (self.last_seq, self.last_time_ms, self.last_seen, self.seen, self.ring)
+        return sum(a.nbytes for a in arrays)

@@ -1,0 +1,362 @@
+"""The streaming worker: poll, decode, order, step every device's recurrent state, emit, commit.
+
+One batch at a time::
+
+    poll -> decode (bad input -> dead letters) -> order and dedupe per device (Sequencer)
+    -> one batched runtime call for every device with new samples (many-to-many)
+    -> window predictions for every device whose window is due (many-to-one, batched)
+    -> predictions and activity-change events to the sink -> flush -> commit offsets
+
+Offsets are committed only after the outputs that depend on them are flushed; records held by
+the sequencer (waiting for a gap to fill) keep their partition's commit behind them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from models.runtime import StreamRuntime
+from models.spec import ModelMeta
+from pipeline.events import ActivityTracker
+from pipeline.sequencer import DeviceRun, Pending, Sequencer, SequencerConfig
+from pipeline.state_store import StateStore, StoreConfig
+from streams.codecs import Codec, CodecConfig, make_codec
+from streams.exceptions import DecodeError
+from streams.protocols import Message, Sink, Source, TopicPartition
+
+Emit = Literal["every", "every_k", "on_change"]
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Topics, emission policy and batch sizes of a worker.
+
+    ``emit``: a many-to-many prediction for every sample, every ``every_k``-th sample of a
+    device, or only when a device's most likely activity changes. ``min_dwell``: samples a new
+    activity must persist before an activity-change event is sent (hysteresis).
+    """
+
+    input_topic: str = "sensor.raw"
+    predictions_topic: str = "har.predictions"
+    events_topic: str = "har.events"
+    dlq_topic: str = "sensor.dlq"
+    emit: Emit = "every_k"
+    every_k: int = 25
+    min_dwell: int = 50
+    max_records: int = 5000
+    poll_timeout_s: float = 0.05
+    codec: CodecConfig = field(default_factory=CodecConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    sequencer: SequencerConfig = field(default_factory=SequencerConfig)
+
+
+@dataclass
+class ServingModel:
+    """A model as a worker serves it: its version, metadata and the thing that runs it."""
+
+    version: str
+    meta: ModelMeta
+    runtime: StreamRuntime | None = None
+    """for a stream (many-to-many) model"""
+    predict: Callable[[np.ndarray], np.ndarray] | None = None
+    """for a window (many-to-one) model: (M, window, C) raw windows -> (M, classes)"""
+
+    @classmethod
+    def load(cls, model, meta: ModelMeta, version: str, capacity: int = 1024) -> ServingModel:
+        """Wrap a loaded Keras model: the NumPy runtime for stream models, Keras for windows."""
+        if meta.spec.setup == "stream":
+            return cls(version, meta, runtime=StreamRuntime.from_keras(model, meta, capacity))
+        return cls(version, meta, predict=lambda x: np.asarray(model.predict_on_batch(x)))
+
+
+@dataclass
+class WorkerStats:
+    """Counters a worker keeps (the metrics issue exports them)."""
+
+    batches: int = 0
+    messages: int = 0
+    records: int = 0
+    samples: int = 0
+    predictions: int = 0
+    window_predictions: int = 0
+    events: int = 0
+    rejected: Counter = field(default_factory=Counter)
+    latency_ms: deque = field(default_factory=lambda: deque(maxlen=200_000))
+    step_s: float = 0.0
+
+
+class Worker:
+    """Runs a stream model (and optionally a window model) over a source, into a sink."""
+
+    def __init__(
+        self,
+        source: Source,
+        sink: Sink,
+        stream_model: ServingModel | None = None,
+        window_model: ServingModel | None = None,
+        *,
+        config: WorkerConfig | None = None,
+        codec: Codec | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if stream_model is None and window_model is None:
+            raise ValueError("a worker needs a stream model, a window model, or both")
+        self.config = cfg = config or WorkerConfig()
+        self.source, self.sink = source, sink
+        self.stream_model, self.window_model = stream_model, window_model
+        ring = max(cfg.store.ring, window_model.meta.window if window_model else 0)
+        store_cfg = StoreConfig(**{**cfg.store.__dict__, "ring": ring})
+        self.tracker = ActivityTracker(cfg.min_dwell)
+        self.store = StateStore(
+            len((stream_model or window_model).meta.channels),
+            store_cfg,
+            on_grow=self._grow,
+            on_reset=self._reset,
+        )
+        self.codec = codec or make_codec("auto", cfg.codec)
+        self.sequencer = Sequencer(cfg.sequencer)
+        self.stats = WorkerStats()
+        self._clock = clock
+        self._positions: dict[TopicPartition, int] = {}
+        self._stop = False
+
+    # -- state hooks --------------------------------------------------------------------------
+
+    def _grow(self, capacity: int) -> None:
+        if self.stream_model is not None:
+            self.stream_model.runtime.ensure_capacity(capacity)
+        self.tracker.ensure_capacity(capacity)
+
+    def _reset(self, slots: np.ndarray) -> None:
+        if self.stream_model is not None:
+            self.stream_model.runtime.reset(slots)
+        self.tracker.reset(slots)
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return after the current batch."""
+        self._stop = True
+
+    def run(self, count: int | None = None, timeout: float | None = None) -> WorkerStats:
+        """Process batches until ``count`` messages were processed, nothing arrived for
+        ``timeout`` seconds, or :meth:`stop` was called; then apply held records and commit."""
+        idle_since = time.monotonic()
+        while not self._stop and (count is None or self.stats.messages < count):
+            n = self.step()
+            if n:
+                idle_since = time.monotonic()
+            elif timeout is not None and time.monotonic() - idle_since > timeout:
+                break
+        while True:  # apply what the sequencer still holds (a run stops at each gap)
+            self.step(flush=True)
+            if not self.sequencer.held_records:
+                break
+        return self.stats
+
+    def step(self, flush: bool = False) -> int:
+        """Poll and process one batch; return the number of messages."""
+        cfg = self.config
+        messages = [] if flush else self.source.poll(cfg.max_records, cfg.poll_timeout_s)
+        pending = self._decode(messages)
+        runs = self.sequencer.sequence(pending, self._last_seq, flush=flush)
+        started = time.perf_counter()
+        if runs:
+            self._apply(runs)
+        self.stats.step_s += time.perf_counter() - started
+        if messages or runs:
+            self.sink.flush()
+            self._commit(messages)
+        self.stats.batches += bool(messages)
+        self.stats.messages += len(messages)
+        return len(messages)
+
+    def _decode(self, messages: list[Message]) -> list[Pending]:
+        now = time.monotonic()
+        out = []
+        for msg in messages:
+            try:
+                record = self.codec.decode(msg.value)
+            except DecodeError as err:
+                self._dead_letter(msg, err.reason, err.detail)
+                continue
+            if msg.key is None:
+                self._dead_letter(msg, "missing_key", "records must be keyed by device id")
+                continue
+            if msg.key != record.device.encode("utf-8"):
+                self._dead_letter(msg, "key_mismatch", f"key {msg.key!r} != {record.device!r}")
+                continue
+            out.append(Pending(record, msg.tp, msg.offset, now, float(msg.timestamp_ms)))
+            self.stats.records += 1
+        return out
+
+    def _dead_letter(self, msg: Message, reason: str, detail: str) -> None:
+        self.stats.rejected[reason] += 1
+        envelope = {
+            "reason": reason,
+            "detail": detail,
+            "topic": msg.topic,
+            "partition": msg.partition,
+            "offset": msg.offset,
+            "key": msg.key.decode("utf-8", "replace") if msg.key is not None else None,
+            "value_hex": msg.value.hex(),
+        }
+        self.sink.send(self.config.dlq_topic, msg.key, json.dumps(envelope).encode())
+
+    def _last_seq(self, devices: list[str]) -> np.ndarray:
+        return self.store.last_seq[self.store.slots_for(devices)]
+
+    def _commit(self, messages: list[Message]) -> None:
+        for msg in messages:
+            self._positions[msg.tp] = max(self._positions.get(msg.tp, 0), msg.offset + 1)
+        offsets = dict(self._positions)
+        for tp, held in self.sequencer.held_offsets().items():
+            offsets[tp] = min(offsets.get(tp, held), held)
+        if offsets:
+            self.source.commit(offsets)
+
+    # -- applying samples -----------------------------------------------------------------
+
+    def _apply(self, runs: list[DeviceRun]) -> None:
+        store = self.store
+        slots = store.slots_for([r.device for r in runs])
+        reset = np.array([r.gap_before > store.config.max_gap for r in runs])
+        if reset.any():
+            store.reset(slots[reset])
+        counts = np.array([len(r.seqs) for r in runs], dtype=np.int64)
+        samples = np.concatenate([r.values for r in runs])
+        self.stats.samples += len(samples)
+        seen_before = store.seen[slots].copy()
+        if self.window_model is not None:
+            self._windows(runs, slots, counts, samples)
+        else:
+            store.push(slots, counts, samples)
+        if self.stream_model is not None:
+            out = self.stream_model.runtime.advance(slots, counts, samples)
+            self._emit_stream(runs, slots, counts, seen_before, out.probs, out.anomaly)
+        store.last_seq[slots] = [int(r.seqs[-1]) for r in runs]
+        store.last_time_ms[slots] = [float(r.times_ms[-1]) for r in runs]
+        now_ms = self._clock() * 1000.0
+        for r in runs:
+            if not math.isnan(r.kafka_ts_ms):
+                self.stats.latency_ms.append(now_ms - r.kafka_ts_ms)
+
+    def _emit_stream(self, runs, slots, counts, seen_before, probs, anomaly) -> None:
+        cfg, model = self.config, self.stream_model
+        classes = model.meta.classes
+        top = probs.argmax(axis=1)
+        ends = np.cumsum(counts)
+        now_ms = self._clock() * 1000.0
+        for i, run in enumerate(runs):
+            a, b = int(ends[i] - counts[i]), int(ends[i])
+            p, t = probs[a:b], top[a:b]
+            for event in self.tracker.update(int(slots[i]), t, run.seqs, run.times_ms):
+                self._send_event(run.device, event, classes, model.version)
+            if cfg.emit == "every":
+                chosen = np.arange(b - a)
+            elif cfg.emit == "every_k":
+                base = int(seen_before[i])
+                chosen = np.flatnonzero((base + np.arange(1, b - a + 1)) % cfg.every_k == 0)
+            else:
+                chosen = self.tracker.changed_positions
+            if len(chosen) == 0:
+                continue
+            last = int(chosen[-1])
+            message = {
+                "kind": "sample",
+                "device": run.device,
+                "model": model.version,
+                "seq_first": int(run.seqs[0]),
+                "seq_last": int(run.seqs[-1]),
+                "seq": int(run.seqs[last]),
+                "t_ms": float(run.times_ms[last]),
+                "activity": classes[int(t[last])],
+                "probs": np.round(p[last], 6).tolist(),
+                "latency_ms": round(now_ms - run.kafka_ts_ms, 2)
+                if not math.isnan(run.kafka_ts_ms)
+                else None,
+            }
+            if len(chosen) > 1:
+                message["steps"] = {
+                    "seq": run.seqs[chosen].tolist(),
+                    "activity": t[chosen].tolist(),
+                    "probs": np.round(p[chosen], 6).tolist(),
+                }
+            if anomaly is not None:
+                message["anomaly"] = round(float(np.nanmax(anomaly[a:b], initial=0.0)), 4)
+            self._send(cfg.predictions_topic, run.device, message)
+            self.stats.predictions += len(chosen)
+
+    def _windows(self, runs, slots, counts, samples) -> None:
+        """Push samples into the ring buffers, predicting every window that falls due."""
+        store, model = self.store, self.window_model
+        W, S, C = model.meta.window, model.meta.stride, samples.shape[1]
+        owner = np.repeat(np.arange(len(slots)), counts)
+        within = np.arange(len(samples)) - np.repeat(np.cumsum(counts) - counts, counts)
+        g = store.seen[slots][owner] + within  # each new sample's index in its device's stream
+        due = np.flatnonzero((g >= W - 1) & ((g - (W - 1)) % S == 0))
+        if len(due) == 0:
+            store.push(slots, counts, samples)
+            return
+        # the W-1 samples before this batch, for the devices with a window due
+        devices = np.unique(owner[due])
+        prev = store.recent(slots[devices], W - 1).reshape(-1, C)
+        store.push(slots, counts, samples)
+        stack = np.concatenate([prev, samples])
+        # the window ending at new sample j of a device covers positions j .. j+W-1 of that
+        # device's (previous W-1 samples + new samples)
+        row = np.searchsorted(devices, owner[due])[:, None]
+        j = within[due][:, None] + np.arange(W)[None, :]
+        first_new = (np.cumsum(counts) - counts)[owner[due]][:, None]
+        idx = np.where(j < W - 1, row * (W - 1) + j, len(prev) + first_new + j - (W - 1))
+        probs = model.predict(stack[idx].astype(np.float32))
+        classes = model.meta.classes
+        now_ms = self._clock() * 1000.0
+        for k, sample in enumerate(due.tolist()):
+            run = runs[int(owner[sample])]
+            w = int(within[sample])
+            self._send(
+                self.config.predictions_topic,
+                run.device,
+                {
+                    "kind": "window",
+                    "device": run.device,
+                    "model": model.version,
+                    "seq_first": int(run.seqs[w]) - (W - 1),
+                    "seq_last": int(run.seqs[w]),
+                    "t_ms": float(run.times_ms[w]),
+                    "activity": classes[int(probs[k].argmax())],
+                    "probs": np.round(probs[k], 6).tolist(),
+                    "latency_ms": round(now_ms - run.kafka_ts_ms, 2)
+                    if not math.isnan(run.kafka_ts_ms)
+                    else None,
+                },
+            )
+        self.stats.window_predictions += len(due)
+
+    def _send_event(self, device: str, event, classes, version: str) -> None:
+        self.stats.events += 1
+        self._send(
+            self.config.events_topic,
+            device,
+            {
+                "kind": "activity_change",
+                "device": device,
+                "model": version,
+                "from": classes[event.previous] if event.previous >= 0 else None,
+                "to": classes[event.current],
+                "seq": event.seq,
+                "t_ms": event.t_ms,
+            },
+        )
+
+    def _send(self, topic: str, device: str, message: dict) -> None:
+        self.sink.send(topic, device.encode("utf-8"), json.dumps(message).encode("utf-8"))

@@ -10,16 +10,21 @@ time; Keras is imported to read a model.
 Example::
 
     import numpy as np
-    from models.io import load_model
     from models.runtime import StreamRuntime
+    from models.spec import ModelMeta, ModelSpec
+    from models.zoo import build_model
 
-    model, meta = load_model("champion.keras")
+    spec = ModelSpec(setup="stream", cell="gru", hidden=16, next_step=True)
+    channels, classes = ("ax", "ay", "az"), ("SIT", "WALK")
+    meta = ModelMeta(spec, channels, classes, 50.0, (0, 0, 9.8), (1, 1, 1), window=128, stride=64)
+    model = build_model(spec, meta)  # or: model, meta = models.io.load_model(path)
     runtime = StreamRuntime.from_keras(model, meta, capacity=1024)
     slots = np.array([3, 0, 7])  # one slot per device
     counts = np.array([2, 0, 5])  # new samples per device
     samples = np.zeros((7, len(meta.channels)), np.float32)  # raw, device by device
     out = runtime.advance(slots, counts, samples)
-    out.probs  # (7, len(meta.classes)): the activity after each sample, in input order
+    out.probs  # (7, 2): the activity after each sample, in input order
+    out.anomaly  # (7,): how far each sample is from what the model expected
     snapshot = runtime.get_state(3)  # checkpoint a device ...
     runtime.reset([3])  # ... forget it ...
     runtime.set_state(3, snapshot)  # ... and restore it
@@ -218,8 +223,9 @@ class StepOutput:
     ``probs`` (N, classes) is the activity after each sample. With a next-step head, ``next``
     (N, channels) predicts the sample that follows each one, in normalised units; ``anomaly``
     (N,) is the mean over channels of the squared error between each sample (normalised) and the
-    prediction made for it at the device's previous sample: about 1 for an unpredictable
-    sample, far more for a surprising one, NaN for a device's first sample since its reset.
+    prediction made for it at the device's previous sample: about 1 if the model predicted no
+    better than the training mean, far more for a surprising sample, NaN for a device's first
+    sample since its reset.
     """
 
     probs: np.ndarray
@@ -232,7 +238,8 @@ class StreamRuntime:
 
     ``capacity`` is the initial number of slots (it doubles on demand, see
     :meth:`ensure_capacity`); ``block`` is how many devices are computed together, small enough
-    for the work buffers to stay in cache. Slots in one call must be distinct.
+    for the work buffers to stay in cache. Slots in one call must be distinct. Not thread-safe:
+    the work buffers are shared by every call.
     """
 
     def __init__(self, weights: StreamWeights, capacity: int = 1024, block: int = 1024) -> None:
@@ -367,9 +374,9 @@ class StreamRuntime:
         device by device, in the order of ``slots``. Outputs follow the order of ``samples``."""
         slots = self._slots(slots)
         counts = np.asarray(counts)
-        if counts.shape != slots.shape or (counts.size and counts.dtype.kind not in "iu"):
-            raise ModelsError("counts must be one non-negative integer per slot")
-        if (counts < 0).any():
+        if counts.shape != slots.shape or (
+            counts.size and (counts.dtype.kind not in "iu" or counts.min() < 0)
+        ):
             raise ModelsError("counts must be one non-negative integer per slot")
         x = self._samples(samples, int(counts.sum()))
         n, w = len(x), self.weights
@@ -384,8 +391,8 @@ class StreamRuntime:
         by_count = counts[order]
         active = np.searchsorted(-by_count, -np.arange(by_count[0]), side="left")
         # the samples in time-major order, so that every step reads and writes contiguous rows
-        rows = np.concatenate([starts[:k] + t for t, k in enumerate(active)])
-        x, sorted_slots = x[rows], slots[order]
+        time_major = np.concatenate([starts[:k] + t for t, k in enumerate(active)])
+        x, sorted_slots = x[time_major], slots[order]
         probs_t = np.empty_like(probs)
         nxt_t = np.empty_like(nxt) if nxt is not None else None
         anomaly_t = np.empty_like(anomaly) if anomaly is not None else None
@@ -400,10 +407,10 @@ class StreamRuntime:
                 None if anomaly_t is None else anomaly_t[part],
             )
             start += k
-        probs[rows] = probs_t
+        probs[time_major] = probs_t
         if nxt is not None:
-            nxt[rows] = nxt_t
-            anomaly[rows] = anomaly_t
+            nxt[time_major] = nxt_t
+            anomaly[time_major] = anomaly_t
         return StepOutput(probs, nxt, anomaly)
 
     def _slots(self, slots) -> np.ndarray:

@@ -12,8 +12,9 @@ device's last applied sequence number:
   it is applied across the gap (the gap is counted; a gap over ``max_gap`` resets the device).
 
 A device the worker has no state for starts at sequence number 0 without waiting; a first
-record after 0 is held like one after a gap, in case the ones before it are late. Held records keep their source offsets
-uncommitted (see :meth:`Sequencer.held_offsets`), so nothing held is lost in a crash.
+record after 0 is held like one after a gap, in case the ones before it are late. Held records
+keep their source offsets uncommitted (see :meth:`Sequencer.held_offsets`): nothing held is lost
+in a crash.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ class Sequencer:
         self.config = config or SequencerConfig()
         self._clock = clock
         self._held: dict[str, list[Pending]] = {}
-        self._ready: set[str] = set()  # held records to apply on the next call, gap or not
+        self._ready: set[str] = set()  # devices with held records to look at again next call
         self.stats = SequencerStats()
 
     @property
@@ -127,9 +128,8 @@ class Sequencer:
         for device, cursor in zip(devices, cursors.tolist(), strict=True):
             pending = self._held.pop(device, []) + by_device[device]
             pending.sort(key=lambda p: p.record.seq)
-            force = flush or device in self._ready
             self._ready.discard(device)
-            run = self._take(device, pending, int(cursor), now, force)
+            run = self._take(device, pending, int(cursor), now, flush)
             if run is not None:
                 runs.append(run)
         return runs

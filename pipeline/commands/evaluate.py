@@ -7,7 +7,6 @@ import json
 
 from pipeline.dataset_args import add_dataset_arguments, dataset_from_args
 from pipeline.exceptions import ConfigError
-from pipeline.modelling import evaluate_model, train_test_split, write_evaluation
 from pipeline.progress import stderr
 
 
@@ -31,6 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from models.io import load_model
     from models.registry import Registry
+    from pipeline.modelling import evaluate_model, train_test_split, write_evaluation
 
     if bool(args.model) == bool(args.registry):
         raise ConfigError("give either --model PATH or --registry ROOT (with --name/--ref)")

@@ -7,12 +7,6 @@ import time
 from pathlib import Path
 
 from pipeline.dataset_args import add_dataset_arguments, dataset_from_args
-from pipeline.modelling import (
-    evaluate_model,
-    recordings,
-    train_test_split,
-    write_evaluation,
-)
 from pipeline.progress import progress_bar, stderr
 
 
@@ -64,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from models.spec import ModelSpec
     from models.training import TrainConfig, train_stream_model, train_window_model
     from models.windowing import windows_from_recordings
+    from pipeline.modelling import evaluate_model, recordings, train_test_split, write_evaluation
 
     spec = ModelSpec(
         setup=args.setup, architecture=args.architecture, cell=args.cell, layers=args.layers,

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import zlib
+
+import keras
 import numpy as np
 import pytest
 
 from models.exceptions import ModelsError
 from models.runtime import StreamRuntime, StreamWeights
-from models.spec import CELLS, ModelSpec
+from models.spec import CELLS, ModelMeta, ModelSpec
 from models.zoo import build_model
 
 TOL = {"rtol": 1e-5, "atol": 1e-5}
@@ -27,7 +30,7 @@ def _reference(spec: ModelSpec, make_meta):
     if spec not in _BUILT:
         meta = make_meta(spec)
         model = build_model(spec, meta)
-        rng = np.random.default_rng(len(_BUILT))
+        rng = np.random.default_rng(zlib.crc32(spec.name.encode()))
         model.set_weights([rng.normal(0.0, 0.3, w.shape) for w in model.get_weights()])
         raw = rng.normal(size=(len(SLOTS), STEPS, 3)) * meta.std + meta.mean
         raw = raw.astype(np.float32)
@@ -185,6 +188,32 @@ def test_unsupported_models_are_refused(spec, meta_spec, match, make_meta):
     model = build_model(spec, make_meta(spec))
     with pytest.raises(ModelsError, match=match):
         StreamRuntime.from_keras(model, make_meta(meta_spec or spec))
+
+
+def test_gru_with_reset_before_is_refused(make_meta):
+    spec = ModelSpec(setup="stream", cell="gru", hidden=4)
+    meta = make_meta(spec)
+    inputs = keras.Input((None, 3))
+    x = keras.layers.Normalization(mean=meta.mean, variance=np.square(meta.std))(inputs)
+    x = keras.layers.GRU(4, reset_after=False, return_sequences=True)(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="activity")(x))
+    with pytest.raises(ModelsError, match="reset_after"):
+        StreamRuntime.from_keras(model, meta)
+
+
+def test_normalisation_floors_the_std_at_keras_epsilon(make_meta):
+    spec = ModelSpec(setup="stream", cell="rnn", hidden=4)
+    meta = make_meta(spec)
+    # channel 1: std below epsilon (1e-7), mean 0 so that tiny deviations stay representable
+    meta = ModelMeta(**{**meta.__dict__, "mean": (0.5, 0.0, 9.81), "std": (2.0, 1e-9, 1.5)})
+    model = build_model(spec, meta)
+    raw = np.random.default_rng(0).normal(size=(2, 6, 3)).astype(np.float32)
+    raw *= np.array([2.0, 1e-7, 1.5], np.float32)  # channel 1 normalises to ~1, not ~100
+    raw += np.array(meta.mean, np.float32)
+    assert StreamWeights.from_keras(model, meta).scale[1] == np.float32(keras.config.epsilon())
+    out = StreamRuntime.from_keras(model, meta).advance([0, 1], [6, 6], raw.reshape(-1, 3))
+    expected = model.predict(raw, verbose=0).reshape(-1, 3)
+    np.testing.assert_allclose(out.probs, expected, **TOL)
 
 
 def test_weights_from_plain_arrays_are_checked():

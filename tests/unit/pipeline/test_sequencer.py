@@ -118,3 +118,14 @@ def test_flush_applies_everything_held():
     assert seq.sequence(_pending([_rec(30)]), cursor) == []
     runs = seq.sequence([], cursor, flush=True)
     assert runs[0].seqs[0] == 30 and seq.held_records == 0
+
+
+def test_a_gap_after_applied_records_is_still_held():
+    clock, cursor = Clock(), Cursor()
+    seq = Sequencer(clock=clock)
+    runs = seq.sequence(_pending([_rec(0), _rec(10)]), cursor)  # 5..9 reordered behind
+    cursor.apply(runs)
+    assert [r.seqs.tolist() for r in runs] == [list(range(5))]
+    assert seq.sequence([], cursor) == [] and seq.held_records == 1  # still waiting
+    runs = seq.sequence(_pending([_rec(5)]), cursor)
+    assert [r.seqs.tolist() for r in runs] == [list(range(5, 15))]

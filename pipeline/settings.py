@@ -1,0 +1,151 @@
+"""Worker settings from a TOML file, ``HARSTREAM_*`` environment variables and flags.
+
+Later sources win: defaults < TOML file < environment < command-line flags. Every setting has a
+section and a key; its environment variable is ``HARSTREAM_<SECTION>_<KEY>`` in capitals, e.g.
+``HARSTREAM_KAFKA_BOOTSTRAP_SERVERS`` or ``HARSTREAM_WORKER_EMIT``. ``harstream run --help``
+lists them all, and ``docs/configuration.md`` shows a complete file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+from pipeline.exceptions import ConfigError
+from streams.kafka_config import SaslMechanism, SecurityProtocol
+
+
+@dataclass(frozen=True)
+class KafkaSection:
+    bootstrap_servers: str = "127.0.0.1:9092"
+    security_protocol: SecurityProtocol = "PLAINTEXT"
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    sasl_mechanism: SaslMechanism | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = None
+    group_id: str = "harstream-workers"
+    partitions: int = 6
+    """partitions of the input topic when the worker creates it"""
+
+
+@dataclass(frozen=True)
+class WorkerSection:
+    input_topic: str = "sensor.raw"
+    predictions_topic: str = "har.predictions"
+    events_topic: str = "har.events"
+    dlq_topic: str = "sensor.dlq"
+    emit: Literal["every", "every_k", "on_change"] = "every_k"
+    every_k: int = 25
+    min_dwell: int = 50
+    max_records: int = 5000
+    channels: int = 6
+    max_gap: int = 50
+    idle_ttl_s: float = 600.0
+    max_devices: int = 1_000_000
+    late: Literal["hold", "drop"] = "hold"
+    hold_s: float = 2.0
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    registry: str | None = None
+    name: str = "har"
+    ref: str = "champion"
+    stream_model: str | None = None
+    """a stream (many-to-many) .keras file; overrides the registry"""
+    window_model: str | None = None
+    """a window (many-to-one) .keras file, run beside the stream model"""
+
+
+@dataclass(frozen=True)
+class Settings:
+    kafka: KafkaSection = field(default_factory=KafkaSection)
+    worker: WorkerSection = field(default_factory=WorkerSection)
+    model: ModelSection = field(default_factory=ModelSection)
+
+
+SECTIONS: dict[str, type] = {"kafka": KafkaSection, "worker": WorkerSection, "model": ModelSection}
+
+
+def _coerce(section: str, key: str, value: Any, hint: Any) -> Any:
+    """``value`` (a TOML value or an environment string) as the field's type."""
+    where = f"{section}.{key}"
+    kinds = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    kind = kinds[0]
+    if value is None or (
+        isinstance(value, str) and value == "" and type(None) in typing.get_args(hint)
+    ):
+        return None
+    if typing.get_origin(kind) is Literal:
+        choices = typing.get_args(kind)
+        if value not in choices:
+            raise ConfigError(f"{where} must be one of {list(choices)}, not {value!r}")
+        return value
+    try:
+        if kind is bool:
+            return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
+        if kind in (int, float):
+            return kind(value)
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {value!r} is not a {kind.__name__}") from exc
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Settings:
+    """Settings from ``path`` (TOML), then ``environ``, then ``overrides`` (flags; None = unset)."""
+    environ = os.environ if environ is None else environ
+    raw: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    if path is not None:
+        try:
+            with Path(path).open("rb") as f:
+                data = tomllib.load(f)
+        except FileNotFoundError as exc:
+            raise ConfigError(f"{path}: no such config file") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+        for section, values in data.items():
+            if section not in SECTIONS or not isinstance(values, dict):
+                raise ConfigError(f"{path}: unknown section [{section}]")
+            raw[section].update(values)
+    for section, cls in SECTIONS.items():
+        for f in fields(cls):
+            env = f"HARSTREAM_{section}_{f.name}".upper()
+            if env in environ:
+                raw[section][f.name] = environ[env]
+    for section, values in (overrides or {}).items():
+        raw[section].update({k: v for k, v in values.items() if v is not None})
+    built = {}
+    for section, cls in SECTIONS.items():
+        hints = typing.get_type_hints(cls)
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw[section]) - known)
+        if unknown:
+            raise ConfigError(f"unknown setting(s) {unknown} in [{section}]")
+        built[section] = cls(
+            **{k: _coerce(section, k, v, hints[k]) for k, v in raw[section].items()}
+        )
+    return Settings(**built)
+
+
+def describe() -> str:
+    """Every setting with its default and environment variable (for ``--help`` and docs)."""
+    lines = []
+    for section, cls in SECTIONS.items():
+        lines.append(f"[{section}]")
+        for f in fields(cls):
+            default = f.default if f.default is not dataclasses.MISSING else None
+            env = f"HARSTREAM_{section}_{f.name}".upper()
+            lines.append(f"  {f.name} = {default!r}   (${env})")
+    return "\n".join(lines)

@@ -212,7 +212,8 @@ class Worker:
         self.sink.send(self.config.dlq_topic, msg.key, json.dumps(envelope).encode())
 
     def _last_seq(self, devices: list[str]) -> np.ndarray:
-        return self.store.last_seq[self.store.slots_for(devices)]
+        slots = self.store.slots_for(devices)  # may grow the arrays: index them afterwards
+        return self.store.last_seq[slots]
 
     def _commit(self, messages: list[Message]) -> None:
         for msg in messages:

@@ -79,3 +79,10 @@ def test_reset_clears_and_tells_the_owner():
     store.push(s, np.array([2]), np.ones((2, 1), np.float32))
     store.reset(s)
     assert store.seen[s][0] == 0 and store.last_seq[s][0] == -1 and told[-1] == s.tolist()
+
+
+def test_many_new_devices_in_one_call_grow_the_store():
+    store = StateStore(1, StoreConfig(initial_capacity=2))
+    slots = store.slots_for([f"d{i}" for i in range(1000)])
+    assert len(set(slots.tolist())) == 1000 and store.capacity >= 1000
+    assert (store.last_seq[slots] == -1).all()

@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 KAFKA_LIBS_STAMP := deploy/kafka/libs/.complete
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test bench report-models lint kafka-jars kafka-up kafka-down clean
+.PHONY: setup demo demo-models test bench report-models lint kafka-jars kafka-up kafka-down clean
 
 setup: $(STAMP)
 
@@ -25,12 +25,18 @@ demo: $(STAMP)
 test: $(STAMP) kafka-jars
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: $(STAMP)
+bench: $(STAMP) kafka-jars
 	$(VENV)/bin/harstream bench codec
+	$(VENV)/bin/harstream bench engine
+	$(VENV)/bin/harstream bench e2e
 
 # Real trainings on ../shared/data (about an hour on 2 cores): writes docs/models.md
 report-models: $(STAMP)
 	$(PY) -m pipeline.reports.models_report
+
+# Retrain the demo's default models (pipeline/assets/) with the project's own training code
+demo-models: $(STAMP)
+	$(PY) -m pipeline.demo_models
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check harstream streams models pipeline tests

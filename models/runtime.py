@@ -302,6 +302,11 @@ class StreamRuntime:
     def has_next(self) -> bool:
         return self.weights.next_kernel is not None
 
+    def memory_bytes(self) -> int:
+        """Bytes of per-slot state held (hidden and cell states, next-step predictions)."""
+        arrays = [*self._h, *self._c] + ([self._next] if self._next is not None else [])
+        return sum(a.nbytes for a in arrays) + self._mark.nbytes
+
     def ensure_capacity(self, slots: int) -> None:
         """Make room for at least ``slots`` slots, keeping every state; doubles, so amortised."""
         if slots <= self.capacity:

@@ -52,6 +52,14 @@ class ActivityTracker:
         self.run[slots] = 0
         self.last_top[slots] = -1
 
+    def steady(self, slots: np.ndarray, top: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        """Per slot: True when its new samples (``top``, ``counts[i]`` each, all >= 1) only
+        repeat its confirmed activity, so :meth:`update` would change nothing."""
+        current = self.current[slots]
+        differs = top != np.repeat(current, counts)
+        moved = np.logical_or.reduceat(differs, np.cumsum(counts) - counts)
+        return ~moved & (self.candidate[slots] == -1) & (self.last_top[slots] == current)
+
     def update(
         self, slot: int, top: np.ndarray, seqs: np.ndarray, times_ms: np.ndarray
     ) -> list[ActivityChange]:

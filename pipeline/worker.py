@@ -256,11 +256,15 @@ class Worker:
         top = probs.argmax(axis=1)
         ends = np.cumsum(counts)
         now_ms = self._clock() * 1000.0
+        steady = self.tracker.steady(slots, top, counts)
         for i, run in enumerate(runs):
             a, b = int(ends[i] - counts[i]), int(ends[i])
             p, t = probs[a:b], top[a:b]
-            for event in self.tracker.update(int(slots[i]), t, run.seqs, run.times_ms):
-                self._send_event(run.device, event, classes, model.version)
+            if steady[i]:
+                self.tracker.changed_positions = np.zeros(0, np.int64)
+            else:
+                for event in self.tracker.update(int(slots[i]), t, run.seqs, run.times_ms):
+                    self._send_event(run.device, event, classes, model.version)
             if cfg.emit == "every":
                 chosen = np.arange(b - a)
             elif cfg.emit == "every_k":

@@ -19,6 +19,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     codec.add_argument("--repeats", type=int, default=5, help="rounds; the median is reported")
     codec.add_argument("--json", action="store_true", help="one JSON object per row")
     codec.set_defaults(run=run_codec)
+    engine = which.add_parser(
+        "engine",
+        help="device-steps/s of the NumPy runtime on one core vs one Keras call per message",
+    )
+    engine.add_argument("--devices", default="1,100,1000,10000,100000",
+                        help="comma-separated device counts (%(default)s)")  # fmt: skip
+    engine.add_argument("--cells", default="lstm,gru", help="(%(default)s)")
+    engine.add_argument("--hidden", type=int, default=64)
+    engine.add_argument("--json", action="store_true", help="one JSON object per row")
+    engine.set_defaults(run=run_engine)
+    e2e = which.add_parser(
+        "e2e", help="one worker through the real broker: highest samples/s, latency at half"
+    )
+    e2e.add_argument("--devices", type=int, default=10_000)
+    e2e.add_argument("--seconds", type=float, default=10.0, help="of data per device")
+    e2e.add_argument("--hidden", type=int, default=64)
+    e2e.add_argument("--json", action="store_true", help="one JSON object per row")
+    e2e.set_defaults(run=run_e2e)
 
 
 def print_rows(rows: list[dict[str, object]], title: str, as_json: bool) -> None:
@@ -42,4 +60,35 @@ def print_rows(rows: list[dict[str, object]], title: str, as_json: bool) -> None
 def run_codec(args: argparse.Namespace) -> int:
     rows = bench_codecs(records=args.records, repeats=args.repeats)
     print_rows(rows, "Wire codecs (median of rounds; 6 float32 channels)", args.json)
+    return 0
+
+
+def run_engine(args: argparse.Namespace) -> int:
+    from pipeline.bench.engine import bench_engine, bench_memory
+
+    rows = bench_engine(
+        tuple(int(d) for d in args.devices.split(",")), tuple(args.cells.split(",")), args.hidden
+    )
+    print_rows(rows, "Engine: batched NumPy runtime, 1 core (median of 5 rounds)", args.json)
+    print_rows([bench_memory(hidden=args.hidden)], "Memory per device", args.json)
+    return 0
+
+
+def run_e2e(args: argparse.Namespace) -> int:
+    """Against $KAFKA_BOOTSTRAP, or a local broker started for the run."""
+    import os
+    from contextlib import nullcontext
+
+    from pipeline.bench.e2e import bench_e2e
+    from streams.local_kafka import LocalKafka, ensure_jars
+
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP")
+    broker = None
+    if not bootstrap:
+        broker = LocalKafka()
+        ensure_jars(broker.config)
+    with broker or nullcontext():
+        rows = bench_e2e(bootstrap or broker.bootstrap, args.devices, args.seconds, args.hidden)
+    print_rows(rows[:1], "End to end through Kafka: one worker, highest sustained rate", args.json)
+    print_rows(rows[1:], "End to end: latency at half that rate", args.json)
     return 0

@@ -1,0 +1,128 @@
+"""Engine benchmark: device-steps per second of the batched NumPy runtime on one core, against
+the approach users write first (one Keras call per message, carrying that device's state)."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from models.runtime import StreamRuntime
+from models.spec import ModelMeta, ModelSpec
+from models.zoo import build_model
+from pipeline.state_store import StateStore, StoreConfig
+
+CHANNELS = tuple(f"c{i}" for i in range(6))
+CLASSES = ("WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS", "SITTING", "STANDING", "LAYING")
+
+
+def _meta(cell: str, hidden: int) -> ModelMeta:
+    spec = ModelSpec(setup="stream", cell=cell, hidden=hidden)
+    return ModelMeta(spec, CHANNELS, CLASSES, 50.0, (0.0,) * 6, (1.0,) * 6, 128, 1)
+
+
+def _rss_bytes() -> int:
+    with open(f"/proc/{os.getpid()}/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def engine_rate(runtime: StreamRuntime, devices: int, repeats: int = 5) -> float:
+    """Median device-steps/s of ``step`` advancing ``devices`` devices by one sample each."""
+    runtime.ensure_capacity(devices)
+    rng = np.random.default_rng(0)
+    slots = rng.permutation(devices)
+    x = rng.normal(size=(devices, len(CHANNELS))).astype(np.float32)
+    calls = max(3, min(2000, 200_000 // devices))
+    runtime.step(slots, x)
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            runtime.step(slots, x)
+        rates.append(devices * calls / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+def naive_rate(model, hidden: int, cell: str, devices: int = 100, messages: int = 300) -> float:
+    """Device-steps/s of one Keras call per one-sample message with that device's own state."""
+    import keras
+
+    x_in = keras.Input((1, len(CHANNELS)), batch_size=1)
+    states = [keras.Input((hidden,), batch_size=1) for _ in range(2 if cell == "lstm" else 1)]
+    layer = model.get_layer(f"{cell}_0")
+    rnn = type(layer).from_config({**layer.get_config(), "return_state": True,
+                                   "return_sequences": False, "name": "step"})  # fmt: skip
+    normed = model.get_layer("normalise")(x_in)
+    out = rnn(normed, initial_state=states if cell == "lstm" else states[0])
+    new_states = list(out[1:])
+    probs = model.get_layer("activity")(out[0])
+    step = keras.Model([x_in, *states], [probs, *new_states])
+    rnn.set_weights(layer.get_weights())
+    rng = np.random.default_rng(0)
+    state = {d: [np.zeros((1, hidden), np.float32) for _ in states] for d in range(devices)}
+    sample = rng.normal(size=(1, 1, len(CHANNELS))).astype(np.float32)
+    for d in range(3):  # warm up
+        step.predict_on_batch([sample, *state[d]])
+    start = time.perf_counter()
+    for i in range(messages):
+        d = i % devices
+        result = step.predict_on_batch([sample, *state[d]])
+        state[d] = list(result[1:])
+    return messages / (time.perf_counter() - start)
+
+
+def bench_engine(
+    device_counts: tuple[int, ...] = (1, 100, 1_000, 10_000, 100_000),
+    cells: tuple[str, ...] = ("lstm", "gru"),
+    hidden: int = 64,
+) -> list[dict[str, object]]:
+    """One row per (cell, devices) with the runtime's and the naive baseline's rates."""
+    rows = []
+    with threadpool_limits(limits=1):
+        for cell in cells:
+            meta = _meta(cell, hidden)
+            model = build_model(meta.spec, meta)
+            baseline = naive_rate(model, hidden, cell)
+            runtime = StreamRuntime.from_keras(model, meta, capacity=1)
+            for devices in device_counts:
+                rate = engine_rate(runtime, devices)
+                rows.append(
+                    {
+                        "bench": "engine",
+                        "cell": cell,
+                        "hidden": hidden,
+                        "devices": devices,
+                        "device_steps_per_s": round(rate),
+                        "baseline_device_steps_per_s": round(baseline),
+                        "speedup": round(rate / baseline, 1),
+                        "threads": 1,
+                    }
+                )
+    return rows
+
+
+def bench_memory(devices: int = 100_000, cell: str = "lstm", hidden: int = 64) -> dict:
+    """Bytes per device: hidden state (runtime) and ring buffer + bookkeeping (store), from
+    the arrays and from the process's resident memory growth."""
+    meta = _meta(cell, hidden)
+    runtime = StreamRuntime.from_keras(build_model(meta.spec, meta), meta, capacity=1)
+    before = _rss_bytes()
+    store = StateStore(len(CHANNELS), StoreConfig(ring=128, initial_capacity=devices),
+                       on_grow=runtime.ensure_capacity)  # fmt: skip
+    slots = store.slots_for([f"device-{i:06d}" for i in range(devices)])
+    runtime.step(slots, np.zeros((devices, len(CHANNELS)), np.float32))
+    store.ring[slots] = 1.0  # touch every page
+    grown = _rss_bytes() - before
+    state_bytes = runtime.memory_bytes() / runtime.capacity
+    return {
+        "bench": "memory",
+        "cell": cell,
+        "hidden": hidden,
+        "devices": devices,
+        "hidden_state_bytes_per_device": round(state_bytes),
+        "store_bytes_per_device": round(store.memory_bytes() / store.capacity),
+        "rss_bytes_per_device": round(grown / devices),
+    }

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
+import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -78,11 +79,9 @@ SECTIONS: dict[str, type] = {"kafka": KafkaSection, "worker": WorkerSection, "mo
 def _coerce(section: str, key: str, value: Any, hint: Any) -> Any:
     """``value`` (a TOML value or an environment string) as the field's type."""
     where = f"{section}.{key}"
-    kinds = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
-    kind = kinds[0]
-    if value is None or (
-        isinstance(value, str) and value == "" and type(None) in typing.get_args(hint)
-    ):
+    optional = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    kind = next(a for a in typing.get_args(hint) if a is not type(None)) if optional else hint
+    if value is None or (optional and value == ""):
         return None
     if typing.get_origin(kind) is Literal:
         choices = typing.get_args(kind)

@@ -43,9 +43,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 class _Outputs:
     """Reads the worker's output topics: accuracy, timelines, recent changes."""
 
-    def __init__(self, bus: MemoryBus, labels: dict[str, dict[int, str]]) -> None:
+    def __init__(self, bus: MemoryBus, labels: dict[str, dict[int, str]], classes) -> None:
         self.source = MemorySource(bus, ["har.predictions", "har.events"])
         self.labels = labels
+        self.classes = classes
         self.hits = Counter()
         self.totals = Counter()
         self.timeline: dict[str, deque] = {}
@@ -58,16 +59,23 @@ class _Outputs:
             if msg.topic == "har.events":
                 self.changes.append(f"{p['device']}: {p['from'] or '-'} → {p['to']}")
                 continue
-            truth = self.labels[p["device"]].get(
-                p["seq"] if p["kind"] == "sample" else p["seq_last"]
-            )
-            if truth is not None:
-                self.totals[p["kind"]] += 1
-                self.hits[p["kind"]] += truth == p["activity"]
-            if p["kind"] == "sample":
-                self.current[p["device"]] = p["activity"]
+            if p["kind"] == "window":
+                self._score("window", p["device"], p["seq_last"], p["activity"])
+                continue
+            steps = p.get("steps") or {"seq": [p["seq"]], "activity": [None]}
+            for seq, code in zip(steps["seq"], steps["activity"], strict=True):
+                name = p["activity"] if code is None else self.classes[code]
+                truth = self._score("sample", p["device"], seq, name)
                 line = self.timeline.setdefault(p["device"], deque(maxlen=48))
-                line.append((SHORT.get(p["activity"], "?"), SHORT.get(truth, "·")))
+                line.append((SHORT.get(name, "?"), SHORT.get(truth, "·")))
+            self.current[p["device"]] = p["activity"]
+
+    def _score(self, kind: str, device: str, seq: int, activity: str) -> str | None:
+        truth = self.labels[device].get(seq)
+        if truth is not None:
+            self.totals[kind] += 1
+            self.hits[kind] += truth == activity
+        return truth
 
     def accuracy(self, kind: str) -> float:
         return self.hits[kind] / self.totals[kind] if self.totals[kind] else float("nan")
@@ -131,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     bus, out = MemoryBus(partitions=4, capacity=100_000), MemoryBus(1, 10_000_000)
     worker = Worker(MemorySource(bus, [TOPIC]), MemorySink(out), stream, window,
                     config=WorkerConfig(emit="every_k", every_k=10, min_dwell=100))  # fmt: skip
-    outputs = _Outputs(out, labels)
+    outputs = _Outputs(out, labels, stream.meta.classes)
     progress = {"total": 0}
     box: dict = {}
 

@@ -1,0 +1,65 @@
+"""``harstream run`` as users start it: a separate process on the real broker, stopped by
+SIGTERM, after which its predictions are on the topic and its offsets committed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from models.io import save_model
+from models.spec import ModelMeta, ModelSpec
+from models.zoo import build_model
+from streams.admin import TopicSpec, ensure_topics
+from streams.datasets import SyntheticConfig, simulate
+from streams.kafka_config import KafkaConfig
+from streams.kafka_sink import KafkaSink
+from streams.kafka_source import KafkaSource, SourceConfig
+from streams.replay import ReplayConfig, replay
+
+pytestmark = pytest.mark.kafka
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_run_process_predicts_and_stops_cleanly_on_sigterm(kafka_bootstrap, unique_topic, tmp_path):
+    kafka = KafkaConfig(kafka_bootstrap)
+    raw, preds = unique_topic("raw"), unique_topic("preds")
+    ensure_topics(kafka, [TopicSpec(raw, 3), TopicSpec(preds, 3)])
+    data = simulate(SyntheticConfig(devices=30, duration_s=4, seed=9))
+    spec = ModelSpec(setup="stream", cell="gru", hidden=8)
+    meta = ModelMeta(spec, data.channels, data.activities, 50.0, (0,) * 6, (1,) * 6, 64, 1)
+    model_path = save_model(build_model(spec, meta), meta, tmp_path / "m.keras")
+    config = tmp_path / "worker.toml"
+    config.write_text(
+        f'[kafka]\nbootstrap_servers = "{kafka_bootstrap}"\ngroup_id = "{unique_topic("g")}"\n'
+        f'[worker]\ninput_topic = "{raw}"\npredictions_topic = "{preds}"\nemit = "every_k"\n'
+        f'events_topic = "{unique_topic("ev")}"\ndlq_topic = "{unique_topic("dlq")}"\n'
+    )
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "run", "--config", str(config),
+         "--stream-model", str(model_path), "--every-k", "20"],
+        stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+    try:
+        sink = KafkaSink(kafka)
+        report = replay(data, sink, ReplayConfig(topic=raw, samples_per_record=10))
+        sink.close()
+        reader = KafkaSource(kafka, [preds], SourceConfig(group_id=unique_topic("r")))
+        expected = data.n_samples // 20 - len(data.streams)
+        got, steps, deadline = [], 0, time.monotonic() + 90
+        while steps < expected and time.monotonic() < deadline:
+            got += [json.loads(m.value) for m in reader.poll(1000, 0.5)]
+            steps = sum(len(p["steps"]["seq"]) if "steps" in p else 1 for p in got)
+        reader.close()
+        assert steps >= expected and {p["model"] for p in got} == {f"file:{model_path}"}
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        _, err = worker.communicate(timeout=60)
+    assert worker.returncode == 0, err[-2000:]
+    assert f"{report.samples_sent:,} samples" in err  # processed everything before stopping

@@ -32,11 +32,13 @@ def input_gradient_norms(model: keras.Model, X: np.ndarray, y: np.ndarray) -> np
 def plot_gradient_norms(
     curves: Mapping[str, np.ndarray], path: str | os.PathLike[str], title: str = ""
 ) -> Path:
-    """Plot gradient norm against distance back in time (log scale) as a PNG."""
-    with png_axes(path, (6.4, 3.8)) as ax:
+    """Plot gradient norm against distance back in time (log scale) as a PNG; curves whose
+    name mentions "init" (untrained models) are dashed."""
+    with png_axes(path, (7.2, 4.2)) as ax:
         for name, norms in curves.items():
-            ax.semilogy(np.arange(len(norms)), np.asarray(norms)[::-1], label=name)
-        ax.set_xlabel("distance back in time from the window's end (samples)")
+            style = "--" if "init" in name else "-"  # untrained curves dashed
+            ax.semilogy(np.arange(len(norms)), np.asarray(norms)[::-1], style, label=name)
+        ax.set_xlabel("distance back in time from the end of the sequence (samples)")
         ax.set_ylabel("mean ||dLoss/dx_t||")
         ax.set_title(title or "How far back the gradient reaches", fontsize=10)
         ax.grid(True, which="both", alpha=0.3)

@@ -146,6 +146,11 @@ class Worker:
         """Ask :meth:`run` to return after the current batch."""
         self._stop = True
 
+    @property
+    def stopping(self) -> bool:
+        """True once :meth:`stop` was called."""
+        return self._stop
+
     def run(self, count: int | None = None, timeout: float | None = None) -> WorkerStats:
         """Process batches until ``count`` messages were processed, nothing arrived for
         ``timeout`` seconds, or :meth:`stop` was called; then apply held records and commit."""

@@ -117,10 +117,10 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     if args.max_seconds:
         deadline = started + args.max_seconds
-        while time.monotonic() < deadline and not worker._stop:
+        while time.monotonic() < deadline and not worker.stopping:
             worker.run(timeout=min(5.0, deadline - time.monotonic()))
     else:
-        while not worker._stop:
+        while not worker.stopping:
             worker.run(timeout=5.0)
     stats = worker.stats
     stderr.print(f"stopped: {stats.messages:,} messages, {stats.samples:,} samples, "

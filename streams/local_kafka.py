@@ -3,8 +3,10 @@
 The broker's jars come from Maven Central through ``deploy/kafka/pom.xml``; no Kafka
 distribution or Docker is needed, only a JDK 17+ and Maven.
 
->>> with LocalKafka() as kafka:  # doctest: +SKIP
-...     producer = KafkaProducer(bootstrap_servers=kafka.bootstrap)
+Example::
+
+    with LocalKafka() as kafka:
+        producer = KafkaProducer(bootstrap_servers=kafka.bootstrap)
 
 From a shell: ``python -m streams.local_kafka up`` starts a detached broker and prints
 ``KAFKA_BOOTSTRAP=127.0.0.1:<port>``; ``down`` stops it.

@@ -25,13 +25,17 @@ def add_dataset_arguments(parser: argparse.ArgumentParser, default: str = "synth
         "--duration-s", type=float, default=120.0, help="synthetic: seconds each (%(default)s)"
     )
     g.add_argument("--seed", type=int, default=0, help="synthetic data and faults (%(default)s)")
+    g.add_argument(
+        "--gap-prob", type=float, default=0.001, help="synthetic: chance per sample of a gap"
+    )
 
 
 def dataset_from_args(args: argparse.Namespace) -> StreamDataset:
     """Load the dataset the flags name and apply the user and device filters."""
     kwargs = {}
     if args.dataset == "synthetic":
-        kwargs = {"devices": args.devices, "duration_s": args.duration_s, "seed": args.seed}
+        kwargs = {"devices": args.devices, "duration_s": args.duration_s, "seed": args.seed,
+                  "gap_prob": args.gap_prob}  # fmt: skip
     data = load_dataset(args.dataset, **kwargs)
     if args.users:
         data = data.select_users(int(u) for u in args.users.split(","))

@@ -103,6 +103,7 @@ def bench_e2e(
         producer = subprocess.Popen(
             [sys.executable, "-m", "pipeline.cli", "replay", "--dataset", "synthetic",
              "--devices", str(devices), "--duration-s", f"{duration:.2f}", "--seed", "4",
+             "--gap-prob", "0",
              "--to", f"kafka://{bootstrap}/{topic}", "--speed", f"{speed:.5f}",
              "--samples-per-record", str(samples_per_record), "--json"],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=tmp,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
@@ -30,6 +31,8 @@ class SourceConfig:
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 3_000
     max_poll_interval_ms: int = 300_000
+    metadata_timeout_s: float = 30.0
+    """how long to wait for the topics' partitions to be known before joining the group"""
 
 
 class _Listener(AsyncConsumerRebalanceListener):
@@ -103,12 +106,25 @@ class KafkaSource:
             )
         except KafkaError as exc:
             raise TransportError(f"cannot connect to {kafka.bootstrap_servers}: {exc}") from exc
+        self._await_metadata(topics, cfg.metadata_timeout_s)
         hook = None
         if listener is not None:
             hook = _Listener(listener)
             hook.net = self._consumer._net  # kafka-python 3.0 has no public handle on its loop
         self._consumer.subscribe(topics=list(topics), listener=hook)
         self._max_records = cfg.max_poll_records
+
+    def _await_metadata(self, topics: Collection[str], timeout_s: float) -> None:
+        """Know every topic's partitions before joining: a member that joins without them is
+        assigned nothing for that topic until the next metadata refresh (minutes)."""
+        deadline = time.monotonic() + timeout_s
+        missing = list(topics)
+        while missing:
+            missing = [t for t in missing if not self._consumer.partitions_for_topic(t)]
+            if missing and time.monotonic() > deadline:
+                raise TransportError(f"no partition metadata for {missing} after {timeout_s}s")
+            if missing:
+                time.sleep(0.2)
 
     def poll(self, max_records: int = 500, timeout_s: float = 0.1) -> list[Message]:
         batches = self._consumer.poll(

@@ -222,6 +222,14 @@ class StateStore:
         self.ring[slot] = snap["ring"]
         return slot
 
+    def snapshot_all(self) -> dict[str, dict]:
+        """:meth:`snapshot` of every device."""
+        return {device: self.snapshot(device) for device in self._slot}
+
+    def restore_all(self, snapshots: dict[str, dict]) -> np.ndarray:
+        """:meth:`restore` every device of :meth:`snapshot_all`; their slots."""
+        return np.array([self.restore(d, snap) for d, snap in snapshots.items()], dtype=np.int64)
+
     def memory_bytes(self) -> int:
         """Bytes held by the per-slot arrays (the runtime's hidden states not included)."""
         arrays = (self.last_seq, self.last_time_ms, self.last_seen, self.seen, self.ring)

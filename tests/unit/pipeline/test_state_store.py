@@ -86,3 +86,17 @@ def test_many_new_devices_in_one_call_grow_the_store():
     slots = store.slots_for([f"d{i}" for i in range(1000)])
     assert len(set(slots.tolist())) == 1000 and store.capacity >= 1000
     assert (store.last_seq[slots] == -1).all()
+
+
+def test_snapshot_and_restore_all_devices():
+    store = StateStore(2, StoreConfig(ring=3))
+    slots = store.slots_for(["a", "b", "c"])
+    store.push(slots, np.array([1, 2, 3]), np.arange(12, dtype=np.float32).reshape(6, 2))
+    store.last_seq[slots] = [0, 1, 2]
+    copy = StateStore(2, StoreConfig(ring=3))
+    restored = copy.restore_all(store.snapshot_all())
+    assert sorted(copy.devices()) == ["a", "b", "c"] and len(restored) == 3
+    for device in ("a", "b", "c"):
+        a, b = store.slot(device), copy.slot(device)
+        assert store.last_seq[a] == copy.last_seq[b]
+        np.testing.assert_array_equal(store.recent(np.array([a]), 3), copy.recent(np.array([b]), 3))

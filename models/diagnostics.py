@@ -33,11 +33,15 @@ def plot_gradient_norms(
     curves: Mapping[str, np.ndarray], path: str | os.PathLike[str], title: str = ""
 ) -> Path:
     """Plot gradient norm against distance back in time (log scale) as a PNG; curves whose
-    name mentions "init" (untrained models) are dashed."""
+    name mentions "init" (untrained models) are dashed, in the colour of their cell."""
     with png_axes(path, (7.2, 4.2)) as ax:
+        colours: dict[str, str] = {}
         for name, norms in curves.items():
-            style = "--" if "init" in name else "-"  # untrained curves dashed
-            ax.semilogy(np.arange(len(norms)), np.asarray(norms)[::-1], style, label=name)
+            cell = name.split()[0]  # one colour per cell; untrained curves dashed
+            colour = colours.setdefault(cell, f"C{len(colours)}")
+            style = "--" if "init" in name else "-"
+            ax.semilogy(np.arange(len(norms)), np.asarray(norms)[::-1], style, color=colour,
+                        label=name)  # fmt: skip
         ax.set_xlabel("distance back in time from the end of the sequence (samples)")
         ax.set_ylabel("mean ||dLoss/dx_t||")
         ax.set_title(title or "How far back the gradient reaches", fontsize=10)

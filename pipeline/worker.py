@@ -26,6 +26,7 @@ import numpy as np
 from models.runtime import StreamRuntime
 from models.spec import ModelMeta
 from pipeline.events import ActivityTracker
+from pipeline.exceptions import ConfigError
 from pipeline.sequencer import DeviceRun, Pending, Sequencer, SequencerConfig
 from pipeline.state_store import StateStore, StoreConfig
 from streams.codecs import Codec, CodecConfig, make_codec
@@ -108,7 +109,7 @@ class Worker:
         clock: Callable[[], float] = time.time,
     ) -> None:
         if stream_model is None and window_model is None:
-            raise ValueError("a worker needs a stream model, a window model, or both")
+            raise ConfigError("a worker needs a stream model, a window model, or both")
         self.config = cfg = config or WorkerConfig()
         self.source, self.sink = source, sink
         self.stream_model, self.window_model = stream_model, window_model

@@ -118,6 +118,26 @@ def _meta(spec, channels, classes, rate_hz, mean, std, window, stride, provenanc
     )
 
 
+def _normalisation(start: keras.Model | None, X: np.ndarray) -> tuple[tuple[float, ...], ...]:
+    """The starting model's normalisation (mean, std), or one fitted to ``X``."""
+    if start is None:
+        return fit_normalisation(X)
+    layer = start.get_layer("normalise")
+    mean, variance = (np.ravel(keras.ops.convert_to_numpy(v)) for v in (layer.mean, layer.variance))
+    return tuple(mean.tolist()), tuple(np.sqrt(variance).tolist())
+
+
+def _initial(spec: ModelSpec, meta: ModelMeta, start: keras.Model | None) -> keras.Model:
+    """A new model for ``spec``, holding ``start``'s weights when fine-tuning."""
+    model = build_model(spec, meta)
+    if start is not None:
+        try:
+            model.set_weights(start.get_weights())
+        except ValueError as exc:
+            raise ModelsError(f"cannot fine-tune: the starting model is not a {spec.name}") from exc
+    return model
+
+
 def train_window_model(
     spec: ModelSpec,
     X: np.ndarray,
@@ -131,8 +151,13 @@ def train_window_model(
     config: TrainConfig | None = None,
     on_epoch: EpochHook | None = None,
     provenance: dict[str, Any] | None = None,
+    start: keras.Model | None = None,
 ) -> TrainResult:
-    """Train a many-to-one model on windows ``X`` (N, T, C) with labels ``y`` (-1 = skip)."""
+    """Train a many-to-one model on windows ``X`` (N, T, C) with labels ``y`` (-1 = skip).
+
+    ``start``: fine-tune this model (same spec; its normalisation is kept) instead of
+    initialising a new one.
+    """
     cfg = config or TrainConfig()
     if spec.setup != "window":
         raise ModelsError("train_window_model trains window (many-to-one) models")
@@ -141,9 +166,9 @@ def train_window_model(
     keras.utils.set_random_seed(cfg.seed)
     train_users, val_users = split_users(users, cfg.validation_users, cfg.seed)
     is_val = np.isin(users, val_users)
-    mean, std = fit_normalisation(X[~is_val])
+    mean, std = _normalisation(start, X[~is_val])
     meta = _meta(spec, channels, classes, rate_hz, mean, std, X.shape[1], stride, provenance)
-    model = build_model(spec, meta)
+    model = _initial(spec, meta, start)
     _compile(model, cfg, spec, steps=-(-int((~is_val).sum()) // cfg.batch_size))
     weights = balanced_class_weights(y[~is_val], len(classes)) if cfg.class_weights else None
     started = time.perf_counter()
@@ -288,12 +313,14 @@ def train_stream_model(
     config: TrainConfig | None = None,
     on_epoch: EpochHook | None = None,
     provenance: dict[str, Any] | None = None,
+    start: keras.Model | None = None,
 ) -> TrainResult:
     """Train a many-to-many model on whole recordings ``[(values (n, C), labels (n,)), ...]``.
 
     Truncated BPTT: ``lanes`` segments of ``tbptt_steps * chunks_per_lane`` samples are trained
     side by side, chunk after chunk, the hidden state carried across chunks and reset between
     segments. Gradients flow back ``tbptt_steps`` samples; the state carries further.
+    ``start``: fine-tune this model (same spec; its normalisation is kept).
     """
     cfg = config or TrainConfig()
     if spec.setup != "stream":
@@ -303,10 +330,10 @@ def train_stream_model(
     train_users, val_users = split_users(users, cfg.validation_users, cfg.seed)
     train = [rec for rec, u in zip(recordings, users, strict=True) if u not in val_users]
     val = [rec for rec, u in zip(recordings, users, strict=True) if u in val_users]
-    mean, std = fit_normalisation(np.concatenate([v for v, _ in train]))
+    mean, std = _normalisation(start, np.concatenate([v for v, _ in train]))
     k, span = cfg.tbptt_steps, cfg.tbptt_steps * cfg.chunks_per_lane
     meta = _meta(spec, channels, classes, rate_hz, mean, std, span, 1, provenance)
-    model = build_model(spec, meta)
+    model = _initial(spec, meta, start)
     trainer = stateful_copy(model, spec, meta, batch_size=cfg.lanes, steps=k)
     per_epoch = sum(max(0, (len(v) - 1) // span) for v, _ in train) // cfg.lanes
     _compile(trainer, cfg, spec, steps=max(1, per_epoch * cfg.chunks_per_lane))

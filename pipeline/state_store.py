@@ -115,6 +115,10 @@ class StateStore:
     def devices(self) -> list[str]:
         return list(self._slot)
 
+    def used_slots(self) -> np.ndarray:
+        """The slots holding a device, ascending."""
+        return np.sort(np.fromiter(self._slot.values(), dtype=np.int64, count=len(self._slot)))
+
     def slots_for(self, devices: Sequence[str]) -> np.ndarray:
         """Slots of ``devices``, allocating fresh (zeroed) ones for new devices."""
         out = np.empty(len(devices), dtype=np.int64)
@@ -130,7 +134,7 @@ class StateStore:
         if len(self._slot) >= self.config.max_devices:
             if self.config.overflow == "reject":
                 raise StoreFull(f"{device}: the store already holds {len(self._slot)} devices")
-            used = np.fromiter(self._slot.values(), dtype=np.int64)
+            used = self.used_slots()
             self.evict([self._device[int(used[np.argmin(self.last_seen[used])])]])
         if not self._free:
             self._grow(self.capacity * 2)
@@ -157,7 +161,7 @@ class StateStore:
         if not self._slot:
             return []
         now = self._clock() if now is None else now
-        used = np.fromiter(self._slot.values(), dtype=np.int64)
+        used = self.used_slots()
         idle = used[now - self.last_seen[used] > self.config.idle_ttl_s]
         return self.evict([self._device[s] for s in idle.tolist()])
 

@@ -8,7 +8,9 @@ One batch at a time::
     -> predictions and activity-change events to the sink -> flush -> commit offsets
 
 Offsets are committed only after the outputs that depend on them are flushed; records held by
-the sequencer (waiting for a gap to fill) keep their partition's commit behind them.
+the sequencer (waiting for a gap to fill) keep their partition's commit behind them. Between two
+batches a :class:`~pipeline.hot_swap.HotSwap` may hand the worker a new champion; every
+prediction names its model version and batch.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import json
 import math
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -27,6 +29,7 @@ from models.runtime import StreamRuntime
 from models.spec import ModelMeta
 from pipeline.events import ActivityTracker
 from pipeline.exceptions import ConfigError
+from pipeline.hot_swap import HotSwap, SwapRecord
 from pipeline.sequencer import DeviceRun, Pending, Sequencer, SequencerConfig
 from pipeline.state_store import StateStore, StoreConfig
 from streams.codecs import Codec, CodecConfig, make_codec
@@ -77,6 +80,17 @@ class ServingModel:
             return cls(version, meta, runtime=StreamRuntime.from_keras(model, meta, capacity))
         return cls(version, meta, predict=lambda x: np.asarray(model.predict_on_batch(x)))
 
+    def warm(self) -> None:
+        """Run once on zeros, so that the first real batch pays no set-up cost."""
+        channels = len(self.meta.channels)
+        if self.runtime is not None:
+            probe = self.runtime.capacity - 1
+            state = self.runtime.get_state(probe)
+            self.runtime.advance([probe], [2], np.zeros((2, channels), np.float32))
+            self.runtime.set_state(probe, state)
+        if self.predict is not None:
+            self.predict(np.zeros((1, self.meta.window, channels), np.float32))
+
 
 @dataclass
 class WorkerStats:
@@ -92,6 +106,7 @@ class WorkerStats:
     rejected: Counter = field(default_factory=Counter)
     latency_ms: deque = field(default_factory=lambda: deque(maxlen=200_000))
     step_s: float = 0.0
+    swaps: list[SwapRecord] = field(default_factory=list)
 
 
 class Worker:
@@ -107,6 +122,7 @@ class Worker:
         config: WorkerConfig | None = None,
         codec: Codec | None = None,
         clock: Callable[[], float] = time.time,
+        swaps: Sequence[HotSwap] = (),
     ) -> None:
         if stream_model is None and window_model is None:
             raise ConfigError("a worker needs a stream model, a window model, or both")
@@ -128,6 +144,9 @@ class Worker:
         self._clock = clock
         self._positions: dict[TopicPartition, int] = {}
         self._stop = False
+        self._swaps = tuple(swap.start(self) for swap in swaps)
+        self.batch = 0
+        """number of the current batch (named in every prediction)"""
 
     # -- state hooks --------------------------------------------------------------------------
 
@@ -140,6 +159,23 @@ class Worker:
         if self.stream_model is not None:
             self.stream_model.runtime.reset(slots)
         self.tracker.reset(slots)
+        for swap in self._swaps:
+            swap.note_reset(slots)
+
+    def swap_in(self, model: ServingModel) -> str:
+        """Serve ``model`` from the next batch on (call between batches); the old version."""
+        if model.meta.spec.setup == "stream":
+            old, self.stream_model = self.stream_model, model
+        else:
+            old, self.window_model = self.window_model, model
+        return old.version if old is not None else ""
+
+    def close(self) -> None:
+        """Stop following the registry and close the source and the sink."""
+        for swap in self._swaps:
+            swap.close()
+        self.source.close()
+        self.sink.close()
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -171,6 +207,11 @@ class Worker:
     def step(self, flush: bool = False) -> int:
         """Poll and process one batch; return the number of messages."""
         cfg = self.config
+        self.batch += 1
+        for swap in self._swaps:
+            if (record := swap.at_boundary(self)) is not None:
+                self.stats.swaps.append(record)
+        predicted = self.stats.predictions + self.stats.window_predictions
         messages = [] if flush else self.source.poll(cfg.max_records, cfg.poll_timeout_s)
         pending = self._decode(messages)
         runs = self.sequencer.sequence(pending, self._last_seq, flush=flush)
@@ -181,9 +222,17 @@ class Worker:
         if messages or runs:
             self.sink.flush()
             self._commit(messages)
+            self._note_first_prediction(predicted)
         self.stats.batches += bool(messages)
         self.stats.messages += len(messages)
         return len(messages)
+
+    def _note_first_prediction(self, predicted_before: int) -> None:
+        """Time the first flushed prediction of the latest swapped-in model."""
+        last = self.stats.swaps[-1] if self.stats.swaps else None
+        predicted = self.stats.predictions + self.stats.window_predictions
+        if last is not None and last.first_prediction_at is None and predicted > predicted_before:
+            last.first_prediction_at = time.time()
 
     def _decode(self, messages: list[Message]) -> list[Pending]:
         now = time.monotonic()
@@ -285,6 +334,7 @@ class Worker:
                 "kind": "sample",
                 "device": run.device,
                 "model": model.version,
+                "batch": self.batch,
                 "seq_first": int(run.seqs[0]),
                 "seq_last": int(run.seqs[-1]),
                 "seq": int(run.seqs[last]),
@@ -341,6 +391,7 @@ class Worker:
                     "kind": "window",
                     "device": run.device,
                     "model": model.version,
+                    "batch": self.batch,
                     "seq_first": int(run.seqs[w]) - (W - 1),
                     "seq_last": int(run.seqs[w]),
                     "t_ms": float(run.times_ms[w]),

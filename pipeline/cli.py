@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from harstream import HarstreamError, __version__
-from pipeline.commands import bench, demo, evaluate, registry, replay, run, train
+from pipeline.commands import bench, demo, evaluate, registry, replay, run, train, trainer
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,7 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"harstream {__version__}")
     sub = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
-    for command in (demo, run, replay, train, evaluate, registry, bench):
+    for command in (demo, run, replay, train, evaluate, registry, trainer, bench):
         command.add_parser(sub)
     return parser
 

@@ -64,6 +64,11 @@ class ModelSection:
     """a stream (many-to-many) .keras file; overrides the registry"""
     window_model: str | None = None
     """a window (many-to-one) .keras file, run beside the stream model"""
+    follow: bool = True
+    """serving the registry's champion: swap to each new one while running"""
+    control_topic: str = "har.control"
+    poll_s: float = 1.0
+    prime: Literal["ring", "reset"] = "ring"
 
 
 @dataclass(frozen=True)
@@ -98,14 +103,29 @@ def _coerce(section: str, key: str, value: Any, hint: Any) -> Any:
         raise ConfigError(f"{where}: {value!r} is not a {kind.__name__}") from exc
 
 
+def _settable(cls: type) -> list[dataclasses.Field]:
+    """The fields a setting can give (a nested config is a section of its own)."""
+    return [f for f in fields(cls) if f.default_factory is dataclasses.MISSING]
+
+
 def load_settings(
     path: str | os.PathLike[str] | None = None,
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Settings:
     """Settings from ``path`` (TOML), then ``environ``, then ``overrides`` (flags; None = unset)."""
+    return Settings(**load_sections(SECTIONS, path, environ, overrides))
+
+
+def load_sections(
+    sections: Mapping[str, type],
+    path: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Each of ``sections`` (name -> frozen config class) built from the same three sources."""
     environ = os.environ if environ is None else environ
-    raw: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    raw: dict[str, dict[str, Any]] = {name: {} for name in sections}
     if path is not None:
         try:
             with Path(path).open("rb") as f:
@@ -115,35 +135,35 @@ def load_settings(
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: {exc}") from exc
         for section, values in data.items():
-            if section not in SECTIONS or not isinstance(values, dict):
+            if section not in sections or not isinstance(values, dict):
                 raise ConfigError(f"{path}: unknown section [{section}]")
             raw[section].update(values)
-    for section, cls in SECTIONS.items():
-        for f in fields(cls):
+    for section, cls in sections.items():
+        for f in _settable(cls):
             env = f"HARSTREAM_{section}_{f.name}".upper()
             if env in environ:
                 raw[section][f.name] = environ[env]
     for section, values in (overrides or {}).items():
         raw[section].update({k: v for k, v in values.items() if v is not None})
     built = {}
-    for section, cls in SECTIONS.items():
+    for section, cls in sections.items():
         hints = typing.get_type_hints(cls)
-        known = {f.name for f in fields(cls)}
+        known = {f.name for f in _settable(cls)}
         unknown = sorted(set(raw[section]) - known)
         if unknown:
             raise ConfigError(f"unknown setting(s) {unknown} in [{section}]")
         built[section] = cls(
             **{k: _coerce(section, k, v, hints[k]) for k, v in raw[section].items()}
         )
-    return Settings(**built)
+    return built
 
 
-def describe() -> str:
+def describe(sections: Mapping[str, type] = SECTIONS) -> str:
     """Every setting with its default and environment variable (for ``--help`` and docs)."""
     lines = []
-    for section, cls in SECTIONS.items():
+    for section, cls in sections.items():
         lines.append(f"[{section}]")
-        for f in fields(cls):
+        for f in _settable(cls):
             default = f.default if f.default is not dataclasses.MISSING else None
             env = f"HARSTREAM_{section}_{f.name}".upper()
             lines.append(f"  {f.name} = {default!r}   (${env})")

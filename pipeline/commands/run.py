@@ -34,11 +34,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", dest="model.name", help="registry model name")
     p.add_argument("--stream-model", dest="model.stream_model", help="stream .keras file")
     p.add_argument("--window-model", dest="model.window_model", help="window .keras file")
+    p.add_argument("--no-follow", dest="model.follow", action="store_const", const=False,
+                   help="keep serving the loaded version (no hot swap)")  # fmt: skip
     p.add_argument("--max-seconds", type=float, default=None, help="stop after this long")
     p.set_defaults(run=run)
 
 
-def _overrides(args: argparse.Namespace) -> dict[str, dict]:
+def overrides(args: argparse.Namespace) -> dict[str, dict]:
+    """The ``section.key`` flags that were given, as settings overrides."""
     out: dict[str, dict] = {}
     for key, value in vars(args).items():
         if "." in key and value is not None:
@@ -71,27 +74,23 @@ def serving_models(settings: Settings):
 
 def build_worker(settings: Settings):
     """A worker on Kafka as the settings describe (topics created if missing)."""
+    from models.registry import Registry
+    from pipeline.hot_swap import HotSwap, SwapConfig
     from pipeline.sequencer import SequencerConfig
     from pipeline.state_store import StoreConfig
     from pipeline.worker import Worker, WorkerConfig
     from streams.admin import TopicSpec, ensure_topics
     from streams.codecs import CodecConfig
-    from streams.kafka_config import KafkaConfig
     from streams.kafka_sink import KafkaSink
     from streams.kafka_source import KafkaSource, SourceConfig
 
-    k, w = settings.kafka, settings.worker
-    kafka = KafkaConfig(
-        bootstrap_servers=k.bootstrap_servers, security_protocol=k.security_protocol,
-        ssl_cafile=k.ssl_cafile, ssl_certfile=k.ssl_certfile, ssl_keyfile=k.ssl_keyfile,
-        sasl_mechanism=k.sasl_mechanism, sasl_plain_username=k.sasl_username,
-        sasl_plain_password=k.sasl_password, client_id="harstream-worker",
-    )  # fmt: skip
+    k, w, m = settings.kafka, settings.worker, settings.model
+    kafka = kafka_config(k, "harstream-worker")
     ensure_topics(
         kafka,
         [TopicSpec(w.input_topic, k.partitions)]
         + [TopicSpec(t, k.partitions) for t in (w.predictions_topic, w.events_topic)]
-        + [TopicSpec(w.dlq_topic, 1)],
+        + [TopicSpec(w.dlq_topic, 1), TopicSpec(m.control_topic, 1)],
     )
     stream, window = serving_models(settings)
     channels = len((stream or window).meta.channels)
@@ -104,11 +103,40 @@ def build_worker(settings: Settings):
         sequencer=SequencerConfig(late=w.late, hold_s=w.hold_s),
     )  # fmt: skip
     source = KafkaSource(kafka, [w.input_topic], SourceConfig(group_id=k.group_id))
-    return Worker(source, KafkaSink(kafka), stream, window, config=config)
+    swaps = []
+    if m.registry and m.follow and not m.stream_model and m.ref == "champion":
+        control = KafkaSource(kafka, [m.control_topic], control_source_config(k.group_id))
+        swap_config = SwapConfig(poll_s=m.poll_s, prime=m.prime)
+        swaps.append(HotSwap(Registry(m.registry), m.name, swap_config, control=control))
+    return Worker(source, KafkaSink(kafka), stream, window, config=config, swaps=swaps)
+
+
+def control_source_config(group_id: str):
+    """Each worker hears every announcement: a group of its own, from the latest message on,
+    never committed (so the broker forgets the group when the worker leaves)."""
+    import os
+    import socket
+
+    from streams.kafka_source import SourceConfig
+
+    own = f"{group_id}-control-{socket.gethostname()}-{os.getpid()}"
+    return SourceConfig(group_id=own, auto_offset_reset="latest")
+
+
+def kafka_config(k, client_id: str):
+    """The :class:`~streams.kafka_config.KafkaConfig` of a ``[kafka]`` settings section."""
+    from streams.kafka_config import KafkaConfig
+
+    return KafkaConfig(
+        bootstrap_servers=k.bootstrap_servers, security_protocol=k.security_protocol,
+        ssl_cafile=k.ssl_cafile, ssl_certfile=k.ssl_certfile, ssl_keyfile=k.ssl_keyfile,
+        sasl_mechanism=k.sasl_mechanism, sasl_plain_username=k.sasl_username,
+        sasl_plain_password=k.sasl_password, client_id=client_id,
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = load_settings(args.config, overrides=_overrides(args))
+    settings = load_settings(args.config, overrides=overrides(args))
     worker = build_worker(settings)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.stop())
@@ -125,6 +153,5 @@ def run(args: argparse.Namespace) -> int:
     stats = worker.stats
     stderr.print(f"stopped: {stats.messages:,} messages, {stats.samples:,} samples, "
                  f"{stats.predictions:,} predictions, rejected {dict(stats.rejected)}")  # fmt: skip
-    worker.source.close()
-    worker.sink.close()
+    worker.close()
     return 0

@@ -1,0 +1,119 @@
+"""The promotion gate: a candidate replaces the champion only if it is better on held-out devices.
+
+Both models are scored on the same held-out windows (devices the trainer never trains on, see
+:func:`pipeline.training_buffer.is_holdout`): stream models by per-sample accuracy over each
+window's annotated samples, the state starting from zero in every window; window models by the
+label of each window's last sample. A candidate with a non-finite weight or output is refused
+whatever its score.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from models.training import predict_streams
+from pipeline.exceptions import ConfigError
+
+if TYPE_CHECKING:
+    import keras
+
+    from models.spec import ModelMeta
+    from pipeline.training_buffer import Windows
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """``margin``: how much higher (in accuracy, 0.01 = one point) the candidate must score
+    than the champion; ``min_holdout_windows``: below this the gate does not judge at all."""
+
+    margin: float = 0.0
+    min_holdout_windows: int = 20
+
+    def __post_init__(self) -> None:
+        if not -1.0 < self.margin < 1.0 or self.min_holdout_windows < 1:
+            raise ConfigError("gate margin must be in (-1, 1) and min_holdout_windows >= 1")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the gate decided and why, with the scores it compared."""
+
+    promote: bool
+    reason: str
+    candidate_accuracy: float
+    champion_accuracy: float
+    holdout_windows: int
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def scores(model: keras.Model, meta: ModelMeta, windows: Windows) -> tuple[np.ndarray, ...]:
+    """Per window: (correct, scored) counts, and whether every output was finite.
+
+    Stream models score each annotated sample (state from zero in each window); window models
+    score each window whose last sample is labelled (``scored`` is 0 or 1).
+    """
+    n = len(windows.devices)
+    if n == 0:
+        return np.zeros(0), np.zeros(0), True
+    if meta.spec.setup == "stream":
+        probs = np.stack(predict_streams(model, list(windows.values)))
+        labels = windows.labels.astype(np.int64)
+        mask = labels >= 0
+        hits = ((probs.argmax(-1) == labels) & mask).sum(axis=1)
+        return hits, mask.sum(axis=1), bool(np.isfinite(probs).all())
+    y = windows.labels[:, -1].astype(np.int64)
+    probs = np.asarray(model.predict(windows.values[:, -meta.window :], batch_size=256, verbose=0))
+    return (
+        (probs.argmax(-1) == y) & (y >= 0),
+        (y >= 0).astype(np.int64),
+        bool(np.isfinite(probs).all()),
+    )
+
+
+def holdout_accuracy(model: keras.Model, meta: ModelMeta, holdout: Windows) -> tuple[float, bool]:
+    """(accuracy over every scored sample or window of ``holdout``, whether outputs were finite)."""
+    hits, scored, finite = scores(model, meta, holdout)
+    total = int(np.sum(scored))
+    return (float(np.sum(hits)) / total if total else float("nan")), finite
+
+
+def window_examples(meta: ModelMeta, windows: Windows) -> tuple[np.ndarray, np.ndarray]:
+    """A window model's inputs (the last ``meta.window`` samples) and labels (the last
+    sample's), for the windows whose last sample is labelled."""
+    y = windows.labels[:, -1].astype(np.int32)
+    keep = y >= 0
+    return windows.values[keep, -meta.window :], y[keep]
+
+
+def judge(
+    candidate: keras.Model,
+    champion: keras.Model | None,
+    meta: ModelMeta,
+    holdout: Windows,
+    config: GateConfig | None = None,
+) -> Verdict:
+    """Compare ``candidate`` with ``champion`` (None: there is none yet) on ``holdout``."""
+    cfg = config or GateConfig()
+    n = len(holdout.devices)
+    if not all(np.isfinite(w).all() for w in candidate.get_weights()):
+        return Verdict(False, "non-finite weights", float("nan"), float("nan"), n)
+    cand, finite = holdout_accuracy(candidate, meta, holdout)
+    champ = holdout_accuracy(champion, meta, holdout)[0] if champion is not None else float("nan")
+    if not finite or not np.isfinite(cand):
+        return Verdict(False, "non-finite outputs on the held-out slice", cand, champ, n)
+    if champion is None:
+        return Verdict(True, "first champion", cand, champ, n)
+    if cand > champ + cfg.margin:
+        return Verdict(True, f"better by {cand - champ:+.4f} (margin {cfg.margin})", cand, champ, n)
+    return Verdict(
+        False,
+        f"not better by the margin: {cand:.4f} vs champion {champ:.4f} (margin {cfg.margin})",
+        cand,
+        champ,
+        n,
+    )

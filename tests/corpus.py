@@ -112,3 +112,18 @@ def tiny_model_file(directory, cell: str = "lstm"):
     )
     meta = ModelMeta(spec=ModelSpec(cell=cell, hidden=4), **TINY_META_ARGS)
     return model, meta, save_model(model, meta, directory / "tiny.keras")
+
+
+def dataset_slice(data, start: int, end: int | None, devices=None):
+    """Samples ``start:end`` of each stream (or of ``devices``' streams), as a dataset."""
+    from streams.datasets.base import DeviceStream, StreamDataset
+
+    part, wanted = slice(start, end), set(devices) if devices is not None else None
+    cuts = tuple(
+        DeviceStream(
+            s.device, s.values[part], s.labels[part], s.rate_hz, s.t0_ms, s.user, s.sequence()[part]
+        )  # fmt: skip
+        for s in data.streams
+        if (wanted is None or s.device in wanted) and len(s.values[part])
+    )
+    return StreamDataset(data.name, data.channels, data.activities, data.rate_hz, cuts)

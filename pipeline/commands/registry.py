@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from models.registry import ModelVersion, Registry, version_label
+from pipeline.kafka_args import add_kafka_arguments, kafka_config_from_args
 
 ROOT_ENV = "HARSTREAM_REGISTRY"
 KEY_METRICS = ("accuracy", "macro_f1")
@@ -51,6 +52,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     for action in (ls, show, promote, rollback):  # --root also after the action
         _add_root(action, default=argparse.SUPPRESS)
+    for action in (promote, rollback):
+        action.add_argument("--announce", metavar="BOOTSTRAP",
+                            help="also announce the new champion on the control topic of this "
+                            "Kafka cluster (running workers swap at once)")  # fmt: skip
+        action.add_argument("--control-topic", default="har.control", help="(%(default)s)")
+        add_kafka_arguments(action)
 
 
 def _add_root(parser: argparse.ArgumentParser, default: str | None) -> None:
@@ -173,6 +180,7 @@ def run_promote(args: argparse.Namespace) -> int:
     registry = registry_from_args(args)
     v = registry.promote(args.name, args.version)
     print(f"{v.name}: champion is now {v.label}{_previous(registry, v.name)}")
+    _announce(args, v, "promote")
     return 0
 
 
@@ -180,7 +188,23 @@ def run_rollback(args: argparse.Namespace) -> int:
     registry = registry_from_args(args)
     v = registry.rollback(args.name)
     print(f"{v.name}: rolled back; champion is now {v.label}{_previous(registry, v.name)}")
+    _announce(args, v, "rollback")
     return 0
+
+
+def _announce(args: argparse.Namespace, v: ModelVersion, action) -> None:
+    """Tell running workers on Kafka (they would otherwise notice at their next registry poll)."""
+    if not args.announce:
+        return
+    from pipeline.control import announce
+    from streams.kafka_sink import KafkaSink
+
+    sink = KafkaSink(kafka_config_from_args(args, args.announce))
+    try:
+        announce(sink, v.name, v.version, action, topic=args.control_topic)
+    finally:
+        sink.close()
+    print(f"announced on {args.control_topic} at {args.announce}")
 
 
 def _previous(registry: Registry, name: str) -> str:

@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import pytest
 
+from corpus import dataset_slice
 from models.io import save_model
 from models.registry import Registry
 from models.spec import ModelMeta, ModelSpec
@@ -19,7 +20,6 @@ from models.zoo import build_model
 from pipeline.hot_swap import HotSwap, SwapConfig, SwapError
 from pipeline.worker import ServingModel, Worker, WorkerConfig
 from streams.datasets import SyntheticConfig, simulate
-from streams.datasets.base import DeviceStream, StreamDataset
 from streams.memory import MemoryBus, MemorySink, MemorySource
 from streams.replay import ReplayConfig, replay
 
@@ -45,14 +45,6 @@ def registry(tmp_path, fleet):
     registry.register(NAME, save_model(build_model(spec, other), other, tmp_path / "o.keras"))
     registry.promote(NAME, 1)
     return registry
-
-
-def _part(fleet, stream, start, end) -> StreamDataset:
-    """Samples ``start:end`` of one device's stream, as a dataset."""
-    part = slice(start, end)
-    cut = DeviceStream(stream.device, stream.values[part], stream.labels[part], stream.rate_hz,
-                       stream.t0_ms, stream.user, stream.sequence()[part])  # fmt: skip
-    return StreamDataset(fleet.name, fleet.channels, fleet.activities, fleet.rate_hz, (cut,))
 
 
 def _worker(registry, bus, out, config=None):
@@ -140,11 +132,12 @@ def test_reset_policy_starts_the_new_model_from_zero_states(registry, fleet):
     worker = _worker(registry, bus, out, SwapConfig(poll_s=0.02, prime="reset"))
     first = fleet.streams[0]
     half = len(first.values) // 2
-    replay(_part(fleet, first, 0, half), MemorySink(bus), ReplayConfig(samples_per_record=5))
+    config = ReplayConfig(samples_per_record=5)
+    replay(dataset_slice(fleet, 0, half, [first.device]), MemorySink(bus), config)
     worker.run(timeout=0.1)
     registry.promote(NAME, 2)
     _wait_for_swaps(worker, 1)
-    replay(_part(fleet, first, half, None), MemorySink(bus), ReplayConfig(samples_per_record=5))
+    replay(dataset_slice(fleet, half, None, [first.device]), MemorySink(bus), config)
     worker.run(timeout=0.1)
     worker.close()
     got = _per_sample(_predictions(out))

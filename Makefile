@@ -29,6 +29,7 @@ bench: $(STAMP) kafka-jars
 	$(VENV)/bin/harstream bench codec
 	$(VENV)/bin/harstream bench engine
 	$(VENV)/bin/harstream bench e2e
+	$(VENV)/bin/harstream bench swap
 
 # Real trainings on ../shared/data (about an hour on 2 cores): writes docs/models.md
 report-models: $(STAMP)

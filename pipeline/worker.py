@@ -212,7 +212,8 @@ class Worker:
             if (record := swap.at_boundary(self)) is not None:
                 self.stats.swaps.append(record)
         predicted = self.stats.predictions + self.stats.window_predictions
-        messages = [] if flush else self.source.poll(cfg.max_records, cfg.poll_timeout_s)
+        limit = min([cfg.max_records] + [s.batch_limit for s in self._swaps if s.batch_limit])
+        messages = [] if flush else self.source.poll(limit, cfg.poll_timeout_s)
         pending = self._decode(messages)
         runs = self.sequencer.sequence(pending, self._last_seq, flush=flush)
         started = time.perf_counter()

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from models.spec import ModelMeta, ModelSpec
 from models.zoo import build_model
+from pipeline.bench.timing import percentile
 from pipeline.worker import ServingModel, Worker, WorkerConfig
 from streams.admin import TopicSpec, ensure_topics
 from streams.datasets import SyntheticConfig, simulate
@@ -48,11 +49,6 @@ def _worker(kafka: KafkaConfig, topic: str, model, meta) -> Worker:
     source = KafkaSource(kafka, [topic], SourceConfig(group_id=f"bench-{run}"))
     return Worker(source, KafkaSink(kafka), ServingModel.load(model, meta, "bench@v1"),
                   config=config)  # fmt: skip
-
-
-def _percentile(values, q: float) -> float:
-    ordered = sorted(values)
-    return float(ordered[min(len(ordered) - 1, int(q * len(ordered)))]) if ordered else float("nan")
 
 
 def bench_e2e(
@@ -127,7 +123,7 @@ def bench_e2e(
             "samples_per_s": round(half),
             "samples": worker.stats.samples,
             "p50_ms": round(statistics.median(lat), 1) if lat else None,
-            "p99_ms": round(_percentile(lat, 0.99), 1) if lat else None,
+            "p99_ms": round(percentile(lat, 99), 1) if lat else None,
             "latency": "producer send -> prediction emitted (per record)",
         }
     )

@@ -21,3 +21,15 @@ def median_seconds(fn: Callable[[], object], repeats: int = 5, min_time_s: float
                 break
         times.append(elapsed / calls)
     return statistics.median(times)
+
+
+def percentile(values, q: float) -> float:
+    """The ``q``-th percentile (0-100) of ``values`` by rank, NaN when there are none.
+
+    >>> percentile(range(1, 101), 99)
+    100.0
+    """
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return float(ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))])

@@ -37,6 +37,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     e2e.add_argument("--hidden", type=int, default=64)
     e2e.add_argument("--json", action="store_true", help="one JSON object per row")
     e2e.set_defaults(run=run_e2e)
+    swap = which.add_parser(
+        "swap", help="hot swaps in a busy worker: hot-path pause, promotion to first prediction"
+    )
+    swap.add_argument("--devices", type=int, default=10_000)
+    swap.add_argument("--swaps", type=int, default=10)
+    swap.add_argument("--hidden", type=int, default=64)
+    swap.add_argument("--json", action="store_true", help="one JSON object")
+    swap.set_defaults(run=run_swap)
 
 
 def print_rows(rows: list[dict[str, object]], title: str, as_json: bool) -> None:
@@ -91,4 +99,12 @@ def run_e2e(args: argparse.Namespace) -> int:
         rows = bench_e2e(bootstrap or broker.bootstrap, args.devices, args.seconds, args.hidden)
     print_rows(rows[:1], "End to end through Kafka: one worker, highest sustained rate", args.json)
     print_rows(rows[1:], "End to end: latency at half that rate", args.json)
+    return 0
+
+
+def run_swap(args: argparse.Namespace) -> int:
+    from pipeline.bench.swap import bench_swap
+
+    row = bench_swap(devices=args.devices, swaps=args.swaps, hidden=args.hidden)
+    print_rows([row], "Hot swap in one embedded worker at full speed (ring re-priming)", args.json)
     return 0

@@ -136,6 +136,9 @@ def kafka_config(k, client_id: str):
 
 
 def run(args: argparse.Namespace) -> int:
+    from pipeline.hot_swap import one_blas_thread
+
+    one_blas_thread()
     settings = load_settings(args.config, overrides=overrides(args))
     worker = build_worker(settings)
     for sig in (signal.SIGTERM, signal.SIGINT):

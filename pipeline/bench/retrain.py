@@ -105,7 +105,7 @@ def _trainer_config(quick: bool) -> TrainerConfig:
     return TrainerConfig(
         name=NAME, every_windows=None, interval_s=None, drift=False, min_windows=1,
         max_records=POLL_RECORDS,
-        epochs=1 if quick else 20, learning_rate=3e-4, tbptt_steps=51,
+        epochs=1 if quick else 5, learning_rate=3e-4, tbptt_steps=51,
         buffer=BufferConfig(window=WINDOW, holdout_percent=HOLDOUT_PERCENT),
         join=JoinConfig(window=WINDOW, stride=STRIDE),
         gate=GateConfig(margin=0.0, min_holdout_windows=MIN_HOLDOUT_WINDOWS),

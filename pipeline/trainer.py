@@ -45,6 +45,9 @@ if TYPE_CHECKING:
 
 Mode = Literal["finetune", "scratch"]
 BUFFER_FILE = "buffer.npz"
+_CHUNK = 64
+"""messages between window collections: a fast replay brings a device thousands of samples per
+poll, more than the joiner keeps waiting (``JoinConfig.max_pending``)"""
 
 
 @dataclass(frozen=True)
@@ -214,22 +217,26 @@ class Trainer:
         """Poll one batch, add its labelled windows, retrain if a trigger fired."""
         cfg = self.config
         messages = self.source.poll(cfg.max_records, cfg.poll_timeout_s)
-        for msg in messages:
-            self._take(msg)
-            self._positions[msg.tp] = max(self._positions.get(msg.tp, 0), msg.offset + 1)
+        for start in range(0, len(messages), _CHUNK):
+            for msg in messages[start : start + _CHUNK]:
+                self._take(msg)
+                self._positions[msg.tp] = max(self._positions.get(msg.tp, 0), msg.offset + 1)
+            self._collect()  # often enough that no device's pending samples overflow
         self.stats.messages += len(messages)
-        devices, values, labels = self.joiner.ready()
-        if len(devices):
-            self._score_online(devices, values, labels)
-            kept = self.buffer.add(devices, values, labels)
-            self.stats.windows += kept
-            self._since_retrain += kept
         trigger = self._trigger()
         if trigger is not None:
             self.retrain(trigger)
         if self._clock() - self._last_save > cfg.save_every_s:
             self.save()
         return len(messages)
+
+    def _collect(self) -> None:
+        devices, values, labels = self.joiner.ready()
+        if len(devices):
+            self._score_online(devices, values, labels)
+            kept = self.buffer.add(devices, values, labels)
+            self.stats.windows += kept
+            self._since_retrain += kept
 
     def _take(self, msg) -> None:
         if msg.topic == self.config.labels_topic:

@@ -20,6 +20,7 @@ from pipeline.labelling import JoinConfig
 from pipeline.trainer import Trainer, TrainerConfig
 from pipeline.training_buffer import BufferConfig, Windows
 from streams.datasets import SyntheticConfig, simulate
+from streams.datasets.base import StreamDataset
 from streams.memory import MemoryBus, MemorySink, MemorySource
 from streams.replay import ReplayConfig, replay
 
@@ -61,8 +62,13 @@ def test_drift_on_a_new_way_of_carrying_triggers_a_retrain_that_is_promoted(
     tmp_path, registry, tilted
 ):
     bus, control = MemoryBus(partitions=2, capacity=1_000_000), MemoryBus(1, 1000)
-    trainer = _trainer(registry, bus, control, _config(tmp_path, drift=True))
-    replay(tilted, MemorySink(bus), ReplayConfig(samples_per_record=25))
+    trainer = _trainer(registry, bus, control, _config(tmp_path, drift=True, min_windows=200))
+    calm = simulate(SyntheticConfig(devices=30, duration_s=60, gap_prob=0.0, seed=22))
+    renamed = tuple(replace(s, device=f"calm-{s.device}") for s in calm.streams)
+    calm = StreamDataset(calm.name, calm.channels, calm.activities, calm.rate_hz, renamed)
+    replay(calm, MemorySink(bus), ReplayConfig(samples_per_record=25))  # as the champion learnt
+    assert not trainer.run(timeout=0.3).drift_detections
+    replay(tilted, MemorySink(bus), ReplayConfig(samples_per_record=25))  # then, at new angles
     stats = trainer.run(timeout=0.5)
     assert stats.drift_detections >= 1 and stats.retrains, "the champion's error rise went unseen"
     first = stats.retrains[0]

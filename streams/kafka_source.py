@@ -9,7 +9,12 @@ from dataclasses import dataclass
 
 from kafka import KafkaConsumer
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
-from kafka.errors import KafkaError
+from kafka.errors import (
+    CommitFailedError,
+    IllegalGenerationError,
+    KafkaError,
+    RebalanceInProgressError,
+)
 from kafka.future import Future
 from kafka.structs import OffsetAndMetadata
 from kafka.structs import TopicPartition as KafkaTopicPartition
@@ -137,6 +142,8 @@ class KafkaSource:
         ]
 
     def commit(self, offsets: Mapping[TopicPartition, int] | None = None) -> None:
+        """Commit; a commit that races a rebalance is skipped, not fatal: the next commit (or
+        the new owner, from the last committed offset, redelivering) takes over."""
         try:
             if offsets is None:
                 self._consumer.commit()
@@ -147,6 +154,8 @@ class KafkaSource:
                         for tp, off in offsets.items()
                     }
                 )
+        except (RebalanceInProgressError, CommitFailedError, IllegalGenerationError):
+            return
         except KafkaError as exc:
             raise TransportError(f"offset commit failed: {exc}") from exc
 

@@ -71,14 +71,13 @@ def bench_swap(devices: int = 10_000, swaps: int = 10, hidden: int = 64,
         registry = Registry(Path(tmp) / "registry")
         _register_versions(registry, channels, hidden, Path(tmp))
         model, meta = registry.load("bench", 1)
-        bus, out = MemoryBus(partitions=4, capacity=4 * devices), MemoryBus(1, 10_000_000)
+        bus = MemoryBus(partitions=4, capacity=4 * devices)
         worker = Worker(
             MemorySource(bus, ["sensor.raw"]), _Discard(),
             ServingModel.load(model, meta, "bench@v0001", capacity=devices),
             config=WorkerConfig(max_records=5000),
             swaps=[HotSwap(registry, "bench", SwapConfig(poll_s=0.01))],
         )  # fmt: skip
-        del out
         stop = threading.Event()
         producer = threading.Thread(target=_produce, args=(bus, devices, channels, stop))
         producer.start()

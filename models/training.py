@@ -53,6 +53,11 @@ class TrainConfig:
     """stream models: recordings segments trained side by side (the batch)"""
     next_step_weight: float = 0.1
     """stream models with a next-step head: weight of its (MSE) loss"""
+    tune: Literal["all", "head"] = "all"
+    """fine-tuning: ``head`` trains only the output layers, the recurrent ones stay frozen"""
+    l2_sp: float = 0.0
+    """fine-tuning: weight of an L2 penalty on the distance from the starting weights (L2-SP),
+    so that the model forgets less of what it learnt from its earlier users"""
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.lanes < 1:
@@ -61,6 +66,8 @@ class TrainConfig:
             raise ModelsError("tbptt_steps and chunks_per_lane must be >= 1")
         if not 0.0 <= self.validation_users < 1.0:
             raise ModelsError("validation_users must be in [0, 1)")
+        if self.tune not in ("all", "head") or self.l2_sp < 0.0:
+            raise ModelsError("tune must be all or head, and l2_sp >= 0")
 
 
 @dataclass
@@ -138,6 +145,26 @@ def _initial(spec: ModelSpec, meta: ModelMeta, start: keras.Model | None) -> ker
     return model
 
 
+class _L2SP(keras.regularizers.Regularizer):
+    """``factor`` times the squared distance of a weight from its starting value."""
+
+    def __init__(self, start: np.ndarray, factor: float) -> None:
+        self.start, self.factor = keras.ops.convert_to_tensor(start), factor
+
+    def __call__(self, x):
+        return self.factor * keras.ops.sum(keras.ops.square(x - self.start))
+
+
+def _anchor(model: keras.Model, config: TrainConfig) -> None:
+    """Fine-tuning options on ``model`` (holding the starting weights), before it compiles."""
+    if config.tune == "head":
+        for layer in model.layers:
+            layer.trainable = layer.name in (ACTIVITY, NEXT)
+    if config.l2_sp > 0:
+        for w in model.trainable_weights:
+            w.regularizer = _L2SP(keras.ops.convert_to_numpy(w), config.l2_sp)
+
+
 def train_window_model(
     spec: ModelSpec,
     X: np.ndarray,
@@ -169,6 +196,8 @@ def train_window_model(
     mean, std = _normalisation(start, X[~is_val])
     meta = _meta(spec, channels, classes, rate_hz, mean, std, X.shape[1], stride, provenance)
     model = _initial(spec, meta, start)
+    if start is not None:
+        _anchor(model, cfg)
     _compile(model, cfg, spec, steps=-(-int((~is_val).sum()) // cfg.batch_size))
     weights = balanced_class_weights(y[~is_val], len(classes)) if cfg.class_weights else None
     started = time.perf_counter()
@@ -191,6 +220,8 @@ def train_window_model(
         shuffle=True,
         verbose=0,
     )
+    for layer in model.layers:  # saved unfrozen: the next fine-tune chooses for itself
+        layer.trainable = True
     return TrainResult(
         model,
         meta,
@@ -335,6 +366,8 @@ def train_stream_model(
     meta = _meta(spec, channels, classes, rate_hz, mean, std, span, 1, provenance)
     model = _initial(spec, meta, start)
     trainer = stateful_copy(model, spec, meta, batch_size=cfg.lanes, steps=k)
+    if start is not None:
+        _anchor(trainer, cfg)
     per_epoch = sum(max(0, (len(v) - 1) // span) for v, _ in train) // cfg.lanes
     _compile(trainer, cfg, spec, steps=max(1, per_epoch * cfg.chunks_per_lane))
     cw = (

@@ -1,10 +1,11 @@
 """The promotion gate: a candidate replaces the champion only if it is better on held-out devices.
 
 Both models are scored on the same held-out windows (devices the trainer never trains on, see
-:func:`pipeline.training_buffer.is_holdout`): stream models by per-sample accuracy over each
-window's annotated samples, the state starting from zero in every window; window models by the
-label of each window's last sample. A candidate with a non-finite weight or output is refused
-whatever its score.
+:func:`pipeline.training_buffer.is_holdout`) the way workers run them: stream models by
+per-sample accuracy over the annotated samples of each device's windows joined into one
+recording (:func:`~pipeline.training_buffer.stitched`), the state carried from its first sample;
+window models by the label of each window's last sample. A candidate with a non-finite weight or
+output is refused whatever its score.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from models.training import predict_streams
+from models.training import masked_accuracy, predict_streams
 from pipeline.exceptions import ConfigError
+from pipeline.training_buffer import stitched
 
 if TYPE_CHECKING:
     import keras
@@ -46,6 +48,9 @@ class Verdict:
     candidate_accuracy: float
     champion_accuracy: float
     holdout_windows: int
+    code: str = ""
+    """the reason as a short label: ``first_champion``, ``better``, ``not_better``,
+    ``non_finite_weights`` or ``non_finite_outputs`` (for metrics)"""
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -54,8 +59,9 @@ class Verdict:
 def scores(model: keras.Model, meta: ModelMeta, windows: Windows) -> tuple[np.ndarray, ...]:
     """Per window: (correct, scored) counts, and whether every output was finite.
 
-    Stream models score each annotated sample (state from zero in each window); window models
-    score each window whose last sample is labelled (``scored`` is 0 or 1).
+    Stream models score each annotated sample, the state from zero in each window (a quick
+    per-window signal, as for drift); window models score each window whose last sample is
+    labelled (``scored`` is 0 or 1).
     """
     n = len(windows.devices)
     if n == 0:
@@ -75,8 +81,19 @@ def scores(model: keras.Model, meta: ModelMeta, windows: Windows) -> tuple[np.nd
     )
 
 
-def holdout_accuracy(model: keras.Model, meta: ModelMeta, holdout: Windows) -> tuple[float, bool]:
-    """(accuracy over every scored sample or window of ``holdout``, whether outputs were finite)."""
+def holdout_accuracy(
+    model: keras.Model, meta: ModelMeta, holdout: Windows, stride: int | None = None
+) -> tuple[float, bool]:
+    """(accuracy over every scored sample or window of ``holdout``, whether outputs were finite).
+
+    Stream models run over each device's windows stitched with the joiner's ``stride`` (None:
+    windows do not overlap), the state carried as in a worker.
+    """
+    if meta.spec.setup == "stream":
+        recordings, _ = stitched(holdout, stride or holdout.values.shape[1])
+        probs = predict_streams(model, [v for v, _ in recordings])
+        finite = all(np.isfinite(p).all() for p in probs)
+        return masked_accuracy(probs, [y for _, y in recordings]), finite
     hits, scored, finite = scores(model, meta, holdout)
     total = int(np.sum(scored))
     return (float(np.sum(hits)) / total if total else float("nan")), finite
@@ -96,24 +113,36 @@ def judge(
     meta: ModelMeta,
     holdout: Windows,
     config: GateConfig | None = None,
+    *,
+    stride: int | None = None,
 ) -> Verdict:
-    """Compare ``candidate`` with ``champion`` (None: there is none yet) on ``holdout``."""
+    """Compare ``candidate`` with ``champion`` (None: there is none yet) on ``holdout``, whose
+    windows begin every ``stride`` samples (None: they do not overlap)."""
     cfg = config or GateConfig()
     n = len(holdout.devices)
     if not all(np.isfinite(w).all() for w in candidate.get_weights()):
-        return Verdict(False, "non-finite weights", float("nan"), float("nan"), n)
-    cand, finite = holdout_accuracy(candidate, meta, holdout)
-    champ = holdout_accuracy(champion, meta, holdout)[0] if champion is not None else float("nan")
+        return Verdict(
+            False, "non-finite weights", float("nan"), float("nan"), n, "non_finite_weights"
+        )
+    cand, finite = holdout_accuracy(candidate, meta, holdout, stride)
+    champ = (
+        holdout_accuracy(champion, meta, holdout, stride)[0]
+        if champion is not None
+        else float("nan")
+    )
     if not finite or not np.isfinite(cand):
-        return Verdict(False, "non-finite outputs on the held-out slice", cand, champ, n)
+        reason = "non-finite outputs on the held-out slice"
+        return Verdict(False, reason, cand, champ, n, "non_finite_outputs")
     if champion is None:
-        return Verdict(True, "first champion", cand, champ, n)
+        return Verdict(True, "first champion", cand, champ, n, "first_champion")
     if cand > champ + cfg.margin:
-        return Verdict(True, f"better by {cand - champ:+.4f} (margin {cfg.margin})", cand, champ, n)
+        reason = f"better by {cand - champ:+.4f} (margin {cfg.margin})"
+        return Verdict(True, reason, cand, champ, n, "better")
     return Verdict(
         False,
         f"not better by the margin: {cand:.4f} vs champion {champ:.4f} (margin {cfg.margin})",
         cand,
         champ,
         n,
+        "not_better",
     )

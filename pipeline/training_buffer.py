@@ -363,3 +363,37 @@ def _fsync_dir(directory: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def stitched(
+    windows: Windows, stride: int
+) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[str]]:
+    """Each device's windows, oldest first, joined into one recording ``(values, labels)``.
+
+    A worker runs a stream model with its state carried from sample to sample, so the trainer
+    fine-tunes and the gate scores it on recordings, not window by window from a zero state.
+    A window that begins ``stride`` samples into its predecessor (the joiner's overlap) adds
+    only its new samples; any other window is appended whole, as a worker's state runs on
+    across a gap.
+
+    >>> w = np.arange(6, dtype=np.float32).reshape(1, 6, 1)
+    >>> windows = Windows(("a", "b", "a"), np.concatenate([w, w, w + 3]),
+    ...                   np.zeros((3, 6), np.int16))
+    >>> [(v.ravel().tolist(), d) for (v, _), d in zip(*stitched(windows, stride=3))]
+    [([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0], 'a'), ([0.0, 1.0, 2.0, 3.0, 4.0, 5.0], 'b')]
+    """
+    width = windows.values.shape[1]
+    overlap = width - stride
+    rows: dict[str, list[int]] = {}
+    for i, device in enumerate(windows.devices):
+        rows.setdefault(device, []).append(i)
+    out = []
+    for slots in rows.values():
+        values, labels = [windows.values[slots[0]]], [windows.labels[slots[0]]]
+        for prev, cur in zip(slots, slots[1:], strict=False):
+            tail, head = windows.values[prev, stride:], windows.values[cur, :overlap]
+            cut = overlap if overlap > 0 and np.array_equal(tail, head) else 0
+            values.append(windows.values[cur, cut:])
+            labels.append(windows.labels[cur, cut:])
+        out.append((np.concatenate(values), np.concatenate(labels).astype(np.int64)))
+    return out, list(rows)

@@ -105,7 +105,7 @@ def _trainer_config(quick: bool) -> TrainerConfig:
     return TrainerConfig(
         name=NAME, every_windows=None, interval_s=None, drift=False, min_windows=1,
         max_records=POLL_RECORDS,
-        epochs=1 if quick else 5, learning_rate=3e-4, tbptt_steps=51,
+        epochs=1 if quick else 5, tbptt_steps=51,  # the trainer's own tuning defaults
         buffer=BufferConfig(window=WINDOW, holdout_percent=HOLDOUT_PERCENT),
         join=JoinConfig(window=WINDOW, stride=STRIDE),
         gate=GateConfig(margin=0.0, min_holdout_windows=MIN_HOLDOUT_WINDOWS),
@@ -168,7 +168,14 @@ def _bad_candidate(
     on_log(f"bad candidate: fine-tuning on {len(train):,} windows with shuffled labels")
     model, meta = train_candidate(champion.model, champion.meta, train, trainer.config)
     holdout = trainer.buffer.windows(holdout=True)
-    verdict = judge(model, champion.model, meta, holdout, GateConfig(margin=0.0))
+    verdict = judge(
+        model,
+        champion.model,
+        meta,
+        holdout,
+        GateConfig(margin=0.0),
+        stride=trainer.config.join.stride,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         path = save_model(model, meta, Path(tmp) / "shuffled.keras")
         version = registry.register(NAME, path, {"gate": verdict.to_dict()}, parent=1,

@@ -17,8 +17,9 @@ from pipeline.control import Announcement
 from pipeline.exceptions import ConfigError
 from pipeline.gate import GateConfig
 from pipeline.labelling import JoinConfig
-from pipeline.trainer import Trainer, TrainerConfig
-from pipeline.training_buffer import BufferConfig, Windows
+from pipeline.metrics import TrainerMetrics
+from pipeline.trainer import Trainer, TrainerConfig, train_candidate
+from pipeline.training_buffer import BufferConfig, Windows, stitched
 from streams.datasets import SyntheticConfig, simulate
 from streams.datasets.base import StreamDataset
 from streams.memory import MemoryBus, MemorySink, MemorySource
@@ -46,23 +47,25 @@ def registry(tmp_path):
 def _config(tmp_path, **kw) -> TrainerConfig:
     base = TrainerConfig(
         name=NAME, labels_topic="sensor.labels", every_windows=None, interval_s=None,
-        min_windows=60, epochs=4, learning_rate=3e-4, tbptt_steps=42, lanes=16,
+        min_windows=60, epochs=4, learning_rate=3e-4, tune="all", tbptt_steps=42, lanes=16,
         state_dir=str(tmp_path / "state"), buffer=BufferConfig(window=WINDOW),
         join=JoinConfig(window=WINDOW, stride=WINDOW), gate=GateConfig(margin=0.01),
     )  # fmt: skip
     return replace(base, **kw)
 
 
-def _trainer(registry, bus, control_bus, config):
+def _trainer(registry, bus, control_bus, config, metrics=None):
     source = MemorySource(bus, ["sensor.raw", "sensor.labels"])
-    return Trainer(source, registry, config, control=MemorySink(control_bus))
+    return Trainer(source, registry, config, control=MemorySink(control_bus), metrics=metrics)
 
 
 def test_drift_on_a_new_way_of_carrying_triggers_a_retrain_that_is_promoted(
     tmp_path, registry, tilted
 ):
     bus, control = MemoryBus(partitions=2, capacity=1_000_000), MemoryBus(1, 1000)
-    trainer = _trainer(registry, bus, control, _config(tmp_path, drift=True, min_windows=200))
+    metrics = TrainerMetrics(process=False)
+    config = _config(tmp_path, drift=True, min_windows=200)
+    trainer = _trainer(registry, bus, control, config, metrics)
     calm = simulate(SyntheticConfig(devices=30, duration_s=60, gap_prob=0.0, seed=22))
     renamed = tuple(replace(s, device=f"calm-{s.device}") for s in calm.streams)
     calm = StreamDataset(calm.name, calm.channels, calm.activities, calm.rate_hz, renamed)
@@ -79,6 +82,16 @@ def test_drift_on_a_new_way_of_carrying_triggers_a_retrain_that_is_promoted(
     assert champion.metrics["gate"]["holdout_windows"] == first.verdict.holdout_windows
     messages = MemorySource(control, ["har.control"]).poll(100, 0)
     assert [Announcement.decode(m.value).version for m in messages][0] == first.version
+    value = metrics.registry.get_sample_value
+    assert value("harstream_trainer_runs_total", {"trigger": "drift"}) >= 1
+    assert value("harstream_trainer_promotions_total") == stats.promotions >= 1
+    assert value("harstream_trainer_drift_detections_total") == stats.drift_detections
+    assert value("harstream_trainer_records_total") == stats.records
+    assert value("harstream_trainer_buffered_windows") == len(trainer.buffer)
+    last = stats.retrains[-1].verdict
+    assert value("harstream_trainer_candidate_accuracy_ratio") == last.candidate_accuracy
+    champion_label = f"v{registry.get(NAME, 'champion').version:04d}"
+    assert value("harstream_trainer_champion_info", {"version": champion_label}) == 1
 
 
 def test_a_candidate_trained_on_shuffled_labels_is_rejected(tmp_path, registry, tilted):
@@ -142,3 +155,32 @@ def test_the_trainer_needs_a_champion(tmp_path):
     registry.register(NAME, tmp_path / "m.keras")
     with pytest.raises(ConfigError, match="no champion"):
         _trainer(registry, MemoryBus(), MemoryBus(), _config(tmp_path))
+
+
+def test_each_devices_windows_are_stitched_in_time_order_so_the_state_carries_across_them():
+    stream = np.arange(48, dtype=np.float32).reshape(24, 2)
+    labels = np.arange(24, dtype=np.int16) % 3
+    # oldest first, devices interleaved; a: 0-7 and 4-11 overlap, 14-21 follows a gap
+    order = [("a", 0), ("b", 2), ("a", 4), ("a", 14)]
+    train = Windows(tuple(d for d, _ in order), np.stack([stream[s : s + 8] for _, s in order]),
+                    np.stack([labels[s : s + 8] for _, s in order]))  # fmt: skip
+    recordings, devices = stitched(train, stride=4)
+    assert devices == ["a", "b"]
+    (a_values, a_labels), (b_values, b_labels) = recordings
+    a_rows = np.r_[0:12, 14:22]  # the overlap once, then the window after the gap whole
+    assert (a_values == stream[a_rows]).all() and (a_labels == labels[a_rows]).all()
+    assert (b_values == stream[2:10]).all() and (b_labels == labels[2:10]).all()
+    assert a_labels.dtype == np.int64
+
+
+def test_tune_head_fine_tunes_only_the_output_layers(tmp_path, registry, tilted):
+    champion, meta = registry.load(NAME, 1)
+    streams = tilted.streams[:6]
+    cut = [(s, start) for s in streams for start in range(0, 8 * WINDOW, WINDOW)]
+    train = Windows(tuple(s.device for s, _ in cut),
+                    np.stack([s.values[i : i + WINDOW] for s, i in cut]),
+                    np.stack([s.labels[i : i + WINDOW] for s, i in cut]))  # fmt: skip
+    model, _ = train_candidate(champion, meta, train, _config(tmp_path, tune="head", epochs=1))
+    changed = {w.path.split("/")[0] for w, before in zip(model.weights, champion.get_weights(),
+               strict=True) if not np.array_equal(w.numpy(), before)}  # fmt: skip
+    assert changed == {"activity", "next"}  # the output layers, not gru_0

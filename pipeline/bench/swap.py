@@ -73,7 +73,7 @@ def bench_swap(devices: int = 10_000, swaps: int = 10, hidden: int = 64,
         model, meta = registry.load("bench", 1)
         bus = MemoryBus(partitions=4, capacity=4 * devices)
         worker = Worker(
-            MemorySource(bus, ["sensor.raw"]), _Discard(),
+            MemorySource(bus, ["sensor.raw"]), Discard(),
             ServingModel.load(model, meta, "bench@v0001", capacity=devices),
             config=WorkerConfig(max_records=5000),
             swaps=[HotSwap(registry, "bench", SwapConfig(poll_s=0.01))],
@@ -108,7 +108,8 @@ def bench_swap(devices: int = 10_000, swaps: int = 10, hidden: int = 64,
         worker.close()
     records = worker.stats.swaps
     pauses = [p for r in records for p in r.pauses_ms]
-    finals = [r.pauses_ms[-1] for r in records]
+    copies = [p for r in records for p in r.pauses_ms[: r.rounds]]
+    syncs = [p for r in records for p in r.pauses_ms[r.rounds :]]
     to_first = [(r.first_prediction_at - at) * 1000.0
                 for r, at in zip(records, promoted, strict=True)]  # fmt: skip
     return {
@@ -119,7 +120,16 @@ def bench_swap(devices: int = 10_000, swaps: int = 10, hidden: int = 64,
         "pause_p50_ms": round(percentile(pauses, 50), 2),
         "pause_p99_ms": round(percentile(pauses, 99), 2),
         "pause_max_ms": round(max(pauses), 2),
-        "final_catch_up_p50_ms": round(percentile(finals, 50), 2),
+        "ring_copy_p99_ms": round(percentile(copies, 99), 2),
+        "sync_p50_ms": round(percentile(syncs, 50), 2),
+        "sync_p99_ms": round(percentile(syncs, 99), 2),
+        "sync_batches_p50": float(np.median([r.sync_batches + 1 for r in records])),
+        "prepare_p50_ms": round(
+            percentile([(r.primed_at - r.noticed_at) * 1e3 for r in records], 50), 1
+        ),
+        "sync_wall_p50_ms": round(
+            percentile([(r.swapped_at - r.primed_at) * 1e3 for r in records], 50), 1
+        ),
         "batch_p50_ms": round(percentile(batch_ms, 50), 2),
         "batch_p99_ms": round(percentile(batch_ms, 99), 2),
         "rounds_p50": float(np.median([r.rounds for r in records])),
@@ -129,7 +139,7 @@ def bench_swap(devices: int = 10_000, swaps: int = 10, hidden: int = 64,
     }
 
 
-class _Discard:
+class Discard:
     """A sink that drops everything (the benchmark measures the worker, not its consumers)."""
 
     def send(self, topic: str, key: bytes | None, value: bytes) -> None:

@@ -92,9 +92,13 @@ def _check(got, fleet, offline_by_version):
         np.testing.assert_allclose(probs, want, atol=2e-5, err_msg=f"{version} {device} {seq}")
 
 
-def test_swap_under_load_primes_states_as_if_the_new_model_saw_everything(registry, fleet):
+@pytest.mark.parametrize("sync_chunk", [256, 1], ids=["sync-at-once", "sync-one-per-batch"])
+def test_swap_under_load_primes_states_as_if_the_new_model_saw_everything(
+    registry, fleet, sync_chunk
+):
     bus, out = MemoryBus(partitions=3, capacity=1_000_000), MemoryBus(1, 10_000_000)
-    config = SwapConfig(poll_s=0.02, catch_up_samples=1, max_rounds=3)  # force several rounds
+    config = SwapConfig(poll_s=0.02, catch_up_samples=1, max_rounds=3,  # several rounds
+                        sync_budget_ms=0.0, sync_chunk_devices=sync_chunk)  # fmt: skip
     worker = _worker(registry, bus, out, config)
     producer = threading.Thread(
         target=replay,
@@ -113,6 +117,9 @@ def test_swap_under_load_primes_states_as_if_the_new_model_saw_everything(regist
     swap_to_2, back_to_1 = worker.stats.swaps
     assert (swap_to_2.previous, swap_to_2.version) == ("har@v0001", "har@v0002")
     assert back_to_1.version == "har@v0001" and swap_to_2.rounds >= 2
+    for swap in (swap_to_2, back_to_1):  # the worker synced sync_chunk devices per boundary
+        assert swap.sync_batches == -(-swap.synced_by_worker // sync_chunk) - 1
+        assert len(swap.pauses_ms) > swap.sync_batches
     messages = _predictions(out)
     got = _per_sample(messages)
     assert {v for v, _ in got.values()} == {"har@v0001", "har@v0002"}

@@ -67,6 +67,9 @@ class DeviceRun:
     gap_before: int = 0
     kafka_ts_ms: float = float("nan")
     """broker timestamp of the newest record that contributed (for latency)"""
+    partition: int = -1
+    offset: int = -1
+    """source partition and offset of the last record that contributed (for checkpoints)"""
 
 
 @dataclass
@@ -93,6 +96,21 @@ class Sequencer:
     @property
     def held_records(self) -> int:
         return sum(len(v) for v in self._held.values())
+
+    def drop(self, partitions: Iterable[TopicPartition]) -> int:
+        """Forget the held records of ``partitions`` (revoked: their new owner reads them again
+        from the committed offset); the number dropped."""
+        gone = set(partitions)
+        dropped = 0
+        for device in list(self._held):
+            kept = [p for p in self._held[device] if p.tp not in gone]
+            dropped += len(self._held[device]) - len(kept)
+            if kept:
+                self._held[device] = kept
+            else:
+                del self._held[device]
+                self._ready.discard(device)
+        return dropped
 
     def held_offsets(self) -> dict[TopicPartition, int]:
         """Per partition, the smallest offset still held (commit no further than this)."""
@@ -147,6 +165,7 @@ class Sequencer:
         pieces: list[tuple[np.ndarray, Record, np.ndarray]] = []
         gap_before = 0
         kafka_ts = float("nan")
+        partition = offset = -1
         for i, p in enumerate(pending):
             rec = p.record
             seqs = rec.sequence()
@@ -172,6 +191,7 @@ class Sequencer:
             cursor = int(seqs[-1])
             if math.isnan(kafka_ts) or p.timestamp_ms > kafka_ts:
                 kafka_ts = p.timestamp_ms
+            partition, offset = p.tp.partition, max(offset, p.offset)
         stats.held = self.held_records
         if not pieces:
             return None
@@ -182,4 +202,5 @@ class Sequencer:
              for _, r, m in pieces]
         )  # fmt: skip
         times = np.concatenate([r.times_ms()[m] for _, r, m in pieces])
-        return DeviceRun(device, seqs, values, labels.astype(np.int16), times, gap_before, kafka_ts)
+        return DeviceRun(device, seqs, values, labels.astype(np.int16), times, gap_before, kafka_ts,
+                         partition, offset)  # fmt: skip

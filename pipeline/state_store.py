@@ -72,6 +72,9 @@ class StateStore:
         self._free: list[int] = []
         self.capacity = 0
         self.evictions = 0
+        self.forgotten: list[tuple[str, int]] | None = None
+        """set to a list to collect the (device, partition) of every eviction (so that their
+        checkpoints can be deleted); handovers are not collected"""
         self._grow(max(1, self.config.initial_capacity))
 
     # -- capacity ---------------------------------------------------------------------------
@@ -92,6 +95,11 @@ class StateStore:
         self.last_seen = grown(None if first else self.last_seen, (), np.float64, -np.inf)
         self.seen = grown(None if first else self.seen, (), np.int64, 0)
         self.ring = grown(None if first else self.ring, (ring, c), np.float32, 0.0)
+        self.partition = grown(None if first else self.partition, (), np.int32, -1)
+        self.offset = grown(None if first else self.offset, (), np.int64, -1)
+        """source partition and offset of the last record applied per slot"""
+        self.dirty = grown(None if first else self.dirty, (), bool, False)
+        """changed since the last checkpoint"""
         self._device.extend([None] * (capacity - old))
         self._free.extend(range(capacity - 1, old - 1, -1))  # pop() hands out low slots first
         self.capacity = capacity
@@ -144,14 +152,17 @@ class StateStore:
         self.reset(np.array([slot]))
         return slot
 
-    def evict(self, devices: Iterable[str]) -> list[str]:
-        """Forget ``devices`` (unknown ones are ignored); return those evicted."""
+    def evict(self, devices: Iterable[str], handed_over: bool = False) -> list[str]:
+        """Forget ``devices`` (unknown ones are ignored); return those evicted.
+        ``handed_over``: another worker owns them now (not counted as evictions)."""
         gone = [d for d in devices if d in self._slot]
         slots = np.array([self._slot.pop(d) for d in gone], dtype=np.int64)
+        if self.forgotten is not None and not handed_over:
+            self.forgotten.extend(zip(gone, self.partition[slots].tolist(), strict=True))
         for slot in slots.tolist():
             self._device[slot] = None
             self._free.append(slot)
-        self.evictions += len(gone)
+        self.evictions += 0 if handed_over else len(gone)
         if len(slots):
             self.reset(slots)
         return gone
@@ -171,6 +182,7 @@ class StateStore:
         self.last_time_ms[slots] = np.nan
         self.seen[slots] = 0
         self.ring[slots] = 0.0
+        self.dirty[slots] = False
         if self._on_reset is not None:
             self._on_reset(slots)
 
@@ -214,27 +226,35 @@ class StateStore:
             "last_seq": int(self.last_seq[slot]),
             "last_time_ms": float(self.last_time_ms[slot]),
             "seen": int(self.seen[slot]),
+            "partition": int(self.partition[slot]),
+            "offset": int(self.offset[slot]),
             "ring": self.ring[slot].copy(),
         }
 
     def restore(self, device: str, snap: dict) -> int:
         """Put ``device`` back as :meth:`snapshot` described it; return its slot."""
-        slot = int(self.slots_for([device])[0])
-        self.last_seq[slot] = snap["last_seq"]
-        self.last_time_ms[slot] = snap["last_time_ms"]
-        self.seen[slot] = snap["seen"]
-        self.ring[slot] = snap["ring"]
-        return slot
+        return int(self.restore_all({device: snap})[0])
 
     def snapshot_all(self) -> dict[str, dict]:
         """:meth:`snapshot` of every device."""
         return {device: self.snapshot(device) for device in self._slot}
 
     def restore_all(self, snapshots: dict[str, dict]) -> np.ndarray:
-        """:meth:`restore` every device of :meth:`snapshot_all`; their slots."""
-        return np.array([self.restore(d, snap) for d, snap in snapshots.items()], dtype=np.int64)
+        """Put every device back as :meth:`snapshot` described it (not changed since the last
+        checkpoint); their slots."""
+        snaps = list(snapshots.values())
+        slots = self.slots_for(list(snapshots))  # may grow the arrays: index them afterwards
+        for key in ("last_seq", "last_time_ms", "seen"):
+            getattr(self, key)[slots] = [s[key] for s in snaps]
+        self.partition[slots] = [s.get("partition", -1) for s in snaps]
+        self.offset[slots] = [s.get("offset", -1) for s in snaps]
+        if snaps:
+            self.ring[slots] = np.stack([s["ring"] for s in snaps])
+        self.dirty[slots] = False
+        return slots
 
     def memory_bytes(self) -> int:
         """Bytes held by the per-slot arrays (the runtime's hidden states not included)."""
-        arrays = (self.last_seq, self.last_time_ms, self.last_seen, self.seen, self.ring)
+        arrays = (self.last_seq, self.last_time_ms, self.last_seen, self.seen, self.ring,
+                  self.partition, self.offset, self.dirty)  # fmt: skip
         return sum(a.nbytes for a in arrays)

@@ -27,16 +27,20 @@ import numpy as np
 
 from models.runtime import StreamRuntime
 from models.spec import ModelMeta
+from pipeline.checkpoint import Checkpointer
 from pipeline.events import ActivityTracker
 from pipeline.exceptions import ConfigError
 from pipeline.hot_swap import HotSwap, SwapRecord
+from pipeline.observe import BatchCollector, ChangeEvent, Observer, SwapReport
 from pipeline.sequencer import DeviceRun, Pending, Sequencer, SequencerConfig
 from pipeline.state_store import StateStore, StoreConfig
 from streams.codecs import Codec, CodecConfig, make_codec
 from streams.exceptions import DecodeError
-from streams.protocols import Message, Sink, Source, TopicPartition
+from streams.protocols import Highwater, Message, Sink, Source, TopicPartition
 
 Emit = Literal["every", "every_k", "on_change"]
+MAX_STEPS_PER_MESSAGE = 500
+"""steps of one device in one prediction message at most (Kafka refuses messages over 1 MB)"""
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,10 @@ class WorkerStats:
     latency_ms: deque = field(default_factory=lambda: deque(maxlen=200_000))
     step_s: float = 0.0
     swaps: list[SwapRecord] = field(default_factory=list)
+    checkpoints: int = 0
+    restored_devices: int = 0
+    restore_s: list[float] = field(default_factory=list)
+    """seconds each restore on assignment took"""
 
 
 class Worker:
@@ -123,6 +131,8 @@ class Worker:
         codec: Codec | None = None,
         clock: Callable[[], float] = time.time,
         swaps: Sequence[HotSwap] = (),
+        observers: Sequence[Observer] = (),
+        checkpoints: Checkpointer | None = None,
     ) -> None:
         if stream_model is None and window_model is None:
             raise ConfigError("a worker needs a stream model, a window model, or both")
@@ -143,10 +153,23 @@ class Worker:
         self.stats = WorkerStats()
         self._clock = clock
         self._positions: dict[TopicPartition, int] = {}
+        self.checkpoints = checkpoints
+        if checkpoints is not None:
+            self.store.forgotten = []  # evicted devices' checkpoints are deleted
+        self._since_checkpoint = 0
         self._stop = False
         self._swaps = tuple(swap.start(self) for swap in swaps)
+        self.observers = list(observers)
+        self._collect = BatchCollector()
+        self._next_idle_check = time.monotonic()
         self.batch = 0
         """number of the current batch (named in every prediction)"""
+        self.last_step_at = time.monotonic()
+        """when the loop last finished a batch (liveness)"""
+        self.assigned: set[TopicPartition] = set()
+        """the partitions the source owned after the last batch"""
+        self.lag: dict[TopicPartition, int] | None = None
+        """records behind the end of each owned partition after the last batch, if known"""
 
     # -- state hooks --------------------------------------------------------------------------
 
@@ -171,11 +194,70 @@ class Worker:
         return old.version if old is not None else ""
 
     def close(self) -> None:
-        """Stop following the registry and close the source and the sink."""
+        """Checkpoint and commit, stop following the registry, leave the group, close."""
+        self.sink.flush()
+        self.checkpoint()
         for swap in self._swaps:
             swap.close()
-        self.source.close()
+        self.source.close()  # revokes every partition (see on_revoked)
         self.sink.close()
+        if self.checkpoints is not None:
+            self.checkpoints.close()
+
+    # -- checkpoints and rebalances --------------------------------------------------------------
+
+    def checkpoint(self) -> int:
+        """Write the states of the devices that changed, then commit the offsets they cover
+        (without checkpoints: just commit). The number of states written."""
+        written = 0
+        if self.checkpoints is not None:
+            from pipeline.recovery import snapshot_devices
+
+            store = self.store
+            slots = np.flatnonzero(store.dirty)
+            deleted, store.forgotten = store.forgotten, []
+            self.checkpoints.write(snapshot_devices(self, slots), deleted)
+            store.dirty[slots] = False
+            self.stats.checkpoints += 1
+            written = len(slots)
+            self._collect.report.checkpointed += written
+        self._since_checkpoint = 0
+        offsets = dict(self._positions)
+        for tp, held in self.sequencer.held_offsets().items():
+            offsets[tp] = min(offsets.get(tp, held), held)
+        if offsets:
+            self.source.commit(offsets)
+        return written
+
+    def on_assigned(self, partitions) -> None:
+        """New partitions: restore their devices' states before their first record."""
+        if self.checkpoints is None:
+            return
+        from pipeline.recovery import restore_devices
+
+        started = time.perf_counter()
+        ours = [tp.partition for tp in partitions if tp.topic == self.config.input_topic]
+        states = self.checkpoints.read(ours)
+        restore_devices(self, states)
+        self.stats.restored_devices += len(states)
+        self.stats.restore_s.append(time.perf_counter() - started)
+        self._collect.report.restores.append((len(states), self.stats.restore_s[-1]))
+
+    def on_revoked(self, partitions) -> None:
+        """Partitions taken away: flush, checkpoint and commit, then forget their devices."""
+        gone = {tp for tp in partitions if tp.topic == self.config.input_topic}
+        if not gone:
+            return
+        self.sink.flush()
+        self.checkpoint()
+        numbers = np.array(sorted(tp.partition for tp in gone))
+        store = self.store
+        used = store.used_slots()
+        leaving = used[np.isin(store.partition[used], numbers)]
+        store.evict([store.device(int(s)) for s in leaving], handed_over=True)
+        self.sequencer.drop(gone)
+        for tp in gone:
+            self._positions.pop(tp, None)
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -208,9 +290,13 @@ class Worker:
         """Poll and process one batch; return the number of messages."""
         cfg = self.config
         self.batch += 1
+        self._collect.start(self.batch)
+        self._evict_idle()
         for swap in self._swaps:
             if (record := swap.at_boundary(self)) is not None:
                 self.stats.swaps.append(record)
+                self._collect.report.swaps.append(self._swap_report(record))
+        before = self._counts()
         predicted = self.stats.predictions + self.stats.window_predictions
         limit = min([cfg.max_records] + [s.batch_limit for s in self._swaps if s.batch_limit])
         messages = [] if flush else self.source.poll(limit, cfg.poll_timeout_s)
@@ -219,14 +305,61 @@ class Worker:
         started = time.perf_counter()
         if runs:
             self._apply(runs)
-        self.stats.step_s += time.perf_counter() - started
+        step_s = time.perf_counter() - started
+        self.stats.step_s += step_s
         if messages or runs:
             self.sink.flush()
-            self._commit(messages)
+            self._advance(messages)
             self._note_first_prediction(predicted)
         self.stats.batches += bool(messages)
         self.stats.messages += len(messages)
+        self.last_step_at = time.monotonic()
+        self._report(messages, runs, step_s, before)
         return len(messages)
+
+    def _counts(self) -> tuple[int, int, int, int]:
+        """Running totals a batch report gives the difference of."""
+        seq = self.sequencer.stats
+        return (self.stats.records, self.stats.samples, seq.duplicate_samples,
+                seq.missing_samples)  # fmt: skip
+
+    def _report(self, messages, runs, step_s, before: tuple[int, int, int, int]) -> None:
+        """Update the lag and tell the observers what this batch did."""
+        self.assigned = self.source.assignment()
+        if isinstance(self.source, Highwater):
+            ends = self.source.highwater()
+            self.lag = {tp: max(0, end - self._positions[tp])
+                        for tp, end in ends.items() if tp in self._positions}  # fmt: skip
+        if not self.observers:
+            return
+        model = self.stream_model or self.window_model
+        records, samples, duplicates, missing = (
+            now - then for now, then in zip(self._counts(), before, strict=True)
+        )
+        report = self._collect.finish(
+            model.meta.classes, model.version, messages=len(messages), records=records,
+            samples=samples, step_s=step_s if runs else 0.0, duplicate_samples=duplicates,
+            missing_samples=missing, devices=len(self.store), evictions=self.store.evictions,
+            lag=self.lag, wall_time=self._clock(),
+        )  # fmt: skip
+        for observer in self.observers:
+            observer.observe(report)
+
+    def _evict_idle(self) -> None:
+        """Forget devices idle for ``idle_ttl_s`` (checked a few times per TTL)."""
+        now = time.monotonic()
+        if now >= self._next_idle_check:
+            self.store.evict_idle()
+            self._next_idle_check = now + max(1.0, self.store.config.idle_ttl_s / 10)
+
+    def _swap_report(self, record: SwapRecord) -> SwapReport:
+        slot = (
+            "stream"
+            if self.stream_model and self.stream_model.version == record.version
+            else "window"
+        )
+        return SwapReport(slot, record.version, record.previous, record.batch,
+                          tuple(record.pauses_ms))  # fmt: skip
 
     def _note_first_prediction(self, predicted_before: int) -> None:
         """Time the first flushed prediction of the latest swapped-in model."""
@@ -242,7 +375,7 @@ class Worker:
             try:
                 record = self.codec.decode(msg.value)
             except DecodeError as err:
-                self._dead_letter(msg, err.reason, err.detail)
+                self._dead_letter(msg, err.reason, err.detail, decode=True)
                 continue
             if msg.key is None:
                 self._dead_letter(msg, "missing_key", "records must be keyed by device id")
@@ -254,8 +387,9 @@ class Worker:
             self.stats.records += 1
         return out
 
-    def _dead_letter(self, msg: Message, reason: str, detail: str) -> None:
+    def _dead_letter(self, msg: Message, reason: str, detail: str, decode: bool = False) -> None:
         self.stats.rejected[reason] += 1
+        self._collect.dead_letter(reason, decode)
         envelope = {
             "reason": reason,
             "detail": detail,
@@ -271,14 +405,13 @@ class Worker:
         slots = self.store.slots_for(devices)  # may grow the arrays: index them afterwards
         return self.store.last_seq[slots]
 
-    def _commit(self, messages: list[Message]) -> None:
+    def _advance(self, messages: list[Message]) -> None:
+        """Note how far each partition was read; commit (at a checkpoint, when they are on)."""
         for msg in messages:
             self._positions[msg.tp] = max(self._positions.get(msg.tp, 0), msg.offset + 1)
-        offsets = dict(self._positions)
-        for tp, held in self.sequencer.held_offsets().items():
-            offsets[tp] = min(offsets.get(tp, held), held)
-        if offsets:
-            self.source.commit(offsets)
+        self._since_checkpoint += len(messages)
+        if self.checkpoints is None or self.checkpoints.due(self._since_checkpoint):
+            self.checkpoint()
 
     # -- applying samples -----------------------------------------------------------------
 
@@ -298,13 +431,19 @@ class Worker:
             store.push(slots, counts, samples)
         if self.stream_model is not None:
             out = self.stream_model.runtime.advance(slots, counts, samples)
+            for swap in self._swaps:
+                swap.follow(store, slots, counts, samples)
             self._emit_stream(runs, slots, counts, seen_before, out.probs, out.anomaly)
         store.last_seq[slots] = [int(r.seqs[-1]) for r in runs]
         store.last_time_ms[slots] = [float(r.times_ms[-1]) for r in runs]
+        store.partition[slots] = [r.partition for r in runs]
+        store.offset[slots] = [r.offset for r in runs]
+        store.dirty[slots] = True
         now_ms = self._clock() * 1000.0
         for r in runs:
             if not math.isnan(r.kafka_ts_ms):
                 self.stats.latency_ms.append(now_ms - r.kafka_ts_ms)
+                self._collect.latency(now_ms - r.kafka_ts_ms)
 
     def _emit_stream(self, runs, slots, counts, seen_before, probs, anomaly) -> None:
         cfg, model = self.config, self.stream_model
@@ -313,6 +452,7 @@ class Worker:
         ends = np.cumsum(counts)
         now_ms = self._clock() * 1000.0
         steady = self.tracker.steady(slots, top, counts)
+        emitted = []
         for i, run in enumerate(runs):
             a, b = int(ends[i] - counts[i]), int(ends[i])
             p, t = probs[a:b], top[a:b]
@@ -330,32 +470,46 @@ class Worker:
                 chosen = self.tracker.changed_positions
             if len(chosen) == 0:
                 continue
-            last = int(chosen[-1])
-            message = {
-                "kind": "sample",
-                "device": run.device,
-                "model": model.version,
-                "batch": self.batch,
-                "seq_first": int(run.seqs[0]),
-                "seq_last": int(run.seqs[-1]),
-                "seq": int(run.seqs[last]),
-                "t_ms": float(run.times_ms[last]),
-                "activity": classes[int(t[last])],
-                "probs": np.round(p[last], 6).tolist(),
-                "latency_ms": round(now_ms - run.kafka_ts_ms, 2)
-                if not math.isnan(run.kafka_ts_ms)
-                else None,
-            }
-            if len(chosen) > 1:
-                message["steps"] = {
-                    "seq": run.seqs[chosen].tolist(),
-                    "activity": t[chosen].tolist(),
-                    "probs": np.round(p[chosen], 6).tolist(),
+            # a device far behind has thousands of samples in one batch: several messages,
+            # each under the broker's size limit, together covering the run
+            cuts = list(range(MAX_STEPS_PER_MESSAGE, len(chosen), MAX_STEPS_PER_MESSAGE))
+            covered = 0
+            for part in np.split(chosen, cuts):
+                last = int(part[-1])
+                end = last if last < int(chosen[-1]) else b - a - 1
+                message = {
+                    "kind": "sample",
+                    "device": run.device,
+                    "model": model.version,
+                    "batch": self.batch,
+                    "seq_first": int(run.seqs[covered]),
+                    "seq_last": int(run.seqs[end]),
+                    "seq": int(run.seqs[last]),
+                    "t_ms": float(run.times_ms[last]),
+                    "activity": classes[int(t[last])],
+                    "probs": np.round(p[last], 6).tolist(),
+                    "latency_ms": round(now_ms - run.kafka_ts_ms, 2)
+                    if not math.isnan(run.kafka_ts_ms)
+                    else None,
                 }
-            if anomaly is not None:
-                message["anomaly"] = round(float(np.nanmax(anomaly[a:b], initial=0.0)), 4)
-            self._send(cfg.predictions_topic, run.device, message)
+                if len(part) > 1:
+                    message["steps"] = {
+                        "seq": run.seqs[part].tolist(),
+                        "activity": t[part].tolist(),
+                        "probs": np.round(p[part], 6).tolist(),
+                    }
+                score = None
+                if anomaly is not None:
+                    window = anomaly[a + covered : a + end + 1]
+                    message["anomaly"] = score = round(float(np.nanmax(window, initial=0.0)), 4)
+                self._send(cfg.predictions_topic, run.device, message)
+                covered = end + 1
             self.stats.predictions += len(chosen)
+            emitted.append(chosen + a)
+            self._collect.sample(run.device, message["seq"], message["t_ms"], int(t[last]),
+                                 float(p[last, t[last]]), int(run.labels[last]), score)  # fmt: skip
+        if emitted:
+            self._collect.predicted("sample", classes, top[np.concatenate(emitted)])
 
     def _windows(self, runs, slots, counts, samples) -> None:
         """Push samples into the ring buffers, predicting every window that falls due."""
@@ -381,6 +535,7 @@ class Worker:
         idx = np.where(j < W - 1, row * (W - 1) + j, len(prev) + first_new + j - (W - 1))
         probs = model.predict(stack[idx].astype(np.float32))
         classes = model.meta.classes
+        self._collect.predicted("window", classes, probs.argmax(axis=1))
         now_ms = self._clock() * 1000.0
         for k, sample in enumerate(due.tolist()):
             run = runs[int(owner[sample])]
@@ -407,6 +562,10 @@ class Worker:
 
     def _send_event(self, device: str, event, classes, version: str) -> None:
         self.stats.events += 1
+        previous = classes[event.previous] if event.previous >= 0 else None
+        self._collect.event(
+            ChangeEvent(device, previous, classes[event.current], event.seq, event.t_ms, version)
+        )
         self._send(
             self.config.events_topic,
             device,
@@ -414,7 +573,7 @@ class Worker:
                 "kind": "activity_change",
                 "device": device,
                 "model": version,
-                "from": classes[event.previous] if event.previous >= 0 else None,
+                "from": previous,
                 "to": classes[event.current],
                 "seq": event.seq,
                 "t_ms": event.t_ms,

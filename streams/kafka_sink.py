@@ -14,14 +14,18 @@ from streams.kafka_config import KafkaConfig
 
 @dataclass(frozen=True)
 class SinkConfig:
-    """Producer settings: durable (``acks="all"``) and batched by default."""
+    """Producer settings: durable (``acks="all"``) and batched by default.
+
+    A send is retried until ``delivery_timeout_ms`` has passed, so that a broker restart or a
+    network blip shorter than that loses nothing (``flush`` waits for it).
+    """
 
     acks: Literal[0, 1, "all"] = "all"
     linger_ms: int = 5
     batch_size: int = 256 * 1024
     compression_type: Literal["gzip", "snappy", "lz4", "zstd"] | None = None
     max_request_size: int = 4 * 1024 * 1024
-    retries: int = 5
+    delivery_timeout_ms: int = 120_000
 
 
 class KafkaSink:
@@ -37,7 +41,7 @@ class KafkaSink:
                 batch_size=cfg.batch_size,
                 compression_type=cfg.compression_type,
                 max_request_size=cfg.max_request_size,
-                retries=cfg.retries,
+                delivery_timeout_ms=cfg.delivery_timeout_ms,
             )
         except KafkaError as exc:
             raise TransportError(f"cannot connect to {kafka.bootstrap_servers}: {exc}") from exc

@@ -12,6 +12,7 @@ from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.errors import (
     CommitFailedError,
     IllegalGenerationError,
+    IllegalStateError,
     KafkaError,
     RebalanceInProgressError,
 )
@@ -118,6 +119,8 @@ class KafkaSource:
             hook.net = self._consumer._net  # kafka-python 3.0 has no public handle on its loop
         self._consumer.subscribe(topics=list(topics), listener=hook)
         self._max_records = cfg.max_poll_records
+        self.skipped_commits = 0
+        """commits skipped because the broker was unreachable (retried at the next one)"""
 
     def _await_metadata(self, topics: Collection[str], timeout_s: float) -> None:
         """Know every topic's partitions before joining: a member that joins without them is
@@ -142,8 +145,9 @@ class KafkaSource:
         ]
 
     def commit(self, offsets: Mapping[TopicPartition, int] | None = None) -> None:
-        """Commit; a commit that races a rebalance is skipped, not fatal: the next commit (or
-        the new owner, from the last committed offset, redelivering) takes over."""
+        """Commit; a commit that races a rebalance, or fails while the broker is away (a
+        retriable error), is skipped, not fatal: the next commit (or the new owner, from the
+        last committed offset, redelivering) takes over."""
         try:
             if offsets is None:
                 self._consumer.commit()
@@ -157,10 +161,25 @@ class KafkaSource:
         except (RebalanceInProgressError, CommitFailedError, IllegalGenerationError):
             return
         except KafkaError as exc:
+            if exc.retriable:
+                self.skipped_commits += 1
+                return
             raise TransportError(f"offset commit failed: {exc}") from exc
 
     def assignment(self) -> set[TopicPartition]:
         return {TopicPartition(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+
+    def highwater(self) -> dict[TopicPartition, int]:
+        """The end of each assigned partition as the last fetch response told it (no I/O)."""
+        out = {}
+        for tp in self._consumer.assignment():
+            try:
+                end = self._consumer.highwater(tp)
+            except IllegalStateError:  # revoked meanwhile
+                continue
+            if end is not None:
+                out[TopicPartition(tp.topic, tp.partition)] = end
+        return out
 
     def close(self) -> None:
         """Leave the group (the listener sees the revocation) and close the connection."""

@@ -89,6 +89,13 @@ class MemoryBus:
         with self._cond:
             return sum(len(p.queue) for p in self._topic(topic))
 
+    def end_offsets(self, topic: str) -> dict[TopicPartition, int]:
+        """The next offset of each partition of ``topic``."""
+        with self._cond:
+            return {
+                TopicPartition(topic, i): p.next_offset for i, p in enumerate(self._topic(topic))
+            }
+
     def partitions_of(self, topic: str) -> list[TopicPartition]:
         with self._cond:
             return [TopicPartition(topic, i) for i in range(len(self._topic(topic)))]
@@ -125,6 +132,10 @@ class MemorySource:
     def assignment(self) -> set[TopicPartition]:
         return set(self._assigned or ())
 
+    def highwater(self) -> dict[TopicPartition, int]:
+        ends = {tp: n for t in self.topics for tp, n in self.bus.end_offsets(t).items()}
+        return {tp: n for tp, n in ends.items() if tp in (self._assigned or ())}
+
     def close(self) -> None:
         if self._assigned and self._listener is not None:
             self._listener.on_revoked(set(self._assigned))
@@ -143,6 +154,38 @@ class MemorySink:
 
     def flush(self, timeout_s: float | None = None) -> None:
         """Messages are in the bus as soon as ``send`` returns."""
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class MemoryTable:
+    """A :class:`~streams.protocols.Table` in memory (tests and the embedded worker).
+
+    >>> table = MemoryTable()
+    >>> table.put(1, b"dev-1", b"state")
+    >>> table.read([0]), table.read([1])
+    ({}, {b'dev-1': b'state'})
+    """
+
+    def __init__(self) -> None:
+        self._parts: dict[int, dict[bytes, bytes]] = {}
+        self._lock = threading.Lock()
+
+    def put(self, partition: int, key: bytes, value: bytes | None) -> None:
+        with self._lock:
+            part = self._parts.setdefault(partition, {})
+            if value is None:
+                part.pop(key, None)
+            else:
+                part[key] = value
+
+    def flush(self) -> None:
+        """Puts are visible as soon as they return."""
+
+    def read(self, partitions: Collection[int]) -> dict[bytes, bytes]:
+        with self._lock:
+            return {k: v for p in partitions for k, v in self._parts.get(p, {}).items()}
 
     def close(self) -> None:
         """Nothing to release."""

@@ -56,6 +56,33 @@ class Source(Protocol):
 
 
 @runtime_checkable
+class Highwater(Protocol):
+    """A source that knows where its partitions end (for consumer lag)."""
+
+    def highwater(self) -> dict[TopicPartition, int]:
+        """The next offset to be written, per assigned partition whose end is known."""
+        ...
+
+
+class Table(Protocol):
+    """A compacted topic used as a key-value table, written and read by partition."""
+
+    def put(self, partition: int, key: bytes, value: bytes | None) -> None:
+        """Set ``key`` in ``partition`` (None deletes it: a tombstone)."""
+        ...
+
+    def flush(self) -> None:
+        """Block until every put so far is durable; raise if any failed."""
+        ...
+
+    def read(self, partitions: Collection[int]) -> dict[bytes, bytes]:
+        """The latest value of every key in ``partitions``, read to their current end."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
 class Sink(Protocol):
     """Sends messages keyed (and so partitioned) by device id."""
 

@@ -138,3 +138,29 @@ def test_bad_records_go_to_the_dead_letter_topic_with_their_reason():
     assert dlq[0]["topic"] == "sensor.raw" and dlq[0]["offset"] == 0
     assert worker.stats.rejected["non_finite"] == 1
     assert len([m for m in msgs if m.topic == "har.predictions"]) == 1  # the valid one
+
+
+def test_a_long_run_of_one_device_is_split_into_messages_of_bounded_size():
+    from pipeline.worker import MAX_STEPS_PER_MESSAGE
+
+    spec = ModelSpec(setup="stream", cell="gru", hidden=4)
+    meta = ModelMeta(spec, ("a", "b", "c"), ("SIT", "WALK"), 50.0, (0,) * 3, (1,) * 3, 16, 1)
+    n = 2 * MAX_STEPS_PER_MESSAGE + 37  # one record: one run of n samples in one batch
+    bus, out = MemoryBus(1), MemoryBus(1)
+    record = sample_record(n=5, device="phone-7")
+    values = np.random.default_rng(0).normal(size=(n, 3)).astype(np.float32)
+    long = type(record)("phone-7", 0, record.t0_ms, 50.0, values)
+    config = CodecConfig(channels=3)
+    MemorySink(bus).send("sensor.raw", b"phone-7", BinaryCodec(config).encode(long))
+    worker = Worker(MemorySource(bus, ["sensor.raw"]), MemorySink(out),
+                    ServingModel.load(build_model(spec, meta), meta, "v"),
+                    config=WorkerConfig(codec=config, emit="every"))  # fmt: skip
+    worker.run(timeout=0.1)
+    messages = [json.loads(m.value) for m in MemorySource(out, ["har.predictions"]).poll(100, 0)]
+    assert len(messages) == 3
+    assert all(len(m["steps"]["seq"]) <= MAX_STEPS_PER_MESSAGE for m in messages)
+    seqs = [s for m in messages for s in m["steps"]["seq"]]
+    assert seqs == list(range(n))  # every sample once, in order
+    ranges = [(m["seq_first"], m["seq_last"]) for m in messages]
+    assert ranges[0][0] == 0 and ranges[-1][1] == n - 1
+    assert all(b[0] == a[1] + 1 for a, b in zip(ranges, ranges[1:], strict=False))

@@ -1,0 +1,183 @@
+"""Device-state checkpoints: what a worker writes to the compacted ``har.state`` topic and reads
+back when it is given partitions (the changelog of Kafka Streams, per device).
+
+One message per device, keyed by device id, on the same partition number as the device's input
+records, so that the owner of input partition ``p`` restores its devices from state partition
+``p``. The value is a versioned binary snapshot (little-endian)::
+
+    offset size  field
+    0      2     magic b"HC"
+    2      1     version (1)
+    3      1     flags: bit 0 = LSTM cell state, bit 1 = next-step prediction
+    4      2     layers L (uint16)
+    6      2     hidden H (uint16)
+    8      2     channels C (uint16)
+    10     2     ring length R (uint16)
+    12     2     model version length V (uint16)
+    14     2     device id length D (uint16)
+    16     8     last applied sequence number (int64)
+    24     8     event time of that sample, ms (float64)
+    32     8     samples the device has seen (int64)
+    40     4     source partition (int32)
+    44     8     source offset of the last record applied (int64)
+    52     32    activity tracker: current, candidate, run, last top (4 x int64)
+    84     V+D   model version, device id (UTF-8)
+    ...    4LH   h, float32 (L x H)
+    ...    4LH   c, float32 (flag bit 0)
+    ...    4C    the last next-step prediction, float32 (flag bit 1)
+    ...    4RC   ring buffer as the store keeps it (slot ``seen % R`` is the next to write)
+
+Decoding views the payload with ``np.frombuffer``; nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pipeline.exceptions import PipelineError
+from streams.protocols import Table
+
+MAGIC = b"HC"
+VERSION = 1
+STATE_TOPIC = "har.state"
+_HEADER = struct.Struct("<2sBBHHHHHHqdqiq4q")
+_F32 = np.dtype("<f4")
+
+
+class CheckpointError(PipelineError):
+    """A checkpoint that cannot be read (truncated, another format, another model shape)."""
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    """Where and how often device states are checkpointed.
+
+    A checkpoint (of the devices that changed since the last one) is written every
+    ``every_ms`` or ``every_records`` records, whichever comes first, and always before the
+    source offsets are committed: offsets are committed only at checkpoints. ``enabled=False``
+    commits after every batch and keeps no state outside the worker (a restart starts afresh).
+    """
+
+    enabled: bool = True
+    topic: str = STATE_TOPIC
+    every_ms: float = 5000.0
+    every_records: int = 50_000
+
+
+@dataclass
+class DeviceState:
+    """Everything a worker keeps about one device."""
+
+    device: str
+    model: str
+    last_seq: int
+    last_time_ms: float
+    seen: int
+    partition: int
+    offset: int
+    tracker: tuple[int, int, int, int]
+    h: np.ndarray
+    """(layers, hidden)"""
+    ring: np.ndarray
+    """(ring length, channels), as the state store keeps it"""
+    c: np.ndarray | None = None
+    next: np.ndarray | None = field(default=None)
+
+
+def encode_state(s: DeviceState) -> bytes:
+    """The binary snapshot of ``s`` (see the module docstring)."""
+    model, device = s.model.encode(), s.device.encode()
+    layers, hidden = s.h.shape
+    ring_len, channels = s.ring.shape
+    flags = (s.c is not None) | (s.next is not None) << 1
+    header = _HEADER.pack(
+        MAGIC, VERSION, flags, layers, hidden, channels, ring_len, len(model), len(device),
+        s.last_seq, s.last_time_ms, s.seen, s.partition, s.offset, *s.tracker,
+    )  # fmt: skip
+    arrays = [s.h] + [a for a in (s.c, s.next) if a is not None] + [s.ring]
+    return b"".join([header, model, device, *(np.ascontiguousarray(a, _F32).tobytes()
+                                              for a in arrays)])  # fmt: skip
+
+
+def decode_state(data: bytes) -> DeviceState:
+    """A :class:`DeviceState` from :func:`encode_state`'s bytes; :class:`CheckpointError` if
+    they are not one."""
+    if len(data) < _HEADER.size:
+        raise CheckpointError(f"{len(data)} bytes: shorter than a checkpoint header")
+    (magic, version, flags, layers, hidden, channels, ring_len, model_len, device_len, last_seq,
+     last_time_ms, seen, partition, offset, *tracker) = _HEADER.unpack_from(data)  # fmt: skip
+    if magic != MAGIC or version != VERSION:
+        raise CheckpointError(f"not a version-{VERSION} checkpoint ({magic!r}, {version})")
+    sizes = [layers * hidden, layers * hidden if flags & 1 else 0, channels if flags & 2 else 0,
+             ring_len * channels]  # fmt: skip
+    at = _HEADER.size + model_len + device_len
+    if len(data) != at + 4 * sum(sizes):
+        raise CheckpointError(f"{len(data)} bytes, expected {at + 4 * sum(sizes)}")
+    model = data[_HEADER.size : _HEADER.size + model_len].decode()
+    device = data[_HEADER.size + model_len : at].decode()
+    values = np.frombuffer(data, _F32, offset=at)
+    parts, start = [], 0
+    for n in sizes:
+        parts.append(values[start : start + n])
+        start += n
+    h, c, nxt, ring = parts
+    return DeviceState(
+        device, model, last_seq, last_time_ms, seen, partition, offset, tuple(tracker),
+        h.reshape(layers, hidden), ring.reshape(ring_len, channels),
+        c.reshape(layers, hidden) if flags & 1 else None, nxt if flags & 2 else None,
+    )  # fmt: skip
+
+
+class Checkpointer:
+    """Writes device states to a :class:`~streams.protocols.Table` and reads them back.
+
+    >>> from streams.memory import MemoryTable
+    >>> ckpt = Checkpointer(MemoryTable(), CheckpointConfig(every_records=10))
+    >>> ckpt.due(records=3), ckpt.due(records=10)
+    (False, True)
+    """
+
+    def __init__(self, table: Table, config: CheckpointConfig | None = None) -> None:
+        self.table = table
+        self.config = config or CheckpointConfig()
+        self._last = time.monotonic()
+        self.written = 0
+        """device states written so far"""
+        self.unreadable: list[str] = []
+
+    def due(self, records: int) -> bool:
+        """Whether a checkpoint is due after ``records`` records since the last one."""
+        cfg = self.config
+        elapsed_ms = (time.monotonic() - self._last) * 1000.0
+        return records >= cfg.every_records or elapsed_ms >= cfg.every_ms
+
+    def write(self, states: Sequence[DeviceState], deleted: Sequence[tuple[str, int]] = ()) -> None:
+        """Delete the ``(device, partition)`` states (evicted devices), put ``states`` (a device
+        evicted and back since is deleted, then put), and wait until all is durable."""
+        for device, partition in deleted:
+            if partition >= 0:
+                self.table.put(partition, device.encode(), None)
+        for state in states:
+            self.table.put(state.partition, state.device.encode(), encode_state(state))
+        self.table.flush()
+        self.written += len(states)
+        self._last = time.monotonic()
+
+    def read(self, partitions: Collection[int]) -> list[DeviceState]:
+        """The latest state of every device in ``partitions`` (unreadable ones are skipped and
+        named in ``unreadable``: the device then starts afresh)."""
+        out = []
+        for key, value in self.table.read(partitions).items():
+            try:
+                out.append(decode_state(value))
+            except (CheckpointError, UnicodeDecodeError) as exc:
+                self.unreadable.append(f"{key!r}: {exc}")
+        return out
+
+    def close(self) -> None:
+        self.table.close()

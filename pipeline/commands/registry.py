@@ -1,4 +1,4 @@
-"""``harstream registry``: list, inspect, promote and roll back registered model versions."""
+"""``harstream registry``: add, list, inspect, promote and roll back registered model versions."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from models.exceptions import ModelsError
 from models.registry import ModelVersion, Registry, version_label
 from pipeline.kafka_args import add_kafka_arguments, kafka_config_from_args
 
@@ -20,7 +21,9 @@ KEY_METRICS = ("accuracy", "macro_f1")
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "registry", help="list, show, promote and roll back model versions", description=__doc__
+        "registry",
+        help="add, list, show, promote and roll back model versions",
+        description=__doc__,
     )
     _add_root(p, default=None)
     which = p.add_subparsers(title="actions", required=True, metavar="ACTION")
@@ -50,7 +53,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     rollback.add_argument("name", metavar="NAME")
     rollback.set_defaults(run=run_rollback)
 
-    for action in (ls, show, promote, rollback):  # --root also after the action
+    add = which.add_parser(
+        "add", help="register a .keras model file (metadata inside) as NAME's next version"
+    )
+    add.add_argument("name", metavar="NAME")
+    add.add_argument("file", metavar="FILE.keras")
+    add.add_argument("--promote", action="store_true", help="also make it the champion")
+    add.add_argument("--if-empty", action="store_true",
+                     help="do nothing when NAME already has a version (a seeding step that can "
+                     "run at every start)")  # fmt: skip
+    add.add_argument("--notes", default=None, help="lineage notes (default: where it came from)")
+    add.set_defaults(run=run_add)
+
+    for action in (ls, show, promote, rollback, add):  # --root also after the action
         _add_root(action, default=argparse.SUPPRESS)
     for action in (promote, rollback):
         action.add_argument("--announce", metavar="BOOTSTRAP",
@@ -182,6 +197,33 @@ def run_promote(args: argparse.Namespace) -> int:
     print(f"{v.name}: champion is now {v.label}{_previous(registry, v.name)}")
     _announce(args, v, "promote")
     return 0
+
+
+def run_add(args: argparse.Namespace) -> int:
+    registry = registry_from_args(args)
+    if args.if_empty and args.name in registry.names():
+        print(f"{args.name}: already registered, {args.file} not added")
+        return 0
+    _check_loads(args.file)
+    notes = args.notes if args.notes is not None else f"added from {args.file}"
+    v = registry.register(args.name, args.file, notes=notes)
+    print(f"{v.name}: registered {v.label} from {args.file}")
+    if args.promote:
+        v = registry.promote(v.name, v.version)
+        print(f"{v.name}: champion is now {v.label}{_previous(registry, v.name)}")
+    return 0
+
+
+def _check_loads(path: str) -> None:
+    """Refuse a file Keras would not load with ``safe_mode=True`` (or not a harstream model)."""
+    from models.io import load_model  # imports Keras: only paid by those who add
+
+    try:
+        load_model(path)
+    except ModelsError:
+        raise
+    except Exception as exc:  # Keras raises ValueError, TypeError, ... for unloadable files
+        raise ModelsError(f"{path}: not loadable with safe_mode=True ({exc})") from exc
 
 
 def run_rollback(args: argparse.Namespace) -> int:

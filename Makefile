@@ -6,7 +6,10 @@ STAMP  := $(VENV)/.installed
 KAFKA_LIBS_STAMP := deploy/kafka/libs/.complete
 PYTEST_ARGS ?=
 
-.PHONY: setup demo demo-models test bench report-models lint kafka-jars kafka-up kafka-down clean
+SYSTEM_PACKAGES := prometheus chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup system-deps demo demo-models test bench report-models lint kafka-jars kafka-up kafka-down clean
 
 setup: $(STAMP)
 
@@ -16,13 +19,20 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
+# The end-to-end tests run a real Prometheus server and headless Chromium (Debian packages)
+system-deps:
+	@command -v prometheus >/dev/null && command -v chromium >/dev/null || { \
+	  echo "installing $(SYSTEM_PACKAGES) (Debian packages) for the end-to-end tests"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install \
+	    -y -qq --no-install-recommends $(SYSTEM_PACKAGES) >/dev/null; }
+
 kafka-jars: $(STAMP)
 	$(PY) -m streams.local_kafka jars
 
 demo: $(STAMP)
 	$(VENV)/bin/harstream demo
 
-test: $(STAMP) kafka-jars
+test: $(STAMP) kafka-jars system-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP) kafka-jars
@@ -30,6 +40,7 @@ bench: $(STAMP) kafka-jars
 	$(VENV)/bin/harstream bench engine
 	$(VENV)/bin/harstream bench e2e
 	$(VENV)/bin/harstream bench swap
+	$(VENV)/bin/harstream bench recovery
 
 # Real trainings on ../shared/data (about an hour on 2 cores): writes docs/models.md
 report-models: $(STAMP)

@@ -18,7 +18,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
+from pipeline.checkpoint import CheckpointConfig
 from pipeline.exceptions import ConfigError
+from pipeline.status_server import HttpConfig
 from streams.kafka_config import SaslMechanism, SecurityProtocol
 
 
@@ -35,6 +37,8 @@ class KafkaSection:
     group_id: str = "harstream-workers"
     partitions: int = 6
     """partitions of the input topic when the worker creates it"""
+    connect_timeout_s: float = 120.0
+    """how long a starting worker or trainer retries an unreachable cluster before it gives up"""
 
 
 @dataclass(frozen=True)
@@ -76,9 +80,17 @@ class Settings:
     kafka: KafkaSection = field(default_factory=KafkaSection)
     worker: WorkerSection = field(default_factory=WorkerSection)
     model: ModelSection = field(default_factory=ModelSection)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 
 
-SECTIONS: dict[str, type] = {"kafka": KafkaSection, "worker": WorkerSection, "model": ModelSection}
+SECTIONS: dict[str, type] = {
+    "kafka": KafkaSection,
+    "worker": WorkerSection,
+    "model": ModelSection,
+    "http": HttpConfig,
+    "checkpoint": CheckpointConfig,
+}
 
 
 def _coerce(section: str, key: str, value: Any, hint: Any) -> Any:

@@ -1,9 +1,12 @@
-"""Idempotent topic creation with partition counts and configs."""
+"""Idempotent topic creation with partition counts and configs, retried while the cluster is
+unreachable."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
@@ -11,6 +14,44 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from streams.exceptions import TransportError
 from streams.kafka_config import KafkaConfig
+
+T = TypeVar("T")
+
+
+def until_reachable(
+    call: Callable[[], T],
+    timeout_s: float,
+    on_retry: Callable[[TransportError, float], None] | None = None,
+    backoff_s: tuple[float, float] = (1.0, 10.0),
+) -> T:
+    """``call()``, tried again while it raises :class:`TransportError` until ``timeout_s`` have
+    passed (then the last error is raised); ``on_retry(error, seconds_left)`` before each wait.
+
+    For a process's first contact with the cluster, so that a worker started beside a broker that
+    is still starting (or restarting) waits for it. ``call`` must be safe to repeat.
+
+    >>> tries = []
+    >>> def flaky():
+    ...     tries.append(1)
+    ...     if len(tries) < 3:
+    ...         raise TransportError("down")
+    ...     return "up"
+    >>> until_reachable(flaky, timeout_s=5, backoff_s=(0.01, 0.01)), len(tries)
+    ('up', 3)
+    """
+    deadline = time.monotonic() + timeout_s
+    wait, longest = backoff_s
+    while True:
+        try:
+            return call()
+        except TransportError as exc:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise
+            if on_retry is not None:
+                on_retry(exc, left)
+            time.sleep(min(wait, left))
+            wait = min(wait * 2, longest)
 
 
 @dataclass(frozen=True)

@@ -291,9 +291,21 @@ class LocalKafka:
 
     def restart(self) -> None:
         """Stop the JVM and start it again on the same ports and data."""
+        self.halt()
+        self.resume()
+
+    def halt(self) -> None:
+        """Stop the JVM but keep its ports and data, for :meth:`resume` (an outage)."""
         if self._data_dir is None:
             raise BrokerError("the local Kafka broker has not been started")
         self._terminate()
+
+    def resume(self) -> None:
+        """Start the JVM a :meth:`halt` stopped, on the same ports and data."""
+        if self._data_dir is None:
+            raise BrokerError("the local Kafka broker has not been started")
+        if self.running:
+            raise BrokerError(f"the local Kafka broker is already running at {self.bootstrap}")
         self._launch(_require_java(self._config), self._config.libs_dir)
 
     def state(self) -> dict[str, Any]:

@@ -1,8 +1,10 @@
-"""Records and malformed inputs shared by the codec tests (unit and over the broker)."""
+"""Records and malformed inputs shared by the codec tests (unit and over the broker), and small
+helpers the process tests share."""
 
 from __future__ import annotations
 
 import json
+import re
 import struct
 
 import numpy as np
@@ -127,3 +129,92 @@ def dataset_slice(data, start: int, end: int | None, devices=None):
         if (wanted is None or s.device in wanted) and len(s.values[part])
     )
     return StreamDataset(data.name, data.channels, data.activities, data.rate_hz, cuts)
+
+
+def status_url(log: str) -> str | None:
+    """The status server's address a ``harstream run|trainer`` process logged, if it did yet."""
+    found = re.search(r"on\s+(http://127\.0\.0\.1:\d+/)", log)
+    return found.group(1) if found else None
+
+
+def wait_ready(log, process, timeout_s: float = 120.0) -> str:
+    """Wait until the ``harstream run|trainer`` ``process`` logging to ``log`` answers 200 on
+    ``/readyz``; its status address. Fails if it exits or the time runs out."""
+    import time
+    import urllib.error
+    import urllib.request
+    from pathlib import Path
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        text = Path(log).read_text()
+        assert process.poll() is None, "it exited: " + text[-3000:]
+        url = status_url(text)
+        if url is not None:
+            try:
+                with urllib.request.urlopen(url + "readyz", timeout=5) as r:
+                    if r.status == 200:
+                        return url
+            except urllib.error.URLError:  # 503 while not ready (HTTPError is a URLError)
+                pass
+        time.sleep(0.2)
+    raise AssertionError(f"not ready within {timeout_s:g} s: " + Path(log).read_text()[-3000:])
+
+
+def scrape(url: str) -> dict[str, float]:
+    """``/metrics`` of a status server: sample name with its labels -> value."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(url + "metrics", timeout=5) as r:
+        text = r.read().decode()
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
+            out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
+    return out
+
+
+def worker_toml(bootstrap: str, unique, extra: str = "", checkpoint=(), **worker) -> str:
+    """``harstream run`` settings on topics of their own: ``unique(name)`` names each topic and
+    the group; ``worker`` sets [worker] keys (``input_topic=...`` ...), ``checkpoint`` more
+    [checkpoint] ones (a mapping); ``extra`` (other sections) is appended."""
+    keys = {"events_topic": unique("ev"), "dlq_topic": unique("dlq"), **worker}
+    state = {"topic": unique("state"), **dict(checkpoint)}
+    return "\n".join(
+        [f'[kafka]\nbootstrap_servers = "{bootstrap}"\ngroup_id = "{unique("g")}"', "[worker]"]
+        + [f"{key} = {json.dumps(value)}" for key, value in keys.items()]
+        + ["[checkpoint]"]
+        + [f"{key} = {json.dumps(value)}" for key, value in state.items()]
+        + [extra, ""]
+    )
+
+
+def start_harstream(log, *args: str):
+    """``harstream ARGS...`` as a process of its own, its output in the file ``log`` (a pipe
+    nobody reads could fill up and stall it)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    with Path(log).open("w") as out:
+        env = {**os.environ, "PYTHONPATH": str(repo)}
+        command = [sys.executable, "-m", "pipeline.cli", *args]
+        return subprocess.Popen(command, stdout=out, stderr=out, env=env)
+
+
+def stream_model_file(data, path, cell: str = "gru", hidden: int = 8):
+    """A small stream model (random weights) for ``data``'s channels and classes, saved at
+    ``path``; the path."""
+    from models.io import save_model
+    from models.spec import ModelMeta, ModelSpec
+    from models.zoo import build_model
+
+    spec = ModelSpec(setup="stream", cell=cell, hidden=hidden)
+    n = len(data.channels)
+    meta = ModelMeta(spec, data.channels, data.activities, 50.0, (0,) * n, (1,) * n, 64, 1)
+    return save_model(build_model(spec, meta), meta, path)

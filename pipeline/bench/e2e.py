@@ -30,7 +30,9 @@ from streams.kafka_source import KafkaSource, SourceConfig
 from streams.replay import ReplayConfig, replay
 
 
-def _model(hidden: int):
+def stream_model(hidden: int):
+    """An LSTM stream model of the synthetic fleet's channels and classes, random weights
+    (timing only)."""
     spec = ModelSpec(setup="stream", cell="lstm", hidden=hidden)
     channels = ("acc_x", "acc_y", "acc_z", "gyro_x", "gyro_y", "gyro_z")
     classes = ("WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS", "SITTING", "STANDING", "LAYING")
@@ -56,7 +58,7 @@ def bench_e2e(
     samples_per_record: int = 50, latency_wall_s: float = 20.0,
 ) -> list[dict[str, object]]:  # fmt: skip
     kafka = KafkaConfig(bootstrap, client_id="harstream-bench")
-    model, meta = _model(hidden)
+    model, meta = stream_model(hidden)
     fleet = SyntheticConfig(devices=devices, duration_s=seconds, gap_prob=0.0, seed=3)
     data = simulate(fleet)
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from rich.console import Console
 from rich.table import Table
@@ -45,6 +48,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     swap.add_argument("--hidden", type=int, default=64)
     swap.add_argument("--json", action="store_true", help="one JSON object")
     swap.set_defaults(run=run_swap)
+    recovery = which.add_parser(
+        "recovery", help="time to restore a fleet's device states after a crash (real broker)"
+    )
+    recovery.add_argument("--devices", type=int, default=10_000)
+    recovery.add_argument("--hidden", type=int, default=64)
+    recovery.add_argument("--partitions", type=int, default=6, help="of the state topic")
+    recovery.add_argument("--repeats", type=int, default=5, help="restores; the median is reported")
+    recovery.add_argument("--json", action="store_true", help="one JSON object")
+    recovery.set_defaults(run=run_recovery)
 
 
 def print_rows(rows: list[dict[str, object]], title: str, as_json: bool) -> None:
@@ -82,21 +94,26 @@ def run_engine(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_e2e(args: argparse.Namespace) -> int:
-    """Against $KAFKA_BOOTSTRAP, or a local broker started for the run."""
-    import os
-    from contextlib import nullcontext
-
-    from pipeline.bench.e2e import bench_e2e
+@contextmanager
+def _broker() -> Iterator[str]:
+    """``$KAFKA_BOOTSTRAP``, or a local broker started for the run (stopped after it)."""
     from streams.local_kafka import LocalKafka, ensure_jars
 
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP")
-    broker = None
-    if not bootstrap:
-        broker = LocalKafka()
-        ensure_jars(broker.config)
-    with broker or nullcontext():
-        rows = bench_e2e(bootstrap or broker.bootstrap, args.devices, args.seconds, args.hidden)
+    if bootstrap := os.environ.get("KAFKA_BOOTSTRAP"):
+        yield bootstrap
+        return
+    broker = LocalKafka()
+    ensure_jars(broker.config)
+    with broker:
+        yield broker.bootstrap
+
+
+def run_e2e(args: argparse.Namespace) -> int:
+    """Against $KAFKA_BOOTSTRAP, or a local broker started for the run."""
+    from pipeline.bench.e2e import bench_e2e
+
+    with _broker() as bootstrap:
+        rows = bench_e2e(bootstrap, args.devices, args.seconds, args.hidden)
     print_rows(rows[:1], "End to end through Kafka: one worker, highest sustained rate", args.json)
     print_rows(rows[1:], "End to end: latency at half that rate", args.json)
     return 0
@@ -107,4 +124,15 @@ def run_swap(args: argparse.Namespace) -> int:
 
     row = bench_swap(devices=args.devices, swaps=args.swaps, hidden=args.hidden)
     print_rows([row], "Hot swap in one embedded worker at full speed (ring re-priming)", args.json)
+    return 0
+
+
+def run_recovery(args: argparse.Namespace) -> int:
+    """Against $KAFKA_BOOTSTRAP, or a local broker started for the run."""
+    from pipeline.bench.recovery import bench_recovery
+
+    with _broker() as bootstrap:
+        row = bench_recovery(bootstrap, args.devices, args.hidden, args.partitions, args.repeats)
+    title = f"Crash recovery: a fresh worker restores every device (median of {args.repeats})"
+    print_rows([row], title, args.json)
     return 0

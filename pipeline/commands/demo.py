@@ -45,6 +45,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-trainer", action="store_true", help="no retraining, no swap")
     p.add_argument("--seed", type=int, default=1, help="the fleet to replay (%(default)s)")
     p.add_argument("--no-live", action="store_true", help="no live view, summary only")
+    p.add_argument("--http-port", type=int, default=8765,
+                   help="port of the live dashboard and /metrics on 127.0.0.1; 0 picks a free "
+                   "one, and so does the demo when this one is taken (%(default)s)")  # fmt: skip
+    p.add_argument("--no-http", action="store_true", help="serve no dashboard and no metrics")
     p.set_defaults(run=run)
 
 
@@ -162,6 +166,32 @@ class _Tee:
             sink.close()
 
 
+def _serve(worker, trainer, port: int):
+    """The dashboard, and the worker's and trainer's metrics, on 127.0.0.1:``port``."""
+    from pipeline.exceptions import ConfigError
+    from pipeline.fleet import FleetView
+    from pipeline.metrics import TrainerMetrics, WorkerMetrics, combined
+    from pipeline.probes import worker_checks
+    from pipeline.status_server import HttpConfig, StatusServer
+
+    metrics, fleet = WorkerMetrics(), FleetView()
+    for slot, model in (("stream", worker.stream_model), ("window", worker.window_model)):
+        metrics.serving(slot, model.version)
+    worker.observers += [metrics, fleet]
+    exposed = [metrics]
+    if trainer is not None:
+        trainer.metrics = TrainerMetrics(process=False)
+        exposed.append(trainer.metrics)
+    for config in (HttpConfig(port=port), HttpConfig(port=0)):
+        health, ready = worker_checks(worker, config)
+        server = StatusServer(config, combined(*exposed), health, ready, fleet=fleet)
+        try:
+            return server.start()
+        except ConfigError as exc:
+            stderr.print(f"[yellow]{exc}; using a free port[/yellow]")
+    raise AssertionError("port 0 is always free")
+
+
 def _trainer(registry, bus):
     """The trainer, on its own copy of the stream: small windows, a retrain per 1,500."""
     from pipeline.gate import GateConfig
@@ -172,6 +202,7 @@ def _trainer(registry, bus):
     config = TrainerConfig(
         name="har", labels_topic=None, every_windows=1500, interval_s=None, min_windows=300,
         epochs=3, tbptt_steps=42, buffer=BufferConfig(capacity=6000, window=128),
+        tune="all", learning_rate=3e-4,  # phones worn at new angles: every layer must adapt
         join=JoinConfig(window=128, stride=128), gate=GateConfig(min_holdout_windows=50),
     )  # fmt: skip
     return Trainer(MemorySource(bus, [TOPIC]), registry, config)
@@ -217,6 +248,9 @@ def run(args: argparse.Namespace) -> int:
         sinks.append(MemorySink(learning))
         learner = threading.Thread(target=trainer.run, name="trainer")
         learner.start()
+    server = None if args.no_http else _serve(worker, trainer, args.http_port)
+    if server is not None:
+        stderr.print(f"dashboard: {server.url}  (metrics: {server.url}metrics)")
     outputs = _Outputs(out, labels, stream.meta.classes)
     progress = {"total": 0}
     box: dict = {}
@@ -262,6 +296,8 @@ def run(args: argparse.Namespace) -> int:
             stderr.print("waiting for the trainer to finish its current step")
         learner.join()
     worker.close()
+    if server is not None:
+        server.close()
     home.cleanup()
     report, stats = box["report"], worker.stats
     elapsed = time.perf_counter() - started

@@ -36,8 +36,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--window-model", dest="model.window_model", help="window .keras file")
     p.add_argument("--no-follow", dest="model.follow", action="store_const", const=False,
                    help="keep serving the loaded version (no hot swap)")  # fmt: skip
+    add_http_flags(p)
     p.add_argument("--max-seconds", type=float, default=None, help="stop after this long")
     p.set_defaults(run=run)
+
+
+def add_http_flags(p: argparse.ArgumentParser) -> None:
+    """``--http-host`` and ``--http-port``: where metrics, probes and the dashboard are served."""
+    p.add_argument("--http-host", dest="http.host",
+                   help="address of /metrics, /healthz, /readyz (default 127.0.0.1)")  # fmt: skip
+    p.add_argument("--http-port", dest="http.port", type=int, help="their port (0: a free one)")
 
 
 def overrides(args: argparse.Namespace) -> dict[str, dict]:
@@ -75,23 +83,38 @@ def serving_models(settings: Settings):
 def build_worker(settings: Settings):
     """A worker on Kafka as the settings describe (topics created if missing)."""
     from models.registry import Registry
+    from pipeline.checkpoint import Checkpointer
     from pipeline.hot_swap import HotSwap, SwapConfig
     from pipeline.sequencer import SequencerConfig
     from pipeline.state_store import StoreConfig
     from pipeline.worker import Worker, WorkerConfig
-    from streams.admin import TopicSpec, ensure_topics
+    from streams.admin import TopicSpec, compacted, ensure_topics, partition_count, until_reachable
     from streams.codecs import CodecConfig
     from streams.kafka_sink import KafkaSink
     from streams.kafka_source import KafkaSource, SourceConfig
+    from streams.kafka_table import KafkaTable
 
-    k, w, m = settings.kafka, settings.worker, settings.model
+    k, w, m, c = settings.kafka, settings.worker, settings.model, settings.checkpoint
     kafka = kafka_config(k, "harstream-worker")
-    ensure_topics(
-        kafka,
-        [TopicSpec(w.input_topic, k.partitions)]
-        + [TopicSpec(t, k.partitions) for t in (w.predictions_topic, w.events_topic)]
-        + [TopicSpec(w.dlq_topic, 1), TopicSpec(m.control_topic, 1)],
-    )
+
+    def topics() -> None:
+        ensure_topics(
+            kafka,
+            [TopicSpec(w.input_topic, k.partitions)]
+            + [TopicSpec(t, k.partitions) for t in (w.predictions_topic, w.events_topic)]
+            + [TopicSpec(w.dlq_topic, 1), TopicSpec(m.control_topic, 1)],
+        )
+        if c.enabled:
+            partitions = partition_count(kafka, w.input_topic)
+            ensure_topics(kafka, [compacted(c.topic, partitions)])
+            if partition_count(kafka, c.topic) != partitions:
+                raise ConfigError(
+                    f"{c.topic} must have as many partitions as {w.input_topic} ({partitions}): "
+                    "each keeps the states of one input partition"
+                )
+
+    until_reachable(topics, k.connect_timeout_s, waiting_for(k.bootstrap_servers))
+    state_table = KafkaTable(kafka, c.topic) if c.enabled else None
     stream, window = serving_models(settings)
     channels = len((stream or window).meta.channels)
     config = WorkerConfig(
@@ -102,13 +125,29 @@ def build_worker(settings: Settings):
         store=StoreConfig(max_gap=w.max_gap, idle_ttl_s=w.idle_ttl_s, max_devices=w.max_devices),
         sequencer=SequencerConfig(late=w.late, hold_s=w.hold_s),
     )  # fmt: skip
-    source = KafkaSource(kafka, [w.input_topic], SourceConfig(group_id=k.group_id))
+    listener = _Rebalance()
+    source = KafkaSource(kafka, [w.input_topic], SourceConfig(group_id=k.group_id), listener)
     swaps = []
     if m.registry and m.follow and not m.stream_model and m.ref == "champion":
         control = KafkaSource(kafka, [m.control_topic], control_source_config(k.group_id))
         swap_config = SwapConfig(poll_s=m.poll_s, prime=m.prime)
         swaps.append(HotSwap(Registry(m.registry), m.name, swap_config, control=control))
-    return Worker(source, KafkaSink(kafka), stream, window, config=config, swaps=swaps)
+    checkpoints = Checkpointer(state_table, c) if state_table is not None else None
+    listener.worker = Worker(source, KafkaSink(kafka), stream, window, config=config,
+                             swaps=swaps, checkpoints=checkpoints)  # fmt: skip
+    return listener.worker
+
+
+class _Rebalance:
+    """Hands the consumer's rebalance callbacks to the worker (built after the consumer)."""
+
+    worker = None
+
+    def on_assigned(self, partitions) -> None:
+        self.worker.on_assigned(partitions)
+
+    def on_revoked(self, partitions) -> None:
+        self.worker.on_revoked(partitions)
 
 
 def control_source_config(group_id: str):
@@ -123,6 +162,15 @@ def control_source_config(group_id: str):
     return SourceConfig(group_id=own, auto_offset_reset="latest")
 
 
+def waiting_for(bootstrap: str):
+    """The ``on_retry`` of :func:`~streams.admin.until_reachable` that says so on stderr."""
+
+    def say(error, seconds_left: float) -> None:
+        stderr.print(f"waiting for Kafka at {bootstrap} ({seconds_left:.0f} s left): {error}")
+
+    return say
+
+
 def kafka_config(k, client_id: str):
     """The :class:`~streams.kafka_config.KafkaConfig` of a ``[kafka]`` settings section."""
     from streams.kafka_config import KafkaConfig
@@ -135,26 +183,49 @@ def kafka_config(k, client_id: str):
     )  # fmt: skip
 
 
+def run_until_stopped(loop, max_seconds: float | None) -> None:
+    """``loop.run`` (a worker's or the trainer's) until it is stopped, or ``max_seconds``."""
+    deadline = time.monotonic() + max_seconds if max_seconds else None
+    while not loop.stopping and (deadline is None or time.monotonic() < deadline):
+        loop.run(timeout=min(5.0, deadline - time.monotonic()) if deadline else 5.0)
+
+
+def serve_status(worker, config):
+    """Metrics and the fleet view as observers of ``worker``, served over HTTP; the server."""
+    from pipeline.fleet import FleetView
+    from pipeline.metrics import WorkerMetrics
+    from pipeline.probes import worker_checks
+    from pipeline.status_server import StatusServer
+
+    metrics, fleet = WorkerMetrics(), FleetView()
+    for slot, model in (("stream", worker.stream_model), ("window", worker.window_model)):
+        if model is not None:
+            metrics.serving(slot, model.version)
+    worker.observers += [metrics, fleet]
+    health, ready = worker_checks(worker, config)
+    return StatusServer(config, metrics, health, ready, fleet=fleet).start()
+
+
 def run(args: argparse.Namespace) -> int:
     from pipeline.hot_swap import one_blas_thread
 
     one_blas_thread()
     settings = load_settings(args.config, overrides=overrides(args))
     worker = build_worker(settings)
+    try:
+        server = serve_status(worker, settings.http)
+    except ConfigError:
+        worker.close()
+        raise
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.stop())
     k, w = settings.kafka, settings.worker
-    stderr.print(f"harstream worker: {k.bootstrap_servers}, group {k.group_id}, {w.input_topic}")
-    started = time.monotonic()
-    if args.max_seconds:
-        deadline = started + args.max_seconds
-        while time.monotonic() < deadline and not worker.stopping:
-            worker.run(timeout=min(5.0, deadline - time.monotonic()))
-    else:
-        while not worker.stopping:
-            worker.run(timeout=5.0)
+    stderr.print(f"harstream worker: {k.bootstrap_servers}, group {k.group_id}, {w.input_topic}; "
+                 f"metrics and dashboard on {server.url}")  # fmt: skip
+    run_until_stopped(worker, args.max_seconds)
     stats = worker.stats
     stderr.print(f"stopped: {stats.messages:,} messages, {stats.samples:,} samples, "
                  f"{stats.predictions:,} predictions, rejected {dict(stats.rejected)}")  # fmt: skip
     worker.close()
+    server.close()
     return 0

@@ -14,18 +14,27 @@ from __future__ import annotations
 
 import argparse
 import signal
+from dataclasses import dataclass
 
+from pipeline.commands.run import add_http_flags
 from pipeline.drift import PageHinkleyConfig
 from pipeline.gate import GateConfig
 from pipeline.labelling import JoinConfig
 from pipeline.progress import stderr
 from pipeline.settings import KafkaSection, describe, load_sections
+from pipeline.status_server import HttpConfig
 from pipeline.trainer import TrainerConfig
 from pipeline.training_buffer import BufferConfig
 
+
+@dataclass(frozen=True)
+class TrainerHttp(HttpConfig):
+    port: int = 9401
+
+
 SECTIONS = {"kafka": KafkaSection, "trainer": TrainerConfig,
             "buffer": BufferConfig, "labels": JoinConfig, "gate": GateConfig,
-            "drift": PageHinkleyConfig}  # fmt: skip
+            "drift": PageHinkleyConfig, "http": TrainerHttp}  # fmt: skip
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -45,6 +54,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--interval-s", dest="trainer.interval_s", type=float)
     p.add_argument("--margin", dest="gate.margin", type=float, help="accuracy the candidate "
                    "must gain over the champion to be promoted")  # fmt: skip
+    add_http_flags(p)
     p.add_argument("--max-seconds", type=float, default=None, help="stop after this long")
     p.set_defaults(run=run)
 
@@ -54,10 +64,11 @@ def build_trainer(sections: dict):
     from dataclasses import replace
 
     from models.registry import Registry
-    from pipeline.commands.run import kafka_config
+    from pipeline.commands.run import kafka_config, waiting_for
     from pipeline.exceptions import ConfigError
+    from pipeline.metrics import TrainerMetrics
     from pipeline.trainer import Trainer
-    from streams.admin import TopicSpec, ensure_topics
+    from streams.admin import TopicSpec, ensure_topics, until_reachable
     from streams.kafka_sink import KafkaSink
     from streams.kafka_source import KafkaSource, SourceConfig
 
@@ -68,33 +79,42 @@ def build_trainer(sections: dict):
                   gate=sections["gate"], page_hinkley=sections["drift"])  # fmt: skip
     kafka = kafka_config(k, "harstream-trainer")
     topics = [cfg.input_topic] + ([cfg.labels_topic] if cfg.labels_topic else [])
-    ensure_topics(kafka, [TopicSpec(t, k.partitions) for t in topics]
-                  + [TopicSpec(cfg.control_topic, 1)])  # fmt: skip
+    specs = [TopicSpec(t, k.partitions) for t in topics] + [TopicSpec(cfg.control_topic, 1)]
+    until_reachable(lambda: ensure_topics(kafka, specs), k.connect_timeout_s,
+                    waiting_for(k.bootstrap_servers))  # fmt: skip
     source_config = SourceConfig(
         group_id=cfg.group_id, max_poll_interval_ms=int((cfg.max_train_s + 300) * 1000)
     )
     source = KafkaSource(kafka, topics, source_config)
-    return Trainer(source, Registry(cfg.registry), cfg, control=KafkaSink(kafka))
+    return Trainer(source, Registry(cfg.registry), cfg, control=KafkaSink(kafka),
+                   metrics=TrainerMetrics())  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
-    import time
 
-    from pipeline.commands.run import overrides
+    from pipeline.commands.run import overrides, run_until_stopped
+    from pipeline.exceptions import ConfigError
+    from pipeline.probes import trainer_checks
+    from pipeline.status_server import StatusServer
 
     sections = load_sections(SECTIONS, args.config, overrides=overrides(args))
     trainer = build_trainer(sections)
+    health, ready = trainer_checks(trainer, sections["http"])
+    try:
+        server = StatusServer(sections["http"], trainer.metrics, health, ready).start()
+    except ConfigError:
+        trainer.close()
+        raise
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: trainer.stop())
     cfg = trainer.config
-    where = sections["kafka"].bootstrap_servers
+    where = f"{sections['kafka'].bootstrap_servers} {cfg.input_topic}, {cfg.labels_topic}"
     stderr.print(f"harstream trainer: {cfg.name} v{trainer.champion_version} learning from "
-                 f"{where} {cfg.input_topic}, {cfg.labels_topic}")  # fmt: skip
-    deadline = time.monotonic() + args.max_seconds if args.max_seconds else None
-    while not trainer.stopping and (deadline is None or time.monotonic() < deadline):
-        trainer.run(timeout=min(5.0, deadline - time.monotonic()) if deadline else 5.0)
+                 f"{where}; metrics on {server.url}")  # fmt: skip
+    run_until_stopped(trainer, args.max_seconds)
     stats = trainer.stats
     stderr.print(f"stopped: {stats.records:,} records, {len(trainer.buffer):,} windows buffered, "
                  f"{len(stats.retrains)} retrains, {stats.promotions} promoted")  # fmt: skip
     trainer.close()
+    server.close()
     return 0

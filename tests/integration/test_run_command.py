@@ -13,9 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from models.io import save_model
-from models.spec import ModelMeta, ModelSpec
-from models.zoo import build_model
+from corpus import stream_model_file, worker_toml
 from streams.admin import TopicSpec, ensure_topics
 from streams.datasets import SyntheticConfig, simulate
 from streams.kafka_config import KafkaConfig
@@ -32,18 +30,14 @@ def test_run_process_predicts_and_stops_cleanly_on_sigterm(kafka_bootstrap, uniq
     raw, preds = unique_topic("raw"), unique_topic("preds")
     ensure_topics(kafka, [TopicSpec(raw, 3), TopicSpec(preds, 3)])
     data = simulate(SyntheticConfig(devices=30, duration_s=4, seed=9))
-    spec = ModelSpec(setup="stream", cell="gru", hidden=8)
-    meta = ModelMeta(spec, data.channels, data.activities, 50.0, (0,) * 6, (1,) * 6, 64, 1)
-    model_path = save_model(build_model(spec, meta), meta, tmp_path / "m.keras")
+    model_path = stream_model_file(data, tmp_path / "m.keras")
     config = tmp_path / "worker.toml"
     config.write_text(
-        f'[kafka]\nbootstrap_servers = "{kafka_bootstrap}"\ngroup_id = "{unique_topic("g")}"\n'
-        f'[worker]\ninput_topic = "{raw}"\npredictions_topic = "{preds}"\nemit = "every_k"\n'
-        f'events_topic = "{unique_topic("ev")}"\ndlq_topic = "{unique_topic("dlq")}"\n'
+        worker_toml(kafka_bootstrap, unique_topic, input_topic=raw, predictions_topic=preds)
     )
     worker = subprocess.Popen(
         [sys.executable, "-m", "pipeline.cli", "run", "--config", str(config),
-         "--stream-model", str(model_path), "--every-k", "20"],
+         "--stream-model", str(model_path), "--every-k", "20", "--http-port", "0"],
         stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
     )  # fmt: skip
     try:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from corpus import dataset_slice
+from corpus import dataset_slice, scrape, status_url, worker_toml
 from models.registry import Registry
 from pipeline import demo_models
 from streams.admin import TopicSpec, ensure_topics
@@ -84,11 +84,15 @@ def test_three_promotions_during_a_full_speed_replay_lose_and_repeat_nothing(
     fleet = simulate(SyntheticConfig(devices=30, duration_s=900, orientation_jitter_deg=60,
                                      gap_prob=0.0, seed=31))  # fmt: skip
     (tmp_path / "worker.toml").write_text(
-        f'[kafka]\nbootstrap_servers = "{kafka_bootstrap}"\ngroup_id = "{unique_topic("w")}"\n'
-        f'[worker]\ninput_topic = "{raw}"\npredictions_topic = "{preds}"\nemit = "every"\n'
-        f'events_topic = "{unique_topic("ev")}"\ndlq_topic = "{unique_topic("dlq")}"\n'
-        f'[model]\nregistry = "{registry.root}"\nname = "har"\ncontrol_topic = "{control}"\n'
-        f"poll_s = 5.0\n"  # the announcements, not the polls, should trigger the swaps
+        worker_toml(
+            kafka_bootstrap,
+            unique_topic,
+            input_topic=raw,
+            predictions_topic=preds,
+            emit="every",
+            extra=f'[model]\nregistry = "{registry.root}"\nname = "har"\n'
+            f'control_topic = "{control}"\npoll_s = 5.0',  # announcements, not polls, swap
+        )
     )
     (tmp_path / "trainer.toml").write_text(
         f'[kafka]\nbootstrap_servers = "{kafka_bootstrap}"\n'
@@ -100,8 +104,12 @@ def test_three_promotions_during_a_full_speed_replay_lose_and_repeat_nothing(
         f"[gate]\nmargin = 0.0\nmin_holdout_windows = 40\n"
     )
     logs = tmp_path / "worker.log", tmp_path / "trainer.log"
-    worker = _harstream(logs[0], "run", "--config", str(tmp_path / "worker.toml"))
-    trainer = _harstream(logs[1], "trainer", "--config", str(tmp_path / "trainer.toml"))
+    worker = _harstream(
+        logs[0], "run", "--config", str(tmp_path / "worker.toml"), "--http-port", "0"
+    )
+    trainer = _harstream(
+        logs[1], "trainer", "--config", str(tmp_path / "trainer.toml"), "--http-port", "0"
+    )
     predictions = _Predictions(kafka, preds, unique_topic("r"))
     sink = KafkaSink(kafka)
     announce = ["--root", str(registry.root), "--announce", kafka_bootstrap,
@@ -121,6 +129,7 @@ def test_three_promotions_during_a_full_speed_replay_lose_and_repeat_nothing(
             predictions.read()
             served = predictions.versions()
             if step == "await training" and len(served) >= 2:  # the trainer promoted: stop it
+                trainer_metrics = scrape(status_url(logs[1].read_text()))
                 trainer.send_signal(signal.SIGTERM)
                 assert trainer.wait(timeout=90) == 0, _tails(logs)
                 plan["trained"] = f"har@{registry.get('har', 'champion').label}"
@@ -133,11 +142,15 @@ def test_three_promotions_during_a_full_speed_replay_lose_and_repeat_nothing(
                 _cli("registry", "promote", "har", plan["trained"].split("@")[1], *announce)
                 seen, step = len(served), "await promotion"  # ... and forward again
             elif step == "await promotion" and len(served) > seen:
+                _cli("registry", "promote", "har", "v0001", *announce)  # the third promotion
+                seen, step = len(served), "await third"
+            elif step == "await third" and len(served) > seen and served[-1] == "har@v0001":
                 step = "done"
         while len(predictions.samples) < sent:  # the worker catches up with the last burst
             assert time.monotonic() < deadline
             predictions.read(0.5)
         predictions.read(1.0)
+        worker_metrics = scrape(status_url(logs[0].read_text()))
     finally:
         sink.close()
         predictions.source.close()
@@ -149,7 +162,8 @@ def test_three_promotions_during_a_full_speed_replay_lose_and_repeat_nothing(
     assert worker.returncode == 0 and trainer.returncode == 0, _tails(logs)
     served = predictions.versions()
     assert served[0] == "har@v0001" and plan["trained"] != "har@v0001"
-    assert served[-2:] == [plan["rolled_back"], plan["trained"]] and len(served) >= 4, served
+    assert served[-3:] == [plan["rolled_back"], plan["trained"], "har@v0001"], served
+    assert len(served) >= 5, served  # promoted, rolled back, promoted, promoted
     trained = registry.get("har", plan["trained"].split("@")[1])
     assert trained.lineage["parent"] is not None and trained.metrics["gate"]["promote"]
     # every sample sent was predicted exactly once, by one version per batch
@@ -157,3 +171,10 @@ def test_three_promotions_during_a_full_speed_replay_lose_and_repeat_nothing(
     assert set(predictions.samples) == expected
     assert all(len(v) == 1 for v in predictions.samples.values())
     assert all(len(v) == 1 for v in predictions.batches.values())
+    # what their /metrics said agrees
+    assert trainer_metrics["harstream_trainer_promotions_total"] >= 1
+    runs = [v for k, v in trainer_metrics.items() if k.startswith("harstream_trainer_runs_total")]
+    assert sum(runs) >= trainer_metrics["harstream_trainer_promotions_total"]
+    assert worker_metrics["harstream_swaps_total"] == len(served) - 1
+    assert worker_metrics[f'harstream_model_info{{slot="stream",version="{served[-1]}"}}'] == 1
+    assert worker_metrics["harstream_samples_total"] == len(expected)

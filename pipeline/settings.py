@@ -39,6 +39,8 @@ class KafkaSection:
     """partitions of the input topic when the worker creates it"""
     connect_timeout_s: float = 120.0
     """how long a starting worker or trainer retries an unreachable cluster before it gives up"""
+    session_timeout_ms: int = 10_000
+    """how long the group waits for a silent member (a killed worker) before it rebalances"""
 
 
 @dataclass(frozen=True)

@@ -91,7 +91,7 @@ def build_worker(settings: Settings):
     from streams.admin import TopicSpec, compacted, ensure_topics, partition_count, until_reachable
     from streams.codecs import CodecConfig
     from streams.kafka_sink import KafkaSink
-    from streams.kafka_source import KafkaSource, SourceConfig
+    from streams.kafka_source import KafkaSource
     from streams.kafka_table import KafkaTable
 
     k, w, m, c = settings.kafka, settings.worker, settings.model, settings.checkpoint
@@ -126,7 +126,7 @@ def build_worker(settings: Settings):
         sequencer=SequencerConfig(late=w.late, hold_s=w.hold_s),
     )  # fmt: skip
     listener = _Rebalance()
-    source = KafkaSource(kafka, [w.input_topic], SourceConfig(group_id=k.group_id), listener)
+    source = KafkaSource(kafka, [w.input_topic], group_config(k, k.group_id), listener)
     swaps = []
     if m.registry and m.follow and not m.stream_model and m.ref == "champion":
         control = KafkaSource(kafka, [m.control_topic], control_source_config(k.group_id))
@@ -160,6 +160,16 @@ def control_source_config(group_id: str):
 
     own = f"{group_id}-control-{socket.gethostname()}-{os.getpid()}"
     return SourceConfig(group_id=own, auto_offset_reset="latest")
+
+
+def group_config(k, group_id: str, **more):
+    """The :class:`~streams.kafka_source.SourceConfig` of a consumer group member under the
+    ``[kafka]`` section ``k`` (its session timeout, heartbeats at a third of it)."""
+    from streams.kafka_source import SourceConfig
+
+    timeout = k.session_timeout_ms
+    return SourceConfig(group_id=group_id, session_timeout_ms=timeout,
+                        heartbeat_interval_ms=max(1, timeout // 3), **more)  # fmt: skip
 
 
 def waiting_for(bootstrap: str):

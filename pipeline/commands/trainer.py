@@ -64,13 +64,13 @@ def build_trainer(sections: dict):
     from dataclasses import replace
 
     from models.registry import Registry
-    from pipeline.commands.run import kafka_config, waiting_for
+    from pipeline.commands.run import group_config, kafka_config, waiting_for
     from pipeline.exceptions import ConfigError
     from pipeline.metrics import TrainerMetrics
     from pipeline.trainer import Trainer
     from streams.admin import TopicSpec, ensure_topics, until_reachable
     from streams.kafka_sink import KafkaSink
-    from streams.kafka_source import KafkaSource, SourceConfig
+    from streams.kafka_source import KafkaSource
 
     k, cfg = sections["kafka"], sections["trainer"]
     if not cfg.registry:
@@ -82,8 +82,8 @@ def build_trainer(sections: dict):
     specs = [TopicSpec(t, k.partitions) for t in topics] + [TopicSpec(cfg.control_topic, 1)]
     until_reachable(lambda: ensure_topics(kafka, specs), k.connect_timeout_s,
                     waiting_for(k.bootstrap_servers))  # fmt: skip
-    source_config = SourceConfig(
-        group_id=cfg.group_id, max_poll_interval_ms=int((cfg.max_train_s + 300) * 1000)
+    source_config = group_config(
+        k, cfg.group_id, max_poll_interval_ms=int((cfg.max_train_s + 300) * 1000)
     )
     source = KafkaSource(kafka, topics, source_config)
     return Trainer(source, Registry(cfg.registry), cfg, control=KafkaSink(kafka),

@@ -47,3 +47,15 @@ def test_missing_file_and_description():
         load_settings("/nonexistent.toml", {})
     text = describe()
     assert "HARSTREAM_KAFKA_BOOTSTRAP_SERVERS" in text and "[model]" in text
+
+
+def test_kafka_group_settings_reach_the_consumer_config(tmp_path):
+    from pipeline.commands.run import group_config
+
+    path = tmp_path / "worker.toml"
+    path.write_text("[kafka]\nsession_timeout_ms = 6000\nconnect_timeout_s = 5\n")
+    k = load_settings(path, {}).kafka
+    source = group_config(k, "g", max_poll_interval_ms=60_000)
+    assert (source.group_id, source.session_timeout_ms) == ("g", 6000)
+    assert source.heartbeat_interval_ms == 2000 and source.max_poll_interval_ms == 60_000
+    assert k.connect_timeout_s == 5.0

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import keras
 import numpy as np
 
+from models.augment import axis_groups, rotated
 from models.exceptions import ModelsError
 from models.spec import ModelMeta, ModelSpec
 from models.windowing import balanced_class_weights, fit_normalisation
@@ -58,6 +59,10 @@ class TrainConfig:
     l2_sp: float = 0.0
     """fine-tuning: weight of an L2 penalty on the distance from the starting weights (L2-SP),
     so that the model forgets less of what it learnt from its earlier users"""
+    rotate_deg: float = 0.0
+    """window models: also train on a copy of every training window with its x/y/z sensors
+    turned by a random rotation of up to this many degrees (phones worn at other angles;
+    0 = no augmentation)"""
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.lanes < 1:
@@ -68,6 +73,8 @@ class TrainConfig:
             raise ModelsError("validation_users must be in [0, 1)")
         if self.tune not in ("all", "head") or self.l2_sp < 0.0:
             raise ModelsError("tune must be all or head, and l2_sp >= 0")
+        if not 0.0 <= self.rotate_deg <= 180.0:
+            raise ModelsError("rotate_deg must be in [0, 180]")
 
 
 @dataclass
@@ -198,8 +205,12 @@ def train_window_model(
     model = _initial(spec, meta, start)
     if start is not None:
         _anchor(model, cfg)
-    _compile(model, cfg, spec, steps=-(-int((~is_val).sum()) // cfg.batch_size))
-    weights = balanced_class_weights(y[~is_val], len(classes)) if cfg.class_weights else None
+    X_fit, y_fit = X[~is_val], y[~is_val]
+    if cfg.rotate_deg:
+        turned = rotated(X_fit, axis_groups(channels), cfg.rotate_deg, cfg.seed)
+        X_fit, y_fit = np.concatenate([X_fit, turned]), np.concatenate([y_fit, y_fit])
+    _compile(model, cfg, spec, steps=-(-len(X_fit) // cfg.batch_size))
+    weights = balanced_class_weights(y_fit, len(classes)) if cfg.class_weights else None
     started = time.perf_counter()
     callbacks: list[keras.callbacks.Callback] = [_Budget(cfg.max_seconds, started)]
     if on_epoch is not None:
@@ -211,8 +222,8 @@ def train_window_model(
     if is_val.any():
         callbacks.insert(0, _BestAccuracy(X[is_val], y[is_val], cfg.patience))
     history = model.fit(
-        X[~is_val],
-        y[~is_val],
+        X_fit,
+        y_fit,
         batch_size=cfg.batch_size,
         epochs=cfg.epochs,
         class_weight=dict(enumerate(weights.tolist())) if weights is not None else None,

@@ -5,7 +5,9 @@ clip the gradient norm (exploding gradients), hold out whole users for early sto
 the seeds. Stream models are trained on chunks of ``tbptt_steps`` samples with the hidden state
 carried from chunk to chunk for ``chunks_per_lane`` chunks (random start offsets every epoch), so
 that the state they learn to use is one that keeps running, as it does in a worker for hours.
-Unlabelled samples (label -1) are masked out of every loss and metric.
+Unlabelled samples (label -1) are masked out of every loss and metric. Window models may also
+train on copies of their windows turned by random rotations (``rotate_deg``,
+:mod:`models.augment`), so that they learn activities rather than how a phone was worn.
 """
 
 from __future__ import annotations

@@ -37,6 +37,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--validation-users", type=float, default=0.2,
                    help="fraction of training users held out for early stopping")  # fmt: skip
     t.add_argument("--max-minutes", type=float, default=None, help="training time budget")
+    t.add_argument("--rotate-deg", type=float, default=0.0,
+                   help="window: also train on windows turned by random rotations up to this "
+                   "many degrees (phones worn at other angles; 0 = off)")  # fmt: skip
     t.add_argument("--tbptt-steps", type=int, default=128, help="stream: steps per BPTT chunk")
     t.add_argument("--chunks-per-lane", type=int, default=16,
                    help="stream: chunks the state is carried over (1 = fixed windows)")  # fmt: skip
@@ -71,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         class_weights=not args.no_class_weights, validation_users=args.validation_users,
         seed=args.seed, max_seconds=args.max_minutes * 60 if args.max_minutes else None,
         tbptt_steps=args.tbptt_steps, chunks_per_lane=args.chunks_per_lane, lanes=args.lanes,
+        rotate_deg=args.rotate_deg,
     )  # fmt: skip
     data = dataset_from_args(args)
     test_users = [int(u) for u in args.test_users.split(",")] if args.test_users else None

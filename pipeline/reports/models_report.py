@@ -46,10 +46,6 @@ HAR_MODELS: dict[str, ModelSpec] = {
     "MLP (no memory)": ModelSpec(architecture="mlp", layers=2, hidden=256, dropout=0.3),
     "1-D CNN (no memory)": ModelSpec(architecture="cnn", layers=3, hidden=64, dropout=0.3),
 }
-ROTATE_DEG = 20.0
-"""every HAR model also trains on its windows turned by a random rotation of up to this much"""
-UNROTATED = "LSTM, no rotation"
-"""the same LSTM trained without the rotated copies, to show what they buy"""
 ANCHORS = "Published anchors on the same split: 2-layer LSTM 91.7 %, CNN about 94.8 %, SVM on 561 hand-made features about 96 %"  # noqa: E501
 
 
@@ -84,26 +80,22 @@ def har_section(budget: Budget, out: Path, saved: Path) -> tuple[list[dict], dic
         X, y, g = X[::20], y[::20], g[::20]
         X_test, y_test = X_test[::10], y_test[::10]
     rows, models = [], {}
-    runs = [(label, spec, ROTATE_DEG) for label, spec in HAR_MODELS.items()]
-    runs.append((UNROTATED, HAR_MODELS["LSTM"], 0.0))
-    for label, spec, rotate_deg in runs:
+    for label, spec in HAR_MODELS.items():
         stderr.print(f"[bold]HAR[/bold] {label} ({spec.name}) on {len(X):,} windows")
         result = train_window_model(
             spec, X, y, g, channels=har.channels, classes=har.activities, rate_hz=50.0,
-            stride=64, config=_config(budget, rotate_deg=rotate_deg),
+            stride=64, config=_config(budget),
             on_epoch=lambda e, n, logs: stderr.print(f"  epoch {e}/{n} {logs}"),
             provenance={"dataset": "uci_har", "report": COMMAND},
         )  # fmt: skip
         probs = result.model.predict(X_test, batch_size=512, verbose=0)
         ev = evaluate(y_test, probs.argmax(-1), har.activities)
-        name = f"har-{spec.name}" + ("" if rotate_deg else "-unrotated")
-        plot_confusion(ev, out / f"{name}.png", f"UCI HAR test users: {label}")
-        save_model(result.model, result.meta, saved / f"{name}.keras")
+        plot_confusion(ev, out / f"har-{spec.name}.png", f"UCI HAR test users: {label}")
+        save_model(result.model, result.meta, saved / f"har-{spec.name}.keras")
         rows.append(
             {
                 "model": label,
                 "spec": spec.name,
-                "file": name,
                 "params": result.model.count_params(),
                 "accuracy": ev.accuracy,
                 "macro_f1": ev.macro_f1,
@@ -216,10 +208,7 @@ def write_markdown(path: Path, har_rows, hapt_rows, curves, started: float, quic
         "Trained on windows of 128 samples taken every 16 samples from the stitched training "
         "streams (21 users; 20 % of them held out for early stopping), scored on the 2,947 "
         "official test windows (9 other users). Class weights, Adam with `clipnorm=1.0`, "
-        f"dropout 0.3, at most 40 epochs and 14 minutes each. Every model also trains on a copy "
-        f"of each training window with its three sensors turned by one random rotation of up "
-        f"to {ROTATE_DEG:g}° about a random axis, as a phone worn at another angle would record "
-        f"it (`TrainConfig.rotate_deg`); the last row is the LSTM without that copy. {ANCHORS}.",
+        f"dropout 0.3, at most 40 epochs and 14 minutes each. {ANCHORS}.",
         "",
         "| model | spec | parameters | test accuracy | macro-F1 | epochs | training (min) |",
         "|---|---|---:|---:|---:|---:|---:|",
@@ -241,7 +230,7 @@ def write_markdown(path: Path, har_rows, hapt_rows, curves, started: float, quic
             + ", ".join(f"{k} {_pct(v)}" for k, v in recurrent.items())
             + ").",
         ]
-    lines += ["", f"![confusion]({rel}/{best['file']}.png)", ""]
+    lines += ["", f"![confusion]({rel}/har-{best['spec']}.png)", ""]
     lines += [
         "## 2. UCI HAPT, many-to-many over whole recordings (official user split, 12 classes)",
         "",

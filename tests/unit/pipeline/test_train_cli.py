@@ -17,7 +17,7 @@ def test_train_window_model_register_and_evaluate(tmp_path, capsys):
     model = tmp_path / "m.keras"
     code = main(
         ["train", *FLEET, "--cell", "gru", "--hidden", "8", "--epochs", "2", "--window", "32",
-         "--stride", "16", "--test-users", "1,2", "--out", str(model),
+         "--stride", "16", "--rotate-deg", "15", "--test-users", "1,2", "--out", str(model),
          "--registry", str(tmp_path / "reg"), "--promote"]
     )  # fmt: skip
     assert code == 0 and model.is_file()

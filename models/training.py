@@ -369,6 +369,8 @@ def train_stream_model(
     cfg = config or TrainConfig()
     if spec.setup != "stream":
         raise ModelsError("train_stream_model trains stream (many-to-many) models")
+    if cfg.rotate_deg:
+        raise ModelsError("rotate_deg augments window models; stream models train without it")
     keras.utils.set_random_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     train_users, val_users = split_users(users, cfg.validation_users, cfg.seed)

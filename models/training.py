@@ -62,9 +62,9 @@ class TrainConfig:
     """fine-tuning: weight of an L2 penalty on the distance from the starting weights (L2-SP),
     so that the model forgets less of what it learnt from its earlier users"""
     rotate_deg: float = 0.0
-    """window models: also train on a copy of every training window with its x/y/z sensors
-    turned by a random rotation of up to this many degrees (phones worn at other angles;
-    0 = no augmentation)"""
+    """window models: add a copy of every window, the validation users' too, with its x/y/z
+    sensors turned by one random rotation of up to this many degrees (phones worn at other
+    angles; 0 = no augmentation)"""
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.lanes < 1:
@@ -199,6 +199,11 @@ def train_window_model(
         raise ModelsError("train_window_model trains window (many-to-one) models")
     keep = y >= 0
     X, y, users = X[keep], y[keep].astype(np.int32), np.asarray(users)[keep]
+    if cfg.rotate_deg:
+        # the held-out users' windows are turned too: early stopping then keeps the epoch
+        # that copes best with phones worn at other angles
+        X = np.concatenate([X, rotated(X, axis_groups(channels), cfg.rotate_deg, cfg.seed)])
+        y, users = np.tile(y, 2), np.tile(users, 2)
     keras.utils.set_random_seed(cfg.seed)
     train_users, val_users = split_users(users, cfg.validation_users, cfg.seed)
     is_val = np.isin(users, val_users)
@@ -208,9 +213,6 @@ def train_window_model(
     if start is not None:
         _anchor(model, cfg)
     X_fit, y_fit = X[~is_val], y[~is_val]
-    if cfg.rotate_deg:
-        turned = rotated(X_fit, axis_groups(channels), cfg.rotate_deg, cfg.seed)
-        X_fit, y_fit = np.concatenate([X_fit, turned]), np.concatenate([y_fit, y_fit])
     _compile(model, cfg, spec, steps=-(-len(X_fit) // cfg.batch_size))
     weights = balanced_class_weights(y_fit, len(classes)) if cfg.class_weights else None
     started = time.perf_counter()

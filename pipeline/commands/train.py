@@ -38,8 +38,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="fraction of training users held out for early stopping")  # fmt: skip
     t.add_argument("--max-minutes", type=float, default=None, help="training time budget")
     t.add_argument("--rotate-deg", type=float, default=0.0,
-                   help="window models: also train on windows turned by random rotations up "
-                   "to this many degrees (phones worn at other angles; 0 = off)")  # fmt: skip
+                   help="window models: add copies of the windows turned by random rotations "
+                   "of up to this many degrees, to train and validate on (0 = off)")  # fmt: skip
     t.add_argument("--tbptt-steps", type=int, default=128, help="stream: steps per BPTT chunk")
     t.add_argument("--chunks-per-lane", type=int, default=16,
                    help="stream: chunks the state is carried over (1 = fixed windows)")  # fmt: skip

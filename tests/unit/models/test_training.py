@@ -155,3 +155,25 @@ def test_bad_configs_and_setups():
             ModelSpec(setup="stream", hidden=4), recs, users, channels=CHANNELS,
             classes=CLASSES, rate_hz=50, config=TrainConfig(epochs=1, tbptt_steps=64),
         )  # fmt: skip
+
+
+def test_rotation_copies_every_labelled_window_held_out_users_too(monkeypatch):
+    import models.training as training
+
+    seen, original = [], training.rotated
+
+    def spy(X, groups, max_deg, seed):
+        seen.append((len(X), tuple(groups), max_deg, seed))
+        return original(X, groups, max_deg, seed)
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 10, 3)).astype(np.float32)
+    y, users = np.tile([0, 1, -1, 1], 10), np.repeat(np.arange(1, 11), 4)
+    monkeypatch.setattr(training, "rotated", spy)
+    result = train_window_model(
+        ModelSpec(cell="lstm", hidden=4), X, y, users, channels=("acc_x", "acc_y", "acc_z"),
+        classes=CLASSES, rate_hz=50, stride=10,
+        config=TrainConfig(epochs=1, rotate_deg=15.0, validation_users=0.2, seed=3),
+    )  # fmt: skip
+    assert result.validation_users  # some users held out, and their windows were turned too
+    assert seen == [(30, ((0, 1, 2),), 15.0, 3)]  # the 30 labelled windows of all 10 users

@@ -18,11 +18,12 @@ def test_quick_report_writes_tables_and_plots(tmp_path):
     assert "--quick run" in text
     for heading in ("UCI HAR, many-to-one", "UCI HAPT, many-to-many", "Vanishing gradients"):
         assert heading in text
-    for model in ("LSTM", "GRU", "SimpleRNN", "BiLSTM", "MLP", "1-D CNN"):
+    for model in ("LSTM", "GRU", "SimpleRNN", "BiLSTM", "MLP", "1-D CNN", "LSTM, no rotation"):
         assert f"| {model}" in text
     img = out.parent / "img"
     assert (img / "vanishing-gradients.png").is_file() and (img / "hapt-tbptt.png").is_file()
     report = json.loads((img / "report.json").read_text())
-    assert len(report["har"]) == 6 and len(report["hapt"]) == 2
+    assert len(report["har"]) == 7 and len(report["hapt"]) == 2
     assert all(len(r["thirds"]) == 3 for r in report["hapt"])
-    assert len(list((tmp_path / "models").glob("*.keras"))) == 8
+    assert (img / "har-window-lstm-2x64-unrotated.png").is_file()
+    assert len(list((tmp_path / "models").glob("*.keras"))) == 9

@@ -244,7 +244,7 @@ def write_markdown(path: Path, har_rows, hapt_rows, curves, started: float, quic
             "Target (LSTM and GRU at 95 % or more): "
             + ("reached" if met else "**not reached** in this run")
             + " ("
-            + ", ".join(f"{k} {_pct(v)}" for k, v in recurrent.items())
+            + ", ".join(f"{k} {100 * v:.2f} %" for k, v in recurrent.items())  # a near miss shows
             + ").",
         ]
     lines += ["", f"![confusion]({rel}/{best['file']}.png)", ""]

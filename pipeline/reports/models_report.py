@@ -47,7 +47,7 @@ HAR_MODELS: dict[str, ModelSpec] = {
     "1-D CNN (no memory)": ModelSpec(architecture="cnn", layers=3, hidden=64, dropout=0.3),
 }
 ROTATE_DEG = 20.0
-"""every HAR model also trains on its windows turned by a random rotation of up to this much"""
+"""every HAR model also trains and validates on copies of its windows turned by up to this"""
 UNROTATED = "LSTM, no rotation"
 """the same LSTM trained without the rotated copies, to show what they buy"""
 ANCHORS = "Published anchors on the same split: 2-layer LSTM 91.7 %, CNN about 94.8 %, SVM on 561 hand-made features about 96 %"  # noqa: E501

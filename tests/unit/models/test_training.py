@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 
+from models.augment import rotated
 from models.exceptions import ModelsError
 from models.spec import ModelSpec
 from models.training import (
@@ -158,18 +159,16 @@ def test_bad_configs_and_setups():
 
 
 def test_rotation_copies_every_labelled_window_held_out_users_too(monkeypatch):
-    import models.training as training
-
-    seen, original = [], training.rotated
+    seen = []
 
     def spy(X, groups, max_deg, seed):
         seen.append((len(X), tuple(groups), max_deg, seed))
-        return original(X, groups, max_deg, seed)
+        return rotated(X, groups, max_deg, seed)
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(40, 10, 3)).astype(np.float32)
     y, users = np.tile([0, 1, -1, 1], 10), np.repeat(np.arange(1, 11), 4)
-    monkeypatch.setattr(training, "rotated", spy)
+    monkeypatch.setattr("models.training.rotated", spy)
     result = train_window_model(
         ModelSpec(cell="lstm", hidden=4), X, y, users, channels=("acc_x", "acc_y", "acc_z"),
         classes=CLASSES, rate_hz=50, stride=10,

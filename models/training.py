@@ -207,12 +207,12 @@ def train_window_model(
     keras.utils.set_random_seed(cfg.seed)
     train_users, val_users = split_users(users, cfg.validation_users, cfg.seed)
     is_val = np.isin(users, val_users)
-    mean, std = _normalisation(start, X[~is_val])
+    X_fit, y_fit = X[~is_val], y[~is_val]
+    mean, std = _normalisation(start, X_fit)
     meta = _meta(spec, channels, classes, rate_hz, mean, std, X.shape[1], stride, provenance)
     model = _initial(spec, meta, start)
     if start is not None:
         _anchor(model, cfg)
-    X_fit, y_fit = X[~is_val], y[~is_val]
     _compile(model, cfg, spec, steps=-(-len(X_fit) // cfg.batch_size))
     weights = balanced_class_weights(y_fit, len(classes)) if cfg.class_weights else None
     started = time.perf_counter()

@@ -41,11 +41,3 @@ def test_rotated_turns_each_sensor_rigidly_and_leaves_other_channels():
 def test_rotation_needs_axes():
     with pytest.raises(ModelsError, match="x/y/z"):
         rotated(np.zeros((2, 4, 2), np.float32), axis_groups(["a", "b"]), 10.0, seed=0)
-
-
-def test_rotation_is_a_training_option_within_half_a_turn():
-    from models.training import TrainConfig
-
-    assert TrainConfig(rotate_deg=20.0).rotate_deg == 20.0
-    with pytest.raises(ModelsError, match="rotate_deg"):
-        TrainConfig(rotate_deg=200.0)

@@ -176,3 +176,9 @@ def test_rotation_copies_every_labelled_window_held_out_users_too(monkeypatch):
     )  # fmt: skip
     assert result.validation_users  # some users held out, and their windows were turned too
     assert seen == [(30, ((0, 1, 2),), 15.0, 3)]  # the 30 labelled windows of all 10 users
+
+
+def test_rotation_is_a_training_option_within_half_a_turn():
+    assert TrainConfig(rotate_deg=20.0).rotate_deg == 20.0
+    with pytest.raises(ModelsError, match="rotate_deg"):
+        TrainConfig(rotate_deg=200.0)

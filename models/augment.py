@@ -49,10 +49,16 @@ def rotated(
 ) -> np.ndarray:
     """A copy of windows ``X`` ``(N, T, C)``: each window's axis ``groups`` turned by one random
     rotation of at most ``max_deg`` degrees (the same for every group: one phone, one angle)."""
+    return turned(X, groups, random_rotations(len(X), max_deg, np.random.default_rng(seed)))
+
+
+def turned(X: np.ndarray, groups: Sequence[tuple[int, int, int]], turns: np.ndarray) -> np.ndarray:
+    """A copy of windows ``X`` ``(N, T, C)`` with the axis ``groups`` of window ``i`` turned by
+    rotation matrix ``turns[i]``."""
     if not groups:
         raise ModelsError("rotation needs x/y/z channels (names ending in x, y and z)")
     out = X.copy()
-    turns = random_rotations(len(X), max_deg, np.random.default_rng(seed)).astype(X.dtype)
+    turns = turns.astype(X.dtype)
     for group in groups:
         idx = list(group)
         out[:, :, idx] = np.einsum("ntc,nrc->ntr", X[:, :, idx], turns)

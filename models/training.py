@@ -6,8 +6,9 @@ the seeds. Stream models are trained on chunks of ``tbptt_steps`` samples with t
 carried from chunk to chunk for ``chunks_per_lane`` chunks (random start offsets every epoch), so
 that the state they learn to use is one that keeps running, as it does in a worker for hours.
 Unlabelled samples (label -1) are masked out of every loss and metric. Window models may also
-train on copies of their windows turned by random rotations (``rotate_deg``,
-:mod:`models.augment`), so that they learn activities rather than how a phone was worn.
+train on copies of their windows turned by random rotations, drawn afresh every epoch
+(``rotate_deg``, :mod:`models.augment`), so that they learn activities rather than how a phone
+was worn.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any, Literal
 import keras
 import numpy as np
 
-from models.augment import axis_groups, rotated
+from models.augment import axis_groups, random_rotations, rotated, turned
 from models.exceptions import ModelsError
 from models.spec import ModelMeta, ModelSpec
 from models.windowing import balanced_class_weights, fit_normalisation
@@ -62,9 +63,9 @@ class TrainConfig:
     """fine-tuning: weight of an L2 penalty on the distance from the starting weights (L2-SP),
     so that the model forgets less of what it learnt from its earlier users"""
     rotate_deg: float = 0.0
-    """window models: add a copy of every window, the validation users' too, with its x/y/z
-    sensors turned by one random rotation of up to this many degrees (phones worn at other
-    angles; 0 = no augmentation)"""
+    """window models: every epoch also trains on a copy of each window with its x/y/z sensors
+    turned by a fresh random rotation of up to this many degrees (phones worn at other angles),
+    and validates on the held-out users' windows plus one turned copy of each (0 = off)"""
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.lanes < 1:
@@ -199,22 +200,29 @@ def train_window_model(
         raise ModelsError("train_window_model trains window (many-to-one) models")
     keep = y >= 0
     X, y, users = X[keep], y[keep].astype(np.int32), np.asarray(users)[keep]
-    if cfg.rotate_deg:
-        # the held-out users' windows are turned too: early stopping then keeps the epoch
-        # that copes best with phones worn at other angles
-        X = np.concatenate([X, rotated(X, axis_groups(channels), cfg.rotate_deg, cfg.seed)])
-        y, users = np.tile(y, 2), np.tile(users, 2)
     keras.utils.set_random_seed(cfg.seed)
     train_users, val_users = split_users(users, cfg.validation_users, cfg.seed)
     is_val = np.isin(users, val_users)
     X_fit, y_fit = X[~is_val], y[~is_val]
+    X_val, y_val = X[is_val], y[is_val]
+    groups = axis_groups(channels) if cfg.rotate_deg else []
+    if cfg.rotate_deg:
+        # the held-out users' windows are turned too (once, seeded): early stopping then keeps
+        # the epoch that copes best with phones worn at other angles
+        X_val = np.concatenate([X_val, rotated(X_val, groups, cfg.rotate_deg, cfg.seed)])
+        y_val = np.tile(y_val, 2)
     mean, std = _normalisation(start, X_fit)
     meta = _meta(spec, channels, classes, rate_hz, mean, std, X.shape[1], stride, provenance)
     model = _initial(spec, meta, start)
     if start is not None:
         _anchor(model, cfg)
-    _compile(model, cfg, spec, steps=-(-len(X_fit) // cfg.batch_size))
-    weights = balanced_class_weights(y_fit, len(classes)) if cfg.class_weights else None
+    weights = (
+        balanced_class_weights(y_fit, len(classes))
+        if cfg.class_weights
+        else np.ones(len(classes), np.float32)
+    )
+    batches = _WindowBatches(X_fit, y_fit, weights, cfg, groups)
+    _compile(model, cfg, spec, steps=len(batches))
     started = time.perf_counter()
     callbacks: list[keras.callbacks.Callback] = [_Budget(cfg.max_seconds, started)]
     if on_epoch is not None:
@@ -223,18 +231,9 @@ def train_window_model(
                 on_epoch_end=lambda e, logs: on_epoch(e + 1, cfg.epochs, dict(logs or {}))
             )
         )
-    if is_val.any():
-        callbacks.insert(0, _BestAccuracy(X[is_val], y[is_val], cfg.patience))
-    history = model.fit(
-        X_fit,
-        y_fit,
-        batch_size=cfg.batch_size,
-        epochs=cfg.epochs,
-        class_weight=dict(enumerate(weights.tolist())) if weights is not None else None,
-        callbacks=callbacks,
-        shuffle=True,
-        verbose=0,
-    )
+    if len(X_val):
+        callbacks.insert(0, _BestAccuracy(X_val, y_val, cfg.patience))
+    history = model.fit(batches, epochs=cfg.epochs, callbacks=callbacks, shuffle=False, verbose=0)
     for layer in model.layers:  # saved unfrozen: the next fine-tune chooses for itself
         layer.trainable = True
     return TrainResult(
@@ -245,6 +244,36 @@ def train_window_model(
         train_users,
         val_users,
     )
+
+
+class _WindowBatches(keras.utils.PyDataset):
+    """Shuffled training batches ``(X, y, class weight)``; with ``groups`` to turn, every epoch
+    also holds a copy of each window turned by a fresh random rotation (``rotate_deg``)."""
+
+    def __init__(self, X, y, class_weight, cfg: TrainConfig, groups) -> None:
+        super().__init__()
+        self.X, self.y, self.w = X, y, class_weight[y].astype(np.float32)
+        self.batch_size, self.groups, self.max_deg = cfg.batch_size, groups, cfg.rotate_deg
+        self.rng = np.random.default_rng(cfg.seed)
+        self.size = len(X) * (2 if groups else 1)
+        self.on_epoch_end()  # draws the first epoch
+
+    def __len__(self) -> int:
+        return -(-self.size // self.batch_size)
+
+    def on_epoch_end(self) -> None:
+        self.order = self.rng.permutation(self.size)
+        if self.groups:
+            self.turns = random_rotations(len(self.X), self.max_deg, self.rng)
+
+    def __getitem__(self, i: int):
+        pick = self.order[i * self.batch_size : (i + 1) * self.batch_size]
+        source = pick % len(self.X)
+        X = self.X[source]
+        copies = pick >= len(self.X)
+        if copies.any():
+            X[copies] = turned(X[copies], self.groups, self.turns[source[copies]])
+        return X, self.y[source], self.w[source]
 
 
 class _Budget(keras.callbacks.Callback):

@@ -38,8 +38,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="fraction of training users held out for early stopping")  # fmt: skip
     t.add_argument("--max-minutes", type=float, default=None, help="training time budget")
     t.add_argument("--rotate-deg", type=float, default=0.0,
-                   help="window models: add copies of the windows turned by random rotations "
-                   "of up to this many degrees, to train and validate on (0 = off)")  # fmt: skip
+                   help="window models: every epoch also trains on a copy of each window "
+                   "turned by a fresh random rotation of up to this many degrees; held-out "
+                   "users are validated with one turned copy too (0 = off)")  # fmt: skip
     t.add_argument("--tbptt-steps", type=int, default=128, help="stream: steps per BPTT chunk")
     t.add_argument("--chunks-per-lane", type=int, default=16,
                    help="stream: chunks the state is carried over (1 = fixed windows)")  # fmt: skip

@@ -11,6 +11,7 @@ from models.exceptions import ModelsError
 from models.spec import ModelSpec
 from models.training import (
     TrainConfig,
+    _WindowBatches,
     masked_accuracy,
     masked_targets,
     predict_streams,
@@ -158,7 +159,7 @@ def test_bad_configs_and_setups():
         )  # fmt: skip
 
 
-def test_rotation_copies_every_labelled_window_held_out_users_too(monkeypatch):
+def test_held_out_users_windows_are_turned_once_too(monkeypatch):
     seen = []
 
     def spy(X, groups, max_deg, seed):
@@ -174,8 +175,39 @@ def test_rotation_copies_every_labelled_window_held_out_users_too(monkeypatch):
         classes=CLASSES, rate_hz=50, stride=10,
         config=TrainConfig(epochs=1, rotate_deg=15.0, validation_users=0.2, seed=3),
     )  # fmt: skip
-    assert result.validation_users  # some users held out, and their windows were turned too
-    assert seen == [(30, ((0, 1, 2),), 15.0, 3)]  # the 30 labelled windows of all 10 users
+    assert len(result.validation_users) == 2  # their 2 x 3 labelled windows, turned once
+    assert seen == [(6, ((0, 1, 2),), 15.0, 3)]
+
+
+def test_every_epoch_turns_a_fresh_copy_of_every_training_window():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(10, 5, 3)).astype(np.float32)
+    y = np.arange(10) % 2
+    cfg = TrainConfig(batch_size=4, rotate_deg=30.0, seed=1)
+    batches = _WindowBatches(X, y, np.array([1.0, 3.0], np.float32), cfg, [(0, 1, 2)])
+
+    def epoch():
+        parts = [batches[i] for i in range(len(batches))]
+        batches.on_epoch_end()
+        return [np.concatenate(k) for k in zip(*parts, strict=True)]
+
+    (X1, y1, w1), (X2, _, _) = epoch(), epoch()
+    assert len(batches) == 5 and len(X1) == 20
+    np.testing.assert_array_equal(w1, np.where(y1 == 1, 3.0, 1.0))  # class weights ride along
+
+    def split(Xe):  # each original once, and a turned copy of each: same norms, other values
+        same = [int(np.flatnonzero((Xe == x).all(axis=(1, 2)))[0]) for x in X]
+        turned = np.delete(Xe, same, axis=0)
+        order = np.argsort(np.linalg.norm(turned, axis=(1, 2)))
+        return turned[order]
+
+    c1, c2 = split(X1), split(X2)
+    by_norm = X[np.argsort(np.linalg.norm(X, axis=(1, 2)))]
+    np.testing.assert_allclose(
+        np.linalg.norm(c1, axis=2), np.linalg.norm(by_norm, axis=2), rtol=1e-5
+    )
+    assert not np.allclose(c1, by_norm, atol=1e-3)
+    assert not np.allclose(c1, c2, atol=1e-3)  # new draws every epoch
 
 
 def test_rotation_is_a_training_option_within_half_a_turn():

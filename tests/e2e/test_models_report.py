@@ -24,6 +24,8 @@ def test_quick_report_writes_tables_and_plots(tmp_path):
     assert (img / "vanishing-gradients.png").is_file() and (img / "hapt-tbptt.png").is_file()
     report = json.loads((img / "report.json").read_text())
     assert len(report["har"]) == 7 and len(report["hapt"]) == 2
-    assert all(len(r["thirds"]) == 3 for r in report["hapt"])
+    assert all(len(r["thirds"]) == 3 and len(r["long_thirds"]) == 3 for r in report["hapt"])
+    assert {r["variant"] for r in report["hapt"]} == {"tbptt", "windows"}
+    assert "Medians over seeds, truncated BPTT against fixed windows" in text
     assert (img / "har-window-lstm-2x64-unrotated.png").is_file()
     assert len(list((tmp_path / "models").glob("*.keras"))) == 9

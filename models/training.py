@@ -206,6 +206,8 @@ def train_window_model(
     X_fit, y_fit = X[~is_val], y[~is_val]
     X_val, y_val = X[is_val], y[is_val]
     groups = axis_groups(channels) if cfg.rotate_deg else []
+    if cfg.rotate_deg and not groups:
+        raise ModelsError("rotate_deg needs x/y/z channels (names ending in x, y and z)")
     if cfg.rotate_deg:
         # the held-out users' windows are turned too (once, seeded): early stopping then keeps
         # the epoch that copes best with phones worn at other angles

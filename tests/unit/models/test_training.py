@@ -147,6 +147,11 @@ def test_bad_configs_and_setups():
             ModelSpec(setup="stream"), X, y, g, channels=CHANNELS, classes=CLASSES,
             rate_hz=50, stride=10,
         )  # fmt: skip
+    with pytest.raises(ModelsError, match="rotate_deg needs x/y/z channels"):  # even unvalidated
+        train_window_model(
+            ModelSpec(hidden=4), X, y, g, channels=CHANNELS, classes=CLASSES, rate_hz=50,
+            stride=10, config=TrainConfig(rotate_deg=10.0, validation_users=0.0),
+        )  # fmt: skip
     with pytest.raises(ModelsError, match="rotate_deg augments window models"):
         train_stream_model(
             ModelSpec(setup="stream", hidden=4), recs, users, channels=CHANNELS,

@@ -42,7 +42,7 @@ bench: $(STAMP) kafka-jars
 	$(VENV)/bin/harstream bench swap
 	$(VENV)/bin/harstream bench recovery
 
-# Real trainings on ../shared/data (about 90 minutes on 2 cores): writes docs/models.md
+# Real trainings on ../shared/data (about 100 minutes on 2 cores): writes docs/models.md
 report-models: $(STAMP)
 	$(PY) -m pipeline.reports.models_report
 

@@ -1,6 +1,6 @@
 """The model report: real trainings on the real datasets, written to ``docs/models.md``.
 
-Regenerate with ``make report-models`` (about 90 minutes on 2 CPU cores). ``--quick`` runs the
+Regenerate with ``make report-models`` (about 100 minutes on 2 CPU cores). ``--quick`` runs the
 same code with tiny trainings, to check the script itself in minutes; its numbers mean nothing.
 
 1. UCI HAR, official user split, 9 raw channels: many-to-one LSTM and GRU against SimpleRNN,

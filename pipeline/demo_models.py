@@ -23,7 +23,7 @@ def build(out: Path = ASSETS, quiet: bool = False) -> tuple[Path, Path]:
     from models.spec import ModelSpec
     from models.training import TrainConfig, train_stream_model, train_window_model
     from models.windowing import windows_from_recordings
-    from pipeline.modelling import recordings
+    from pipeline.trainer.modelling import recordings
     from streams.datasets import SyntheticConfig, simulate
 
     say = (lambda *a: None) if quiet else print

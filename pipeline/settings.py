@@ -18,9 +18,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from pipeline.checkpoint import CheckpointConfig
 from pipeline.exceptions import ConfigError
-from pipeline.status_server import HttpConfig
+from pipeline.observability.server import HttpConfig
+from pipeline.state.checkpoint import CheckpointConfig
 from streams.kafka_config import SaslMechanism, SecurityProtocol
 
 

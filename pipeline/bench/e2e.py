@@ -21,7 +21,8 @@ from pathlib import Path
 from models.spec import ModelMeta, ModelSpec
 from models.zoo import build_model
 from pipeline.bench.timing import percentile
-from pipeline.worker import ServingModel, Worker, WorkerConfig
+from pipeline.serving import ServingModel
+from pipeline.worker import Worker, WorkerConfig
 from streams.admin import TopicSpec, ensure_topics
 from streams.datasets import SyntheticConfig, simulate
 from streams.kafka_config import KafkaConfig

@@ -13,7 +13,7 @@ from threadpoolctl import threadpool_limits
 from models.runtime import StreamRuntime
 from models.spec import ModelMeta, ModelSpec
 from models.zoo import build_model
-from pipeline.state_store import StateStore, StoreConfig
+from pipeline.worker.state_store import StateStore, StoreConfig
 
 CHANNELS = tuple(f"c{i}" for i in range(6))
 CLASSES = ("WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS", "SITTING", "STANDING", "LAYING")

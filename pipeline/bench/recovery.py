@@ -1,6 +1,6 @@
 """Crash-recovery benchmark: how long a new owner takes to restore a fleet's device states.
 
-A worker (the real :class:`~pipeline.worker.Worker`, LSTM-64 stream model, a ring buffer per
+A worker (the real :class:`~pipeline.worker.loop.Worker`, LSTM-64 stream model, a ring buffer per
 device) serves ``devices`` devices from the in-memory bus until every device's ring is full,
 then checkpoints them all to a compacted state topic of ``partitions`` partitions on the real
 broker, through the :class:`~streams.kafka_table.KafkaTable` that ``harstream run`` uses. Then,
@@ -69,9 +69,10 @@ def bench_recovery(
     """Restore ``devices`` devices ``repeats`` times (see the module docstring)."""
     from pipeline.bench.e2e import stream_model
     from pipeline.bench.swap import Discard
-    from pipeline.checkpoint import CheckpointConfig, Checkpointer
-    from pipeline.hot_swap import one_blas_thread
-    from pipeline.worker import ServingModel, Worker, WorkerConfig
+    from pipeline.serving import ServingModel
+    from pipeline.state.checkpoint import CheckpointConfig, Checkpointer
+    from pipeline.swap.watcher import one_blas_thread
+    from pipeline.worker import Worker, WorkerConfig
     from streams.admin import compacted, ensure_topics
     from streams.kafka_config import KafkaConfig
     from streams.kafka_table import KafkaTable

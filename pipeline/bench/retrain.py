@@ -4,7 +4,7 @@ champion never saw, and does the gate refuse a bad candidate?
 1. Champion: a stream LSTM trained on the official HAPT training users within a time budget,
    registered and promoted as v1 of ``har`` in a temporary registry.
 2. New users (the official test users): each one's first recording is replayed, labels inline,
-   into an in-memory bus; the product's :class:`~pipeline.trainer.Trainer` fills its buffer from
+   into an in-memory bus; the product's :class:`~pipeline.trainer.service.Trainer` fills its buffer from
    it and retrains once (fine-tuning the champion), gates the candidate on the held-out devices
    and registers it. ``holdout_percent`` is 25: the CRC-32 split then holds out two of the nine
    first recordings (users 4 and 18) and trains on the other seven, so both parts have data.
@@ -31,11 +31,11 @@ from models.io import save_model
 from models.registry import Registry
 from models.spec import ModelSpec
 from models.training import TrainConfig, TrainResult, masked_accuracy, predict_streams
-from pipeline.gate import GateConfig, Verdict, judge
-from pipeline.labelling import JoinConfig
-from pipeline.modelling import recordings
-from pipeline.trainer import Retrain, Trainer, TrainerConfig, train_candidate
-from pipeline.training_buffer import BufferConfig, Windows, is_holdout
+from pipeline.trainer.buffer import BufferConfig, Windows, is_holdout
+from pipeline.trainer.gate import GateConfig, Verdict, judge
+from pipeline.trainer.labelling import JoinConfig
+from pipeline.trainer.modelling import recordings
+from pipeline.trainer.service import Retrain, Trainer, TrainerConfig, train_candidate
 from streams.datasets import HAPT_TEST_USERS, StreamDataset, load_dataset, split_by_user
 from streams.datasets.uci_hapt import HAPT_FILE
 from streams.memory import MemoryBus, MemorySink, MemorySource

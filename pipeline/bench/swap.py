@@ -3,7 +3,7 @@
 One embedded worker serves ``devices`` devices at full speed (a producer thread keeps the
 in-memory bus full) while the registry's champion flips between two LSTM versions ``swaps``
 times. Measured: every hot-path interruption a swap causes (ring copies and the final
-catch-up, see :mod:`pipeline.hot_swap`), against the worker's ordinary batch time, and the time
+catch-up, see :mod:`pipeline.swap.watcher`), against the worker's ordinary batch time, and the time
 from ``Registry.promote`` to the first prediction flushed by the new version.
 """
 
@@ -61,8 +61,9 @@ def bench_swap(devices: int = 10_000, swaps: int = 10, hidden: int = 64,
                every_s: float = 1.5) -> dict[str, object]:  # fmt: skip
     """Measure ``swaps`` hot swaps in a worker serving ``devices`` devices (see module doc)."""
     from models.registry import Registry
-    from pipeline.hot_swap import HotSwap, SwapConfig, one_blas_thread
-    from pipeline.worker import ServingModel, Worker, WorkerConfig
+    from pipeline.serving import ServingModel
+    from pipeline.swap.watcher import HotSwap, SwapConfig, one_blas_thread
+    from pipeline.worker import Worker, WorkerConfig
     from streams.memory import MemoryBus, MemorySource
 
     one_blas_thread()  # as harstream run does

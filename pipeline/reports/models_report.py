@@ -38,8 +38,8 @@ from models.training import (
 )
 from models.windowing import windows_from_recordings
 from models.zoo import build_model
-from pipeline.modelling import evaluate_model, recordings
-from pipeline.progress import stderr
+from pipeline.cli.progress import stderr
+from pipeline.trainer.modelling import evaluate_model, recordings
 from streams.datasets import HAPT_TEST_USERS, load_uci_hapt, load_uci_har, split_by_user
 
 REPO = Path(__file__).resolve().parents[2]

@@ -20,10 +20,11 @@ import pytest
 
 from models.io import load_model
 from pipeline import demo_models
-from pipeline.fleet import FleetView
-from pipeline.metrics import WorkerMetrics
-from pipeline.status_server import HttpConfig, StatusServer
-from pipeline.worker import ServingModel, Worker, WorkerConfig
+from pipeline.observability.fleet import FleetView
+from pipeline.observability.metrics import WorkerMetrics
+from pipeline.observability.server import HttpConfig, StatusServer
+from pipeline.serving import ServingModel
+from pipeline.worker import Worker, WorkerConfig
 from streams.datasets import SyntheticConfig, simulate
 from streams.memory import MemoryBus, MemorySink, MemorySource
 from streams.replay import FaultConfig, ReplayConfig, replay

@@ -21,7 +21,7 @@ from corpus import scrape, start_harstream, status_url
 from models.io import save_model
 from models.spec import ModelMeta, ModelSpec
 from models.zoo import build_model
-from pipeline.checkpoint import DeviceState, decode_state
+from pipeline.state.checkpoint import DeviceState, decode_state
 from streams.admin import TopicSpec, ensure_topics
 from streams.datasets import HAPT_TEST_USERS, load_uci_hapt
 from streams.kafka_config import KafkaConfig

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.drain import Drainer
+from pipeline.cli.drain import Drainer
 from streams.accounting import compare_tallies
 from streams.admin import TopicSpec, ensure_topics
 from streams.codecs import CodecConfig, make_codec

@@ -12,7 +12,8 @@ import pytest
 from models.spec import ModelMeta, ModelSpec
 from models.training import predict_streams
 from models.zoo import build_model
-from pipeline.worker import ServingModel, Worker, WorkerConfig
+from pipeline.serving import ServingModel
+from pipeline.worker import Worker, WorkerConfig
 from streams.admin import TopicSpec, ensure_topics
 from streams.datasets import SyntheticConfig, simulate
 from streams.kafka_config import KafkaConfig

@@ -29,10 +29,10 @@ import pytest
 import yaml
 
 from models.registry import Registry
-from pipeline.cli import build_parser, main
-from pipeline.commands import registry as registry_command
-from pipeline.commands import trainer as trainer_command
-from pipeline.metrics import TrainerMetrics, WorkerMetrics
+from pipeline.cli.main import build_parser, main
+from pipeline.cli.commands import registry as registry_command
+from pipeline.cli.commands import trainer as trainer_command
+from pipeline.observability.metrics import TrainerMetrics, WorkerMetrics
 from pipeline.settings import SECTIONS, load_sections, load_settings
 
 ROOT = Path(__file__).resolve().parents[3]

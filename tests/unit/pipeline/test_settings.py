@@ -50,7 +50,7 @@ def test_missing_file_and_description():
 
 
 def test_kafka_group_settings_reach_the_consumer_config(tmp_path):
-    from pipeline.commands.run import group_config
+    from pipeline.cli.commands.run import group_config
 
     path = tmp_path / "worker.toml"
     path.write_text("[kafka]\nsession_timeout_ms = 6000\nconnect_timeout_s = 5\n")

@@ -1,0 +1,55 @@
+"""``harstream evaluate``: a saved or registered model on a dataset's users."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from pipeline.cli.dataset_args import add_dataset_arguments, dataset_from_args
+from pipeline.cli.progress import stderr
+from pipeline.exceptions import ConfigError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="evaluate a model on held-out users", description=__doc__)
+    src = p.add_argument_group("model (a file, or a registry entry)")
+    src.add_argument("--model", help="path of a .keras model file")
+    src.add_argument("--registry", help="registry root")
+    src.add_argument("--name", default="har", help="registry model name (%(default)s)")
+    src.add_argument("--ref", default="champion", help="version, vNNNN, latest or alias")
+    add_dataset_arguments(p, default="synthetic")
+    p.add_argument("--test-users", default=None,
+                   help="users to evaluate on (default: the official test split for UCI data, "
+                   "else all users of --users / the dataset)")  # fmt: skip
+    p.add_argument("--out-dir", default="evaluation", help="where metrics.json, evaluation.txt "
+                   "and confusion.png go (%(default)s)")  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print metrics as JSON")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from models.io import load_model
+    from models.registry import Registry
+    from pipeline.trainer.modelling import evaluate_model, train_test_split, write_evaluation
+
+    if bool(args.model) == bool(args.registry):
+        raise ConfigError("give either --model PATH or --registry ROOT (with --name/--ref)")
+    model, meta = (
+        load_model(args.model) if args.model else Registry(args.registry).load(args.name, args.ref)
+    )
+    data = dataset_from_args(args)
+    if args.test_users:
+        _, data = train_test_split(data, [int(u) for u in args.test_users.split(",")])
+    elif data.name in ("uci_har", "uci_hapt"):
+        _, data = train_test_split(data, None)
+    run_ = evaluate_model(model, meta, data)
+    written = write_evaluation(run_, args.out_dir, f"{meta.spec.name} on {data.name}")
+    if args.json:
+        print(json.dumps(run_.to_dict()))
+    else:
+        print(run_.evaluation.to_text())
+        if run_.thirds:
+            print("accuracy by third of each recording: "
+                  + ", ".join(f"{a:.4f}" for a in run_.thirds))  # fmt: skip
+    stderr.print(f"written: {', '.join(written)}")
+    return 0

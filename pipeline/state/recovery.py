@@ -1,0 +1,111 @@
+"""A worker's device states as checkpoints, and back: what moves with a partition.
+
+:func:`snapshot_devices` reads every per-device array a worker keeps (the store's sequence
+number, ring buffer and source position, the runtime's hidden states, the activity tracker);
+:func:`restore_devices` puts them back into another worker. A state written by another model
+version cannot be used by this one's weights: those devices are re-primed from their restored
+ring buffers, as a hot swap does.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from pipeline.state.checkpoint import DeviceState
+from pipeline.swap.priming import prime
+
+if TYPE_CHECKING:
+    from pipeline.serving import ServingModel
+    from pipeline.worker.activity import ActivityTracker
+    from pipeline.worker.state_store import StateStore
+
+
+def snapshot_devices(
+    store: StateStore, tracker: ActivityTracker, model: ServingModel, slots: np.ndarray
+) -> list[DeviceState]:
+    """The :class:`DeviceState` of each slot in ``slots`` (slots holding a device); ``model``
+    is the one whose version the states carry (the stream model's hidden states with it)."""
+    slots = np.asarray(slots, np.int64)
+    if not len(slots):
+        return []
+    version = model.version
+    states = model.runtime.get_states(slots) if model.runtime is not None else {}
+    h = states.get("h", np.zeros((len(slots), 0, 0), np.float32))
+    out = []
+    for i, slot in enumerate(slots.tolist()):
+        device = store.device(slot)
+        kept = store.snapshot(device)
+        out.append(
+            DeviceState(
+                device, version, kept["last_seq"], kept["last_time_ms"], kept["seen"],
+                kept["partition"], kept["offset"],
+                (int(tracker.current[slot]), int(tracker.candidate[slot]),
+                 int(tracker.run[slot]), int(tracker.last_top[slot])),
+                h[i], kept["ring"],
+                states["c"][i] if "c" in states else None,
+                states["next"][i] if "next" in states else None,
+            )
+        )  # fmt: skip
+    return out
+
+
+def restore_devices(
+    store: StateStore,
+    tracker: ActivityTracker,
+    model: ServingModel | None,
+    states: list[DeviceState],
+) -> np.ndarray:
+    """Put ``states`` into the store, the tracker and the stream ``model``'s runtime (devices
+    already held are overwritten); their slots."""
+    if not states:
+        return np.zeros(0, np.int64)
+    shape = store.ring.shape[1:]
+    slots = store.restore_all({
+        s.device: {"last_seq": s.last_seq, "last_time_ms": s.last_time_ms, "seen": s.seen,
+                   "partition": s.partition, "offset": s.offset, "ring": _ring(s, shape)}
+        for s in states
+    })  # fmt: skip
+    track = np.array([s.tracker for s in states], np.int64)
+    tracker.current[slots], tracker.candidate[slots] = track[:, 0], track[:, 1]
+    tracker.run[slots], tracker.last_top[slots] = track[:, 2], track[:, 3]
+    if model is None or model.runtime is None:
+        return slots
+    runtime = model.runtime
+    expected = {key: value.shape[1:] for key, value in runtime.get_states(slots[:1]).items()}
+    same = np.array([s.model == model.version and _shapes(s) == expected for s in states])
+    if same.any():
+        chosen = [s for s, ok in zip(states, same, strict=True) if ok]
+        runtime.set_states(slots[same], {key: np.stack([_arrays(s)[key] for s in chosen])
+                                         for key in expected})  # fmt: skip
+    if not same.all():  # another model's states: run the ring through this one
+        prime(runtime, store.ring, store.seen, slots[~same])
+    return slots
+
+
+def _arrays(s: DeviceState) -> dict[str, np.ndarray]:
+    out = {"h": s.h}
+    if s.c is not None:
+        out["c"] = s.c
+    if s.next is not None:
+        out["next"] = s.next
+    return out
+
+
+def _shapes(s: DeviceState) -> dict[str, tuple[int, ...]]:
+    return {key: value.shape for key, value in _arrays(s).items()}
+
+
+def _ring(s: DeviceState, shape: tuple[int, int]) -> np.ndarray:
+    """The state's ring in the store's layout, also when the ring length changed since."""
+    if s.ring.shape == shape:
+        return s.ring
+    length, channels = s.ring.shape
+    if channels != shape[1]:
+        return np.zeros(shape, np.float32)  # another channel layout: nothing to keep
+    n = min(s.seen, length, shape[0])
+    chronological = s.ring[(s.seen - n + np.arange(n)) % length]
+    out = np.zeros(shape, np.float32)
+    out[(s.seen - n + np.arange(n)) % shape[0]] = chronological
+    return out

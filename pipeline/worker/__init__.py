@@ -1,0 +1,9 @@
+"""The worker: poll, decode, order per device, step every device's state, emit, commit.
+
+``loop`` (the :class:`Worker`), ``sequencer`` (order, dedupe, hold), ``state_store`` (a slot per
+device: sequence numbers, ring buffers), ``activity`` (activity changes with hysteresis).
+"""
+
+from pipeline.worker.loop import Worker, WorkerConfig, WorkerStats
+
+__all__ = ["Worker", "WorkerConfig", "WorkerStats"]

@@ -1,0 +1,552 @@
+"""The streaming worker: poll, decode, order, step every device's recurrent state, emit, commit.
+
+One batch at a time::
+
+    poll -> decode (bad input -> dead letters) -> order and dedupe per device (Sequencer)
+    -> one batched runtime call for every device with new samples (many-to-many)
+    -> window predictions for every device whose window is due (many-to-one, batched)
+    -> predictions and activity-change events to the sink -> flush -> commit offsets
+
+Offsets are committed only after the outputs that depend on them are flushed; records held by
+the sequencer (waiting for a gap to fill) keep their partition's commit behind them. Between two
+batches a :class:`~pipeline.worker.hooks.BatchHook` (a hot swap) may hand the worker a new champion; every
+prediction names its model version and batch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from pipeline.exceptions import ConfigError
+from pipeline.observability.report import BatchCollector, ChangeEvent, Observer, SwapReport
+from pipeline.serving import ServingModel
+from pipeline.state.checkpoint import Checkpointer
+from pipeline.state.recovery import restore_devices, snapshot_devices
+from pipeline.worker.activity import ActivityTracker
+from pipeline.worker.hooks import BatchHook, SwapRecord
+from pipeline.worker.sequencer import DeviceRun, Pending, Sequencer, SequencerConfig
+from pipeline.worker.state_store import StateStore, StoreConfig
+from streams.codecs import Codec, CodecConfig, make_codec
+from streams.exceptions import DecodeError
+from streams.protocols import Highwater, Message, Sink, Source, TopicPartition
+
+Emit = Literal["every", "every_k", "on_change"]
+MAX_STEPS_PER_MESSAGE = 500
+"""steps of one device in one prediction message at most (Kafka refuses messages over 1 MB)"""
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Topics, emission policy and batch sizes of a worker.
+
+    ``emit``: a many-to-many prediction for every sample, every ``every_k``-th sample of a
+    device, or only when a device's most likely activity changes. ``min_dwell``: samples a new
+    activity must persist before an activity-change event is sent (hysteresis).
+    """
+
+    input_topic: str = "sensor.raw"
+    predictions_topic: str = "har.predictions"
+    events_topic: str = "har.events"
+    dlq_topic: str = "sensor.dlq"
+    emit: Emit = "every_k"
+    every_k: int = 25
+    min_dwell: int = 50
+    max_records: int = 5000
+    poll_timeout_s: float = 0.05
+    codec: CodecConfig = field(default_factory=CodecConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    sequencer: SequencerConfig = field(default_factory=SequencerConfig)
+
+
+@dataclass
+class WorkerStats:
+    """Counters a worker keeps (the metrics issue exports them)."""
+
+    batches: int = 0
+    messages: int = 0
+    records: int = 0
+    samples: int = 0
+    predictions: int = 0
+    window_predictions: int = 0
+    events: int = 0
+    rejected: Counter = field(default_factory=Counter)
+    latency_ms: deque = field(default_factory=lambda: deque(maxlen=200_000))
+    step_s: float = 0.0
+    swaps: list[SwapRecord] = field(default_factory=list)
+    checkpoints: int = 0
+    restored_devices: int = 0
+    restore_s: list[float] = field(default_factory=list)
+    """seconds each restore on assignment took"""
+
+
+class Worker:
+    """Runs a stream model (and optionally a window model) over a source, into a sink."""
+
+    def __init__(
+        self,
+        source: Source,
+        sink: Sink,
+        stream_model: ServingModel | None = None,
+        window_model: ServingModel | None = None,
+        *,
+        config: WorkerConfig | None = None,
+        codec: Codec | None = None,
+        clock: Callable[[], float] = time.time,
+        swaps: Sequence[BatchHook] = (),
+        observers: Sequence[Observer] = (),
+        checkpoints: Checkpointer | None = None,
+    ) -> None:
+        if stream_model is None and window_model is None:
+            raise ConfigError("a worker needs a stream model, a window model, or both")
+        self.config = cfg = config or WorkerConfig()
+        self.source, self.sink = source, sink
+        self.stream_model, self.window_model = stream_model, window_model
+        ring = max(cfg.store.ring, window_model.meta.window if window_model else 0)
+        store_cfg = StoreConfig(**{**cfg.store.__dict__, "ring": ring})
+        self.tracker = ActivityTracker(cfg.min_dwell)
+        self.store = StateStore(
+            len((stream_model or window_model).meta.channels),
+            store_cfg,
+            on_grow=self._grow,
+            on_reset=self._reset,
+        )
+        self.codec = codec or make_codec("auto", cfg.codec)
+        self.sequencer = Sequencer(cfg.sequencer)
+        self.stats = WorkerStats()
+        self._clock = clock
+        self._positions: dict[TopicPartition, int] = {}
+        self.checkpoints = checkpoints
+        if checkpoints is not None:
+            self.store.forgotten = []  # evicted devices' checkpoints are deleted
+        self._since_checkpoint = 0
+        self._stop = False
+        served = (stream_model, window_model)
+        self._swaps = tuple(swap.start(served, self.store) for swap in swaps)
+        self.observers = list(observers)
+        self._collect = BatchCollector()
+        self._next_idle_check = time.monotonic()
+        self.batch = 0
+        """number of the current batch (named in every prediction)"""
+        self.last_step_at = time.monotonic()
+        """when the loop last finished a batch (liveness)"""
+        self.assigned: set[TopicPartition] = set()
+        """the partitions the source owned after the last batch"""
+        self.lag: dict[TopicPartition, int] | None = None
+        """records behind the end of each owned partition after the last batch, if known"""
+
+    # -- state hooks --------------------------------------------------------------------------
+
+    def _grow(self, capacity: int) -> None:
+        if self.stream_model is not None:
+            self.stream_model.runtime.ensure_capacity(capacity)
+        self.tracker.ensure_capacity(capacity)
+
+    def _reset(self, slots: np.ndarray) -> None:
+        if self.stream_model is not None:
+            self.stream_model.runtime.reset(slots)
+        self.tracker.reset(slots)
+        for swap in self._swaps:
+            swap.note_reset(slots)
+
+    def swap_in(self, model: ServingModel) -> str:
+        """Serve ``model`` from the next batch on (call between batches); the old version."""
+        if model.meta.spec.setup == "stream":
+            old, self.stream_model = self.stream_model, model
+        else:
+            old, self.window_model = self.window_model, model
+        return old.version if old is not None else ""
+
+    def close(self) -> None:
+        """Checkpoint and commit, stop following the registry, leave the group, close."""
+        self.sink.flush()
+        self.checkpoint()
+        for swap in self._swaps:
+            swap.close()
+        self.source.close()  # revokes every partition (see on_revoked)
+        self.sink.close()
+        if self.checkpoints is not None:
+            self.checkpoints.close()
+
+    # -- checkpoints and rebalances --------------------------------------------------------------
+
+    def checkpoint(self) -> int:
+        """Write the states of the devices that changed, then commit the offsets they cover
+        (without checkpoints: just commit). The number of states written."""
+        written = 0
+        if self.checkpoints is not None:
+            store = self.store
+            slots = np.flatnonzero(store.dirty)
+            deleted, store.forgotten = store.forgotten, []
+            model = self.stream_model or self.window_model
+            self.checkpoints.write(snapshot_devices(store, self.tracker, model, slots), deleted)
+            store.dirty[slots] = False
+            self.stats.checkpoints += 1
+            written = len(slots)
+            self._collect.report.checkpointed += written
+        self._since_checkpoint = 0
+        offsets = dict(self._positions)
+        for tp, held in self.sequencer.held_offsets().items():
+            offsets[tp] = min(offsets.get(tp, held), held)
+        if offsets:
+            self.source.commit(offsets)
+        return written
+
+    def on_assigned(self, partitions) -> None:
+        """New partitions: restore their devices' states before their first record."""
+        if self.checkpoints is None:
+            return
+        started = time.perf_counter()
+        ours = [tp.partition for tp in partitions if tp.topic == self.config.input_topic]
+        states = self.checkpoints.read(ours)
+        restore_devices(self.store, self.tracker, self.stream_model, states)
+        self.stats.restored_devices += len(states)
+        self.stats.restore_s.append(time.perf_counter() - started)
+        self._collect.report.restores.append((len(states), self.stats.restore_s[-1]))
+
+    def on_revoked(self, partitions) -> None:
+        """Partitions taken away: flush, checkpoint and commit, then forget their devices."""
+        gone = {tp for tp in partitions if tp.topic == self.config.input_topic}
+        if not gone:
+            return
+        self.sink.flush()
+        self.checkpoint()
+        numbers = np.array(sorted(tp.partition for tp in gone))
+        store = self.store
+        used = store.used_slots()
+        leaving = used[np.isin(store.partition[used], numbers)]
+        store.evict([store.device(int(s)) for s in leaving], handed_over=True)
+        self.sequencer.drop(gone)
+        for tp in gone:
+            self._positions.pop(tp, None)
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return after the current batch."""
+        self._stop = True
+
+    @property
+    def stopping(self) -> bool:
+        """True once :meth:`stop` was called."""
+        return self._stop
+
+    def run(self, count: int | None = None, timeout: float | None = None) -> WorkerStats:
+        """Process batches until ``count`` messages were processed, nothing arrived for
+        ``timeout`` seconds, or :meth:`stop` was called; then apply held records and commit."""
+        idle_since = time.monotonic()
+        while not self._stop and (count is None or self.stats.messages < count):
+            n = self.step()
+            if n:
+                idle_since = time.monotonic()
+            elif timeout is not None and time.monotonic() - idle_since > timeout:
+                break
+        while True:  # apply what the sequencer still holds (a run stops at each gap)
+            self.step(flush=True)
+            if not self.sequencer.held_records:
+                break
+        return self.stats
+
+    def step(self, flush: bool = False) -> int:
+        """Poll and process one batch; return the number of messages."""
+        cfg = self.config
+        self.batch += 1
+        self._collect.start(self.batch)
+        self._evict_idle()
+        for swap in self._swaps:
+            if (record := swap.at_boundary(self.store, self.batch, self.swap_in)) is not None:
+                self.stats.swaps.append(record)
+                self._collect.report.swaps.append(self._swap_report(record))
+        before = self._counts()
+        predicted = self.stats.predictions + self.stats.window_predictions
+        limit = min([cfg.max_records] + [s.batch_limit for s in self._swaps if s.batch_limit])
+        messages = [] if flush else self.source.poll(limit, cfg.poll_timeout_s)
+        pending = self._decode(messages)
+        runs = self.sequencer.sequence(pending, self._last_seq, flush=flush)
+        started = time.perf_counter()
+        if runs:
+            self._apply(runs)
+        step_s = time.perf_counter() - started
+        self.stats.step_s += step_s
+        if messages or runs:
+            self.sink.flush()
+            self._advance(messages)
+            self._note_first_prediction(predicted)
+        self.stats.batches += bool(messages)
+        self.stats.messages += len(messages)
+        self.last_step_at = time.monotonic()
+        self._report(messages, runs, step_s, before)
+        return len(messages)
+
+    def _counts(self) -> tuple[int, int, int, int]:
+        """Running totals a batch report gives the difference of."""
+        seq = self.sequencer.stats
+        return (self.stats.records, self.stats.samples, seq.duplicate_samples,
+                seq.missing_samples)  # fmt: skip
+
+    def _report(self, messages, runs, step_s, before: tuple[int, int, int, int]) -> None:
+        """Update the lag and tell the observers what this batch did."""
+        self.assigned = self.source.assignment()
+        if isinstance(self.source, Highwater):
+            ends = self.source.highwater()
+            self.lag = {tp: max(0, end - self._positions[tp])
+                        for tp, end in ends.items() if tp in self._positions}  # fmt: skip
+        if not self.observers:
+            return
+        model = self.stream_model or self.window_model
+        records, samples, duplicates, missing = (
+            now - then for now, then in zip(self._counts(), before, strict=True)
+        )
+        report = self._collect.finish(
+            model.meta.classes, model.version, messages=len(messages), records=records,
+            samples=samples, step_s=step_s if runs else 0.0, duplicate_samples=duplicates,
+            missing_samples=missing, devices=len(self.store), evictions=self.store.evictions,
+            lag=self.lag, wall_time=self._clock(),
+        )  # fmt: skip
+        for observer in self.observers:
+            observer.observe(report)
+
+    def _evict_idle(self) -> None:
+        """Forget devices idle for ``idle_ttl_s`` (checked a few times per TTL)."""
+        now = time.monotonic()
+        if now >= self._next_idle_check:
+            self.store.evict_idle()
+            self._next_idle_check = now + max(1.0, self.store.config.idle_ttl_s / 10)
+
+    def _swap_report(self, record: SwapRecord) -> SwapReport:
+        slot = (
+            "stream"
+            if self.stream_model and self.stream_model.version == record.version
+            else "window"
+        )
+        return SwapReport(slot, record.version, record.previous, record.batch,
+                          tuple(record.pauses_ms))  # fmt: skip
+
+    def _note_first_prediction(self, predicted_before: int) -> None:
+        """Time the first flushed prediction of the latest swapped-in model."""
+        last = self.stats.swaps[-1] if self.stats.swaps else None
+        predicted = self.stats.predictions + self.stats.window_predictions
+        if last is not None and last.first_prediction_at is None and predicted > predicted_before:
+            last.first_prediction_at = time.time()
+
+    def _decode(self, messages: list[Message]) -> list[Pending]:
+        now = time.monotonic()
+        out = []
+        for msg in messages:
+            try:
+                record = self.codec.decode(msg.value)
+            except DecodeError as err:
+                self._dead_letter(msg, err.reason, err.detail, decode=True)
+                continue
+            if msg.key is None:
+                self._dead_letter(msg, "missing_key", "records must be keyed by device id")
+                continue
+            if msg.key != record.device.encode("utf-8"):
+                self._dead_letter(msg, "key_mismatch", f"key {msg.key!r} != {record.device!r}")
+                continue
+            out.append(Pending(record, msg.tp, msg.offset, now, float(msg.timestamp_ms)))
+            self.stats.records += 1
+        return out
+
+    def _dead_letter(self, msg: Message, reason: str, detail: str, decode: bool = False) -> None:
+        self.stats.rejected[reason] += 1
+        self._collect.dead_letter(reason, decode)
+        envelope = {
+            "reason": reason,
+            "detail": detail,
+            "topic": msg.topic,
+            "partition": msg.partition,
+            "offset": msg.offset,
+            "key": msg.key.decode("utf-8", "replace") if msg.key is not None else None,
+            "value_hex": msg.value.hex(),
+        }
+        self.sink.send(self.config.dlq_topic, msg.key, json.dumps(envelope).encode())
+
+    def _last_seq(self, devices: list[str]) -> np.ndarray:
+        slots = self.store.slots_for(devices)  # may grow the arrays: index them afterwards
+        return self.store.last_seq[slots]
+
+    def _advance(self, messages: list[Message]) -> None:
+        """Note how far each partition was read; commit (at a checkpoint, when they are on)."""
+        for msg in messages:
+            self._positions[msg.tp] = max(self._positions.get(msg.tp, 0), msg.offset + 1)
+        self._since_checkpoint += len(messages)
+        if self.checkpoints is None or self.checkpoints.due(self._since_checkpoint):
+            self.checkpoint()
+
+    # -- applying samples -----------------------------------------------------------------
+
+    def _apply(self, runs: list[DeviceRun]) -> None:
+        store = self.store
+        slots = store.slots_for([r.device for r in runs])
+        reset = np.array([r.gap_before > store.config.max_gap for r in runs])
+        if reset.any():
+            store.reset(slots[reset])
+        counts = np.array([len(r.seqs) for r in runs], dtype=np.int64)
+        samples = np.concatenate([r.values for r in runs])
+        self.stats.samples += len(samples)
+        seen_before = store.seen[slots].copy()
+        if self.window_model is not None:
+            self._windows(runs, slots, counts, samples)
+        else:
+            store.push(slots, counts, samples)
+        if self.stream_model is not None:
+            out = self.stream_model.runtime.advance(slots, counts, samples)
+            for swap in self._swaps:
+                swap.follow(store, slots, counts, samples)
+            self._emit_stream(runs, slots, counts, seen_before, out.probs, out.anomaly)
+        store.last_seq[slots] = [int(r.seqs[-1]) for r in runs]
+        store.last_time_ms[slots] = [float(r.times_ms[-1]) for r in runs]
+        store.partition[slots] = [r.partition for r in runs]
+        store.offset[slots] = [r.offset for r in runs]
+        store.dirty[slots] = True
+        now_ms = self._clock() * 1000.0
+        for r in runs:
+            if not math.isnan(r.kafka_ts_ms):
+                self.stats.latency_ms.append(now_ms - r.kafka_ts_ms)
+                self._collect.latency(now_ms - r.kafka_ts_ms)
+
+    def _emit_stream(self, runs, slots, counts, seen_before, probs, anomaly) -> None:
+        cfg, model = self.config, self.stream_model
+        classes = model.meta.classes
+        top = probs.argmax(axis=1)
+        ends = np.cumsum(counts)
+        now_ms = self._clock() * 1000.0
+        steady = self.tracker.steady(slots, top, counts)
+        emitted = []
+        for i, run in enumerate(runs):
+            a, b = int(ends[i] - counts[i]), int(ends[i])
+            p, t = probs[a:b], top[a:b]
+            if steady[i]:
+                self.tracker.changed_positions = np.zeros(0, np.int64)
+            else:
+                for event in self.tracker.update(int(slots[i]), t, run.seqs, run.times_ms):
+                    self._send_event(run.device, event, classes, model.version)
+            if cfg.emit == "every":
+                chosen = np.arange(b - a)
+            elif cfg.emit == "every_k":
+                base = int(seen_before[i])
+                chosen = np.flatnonzero((base + np.arange(1, b - a + 1)) % cfg.every_k == 0)
+            else:
+                chosen = self.tracker.changed_positions
+            if len(chosen) == 0:
+                continue
+            # a device far behind has thousands of samples in one batch: several messages,
+            # each under the broker's size limit, together covering the run
+            cuts = list(range(MAX_STEPS_PER_MESSAGE, len(chosen), MAX_STEPS_PER_MESSAGE))
+            covered = 0
+            for part in np.split(chosen, cuts):
+                last = int(part[-1])
+                end = last if last < int(chosen[-1]) else b - a - 1
+                message = {
+                    "kind": "sample",
+                    "device": run.device,
+                    "model": model.version,
+                    "batch": self.batch,
+                    "seq_first": int(run.seqs[covered]),
+                    "seq_last": int(run.seqs[end]),
+                    "seq": int(run.seqs[last]),
+                    "t_ms": float(run.times_ms[last]),
+                    "activity": classes[int(t[last])],
+                    "probs": np.round(p[last], 6).tolist(),
+                    "latency_ms": round(now_ms - run.kafka_ts_ms, 2)
+                    if not math.isnan(run.kafka_ts_ms)
+                    else None,
+                }
+                if len(part) > 1:
+                    message["steps"] = {
+                        "seq": run.seqs[part].tolist(),
+                        "activity": t[part].tolist(),
+                        "probs": np.round(p[part], 6).tolist(),
+                    }
+                score = None
+                if anomaly is not None:
+                    window = anomaly[a + covered : a + end + 1]
+                    message["anomaly"] = score = round(float(np.nanmax(window, initial=0.0)), 4)
+                self._send(cfg.predictions_topic, run.device, message)
+                covered = end + 1
+            self.stats.predictions += len(chosen)
+            emitted.append(chosen + a)
+            self._collect.sample(run.device, message["seq"], message["t_ms"], int(t[last]),
+                                 float(p[last, t[last]]), int(run.labels[last]), score)  # fmt: skip
+        if emitted:
+            self._collect.predicted("sample", classes, top[np.concatenate(emitted)])
+
+    def _windows(self, runs, slots, counts, samples) -> None:
+        """Push samples into the ring buffers, predicting every window that falls due."""
+        store, model = self.store, self.window_model
+        W, S, C = model.meta.window, model.meta.stride, samples.shape[1]
+        owner = np.repeat(np.arange(len(slots)), counts)
+        within = np.arange(len(samples)) - np.repeat(np.cumsum(counts) - counts, counts)
+        g = store.seen[slots][owner] + within  # each new sample's index in its device's stream
+        due = np.flatnonzero((g >= W - 1) & ((g - (W - 1)) % S == 0))
+        if len(due) == 0:
+            store.push(slots, counts, samples)
+            return
+        # the W-1 samples before this batch, for the devices with a window due
+        devices = np.unique(owner[due])
+        prev = store.recent(slots[devices], W - 1).reshape(-1, C)
+        store.push(slots, counts, samples)
+        stack = np.concatenate([prev, samples])
+        # the window ending at new sample j of a device covers positions j .. j+W-1 of that
+        # device's (previous W-1 samples + new samples)
+        row = np.searchsorted(devices, owner[due])[:, None]
+        j = within[due][:, None] + np.arange(W)[None, :]
+        first_new = (np.cumsum(counts) - counts)[owner[due]][:, None]
+        idx = np.where(j < W - 1, row * (W - 1) + j, len(prev) + first_new + j - (W - 1))
+        probs = model.predict(stack[idx].astype(np.float32))
+        classes = model.meta.classes
+        self._collect.predicted("window", classes, probs.argmax(axis=1))
+        now_ms = self._clock() * 1000.0
+        for k, sample in enumerate(due.tolist()):
+            run = runs[int(owner[sample])]
+            w = int(within[sample])
+            self._send(
+                self.config.predictions_topic,
+                run.device,
+                {
+                    "kind": "window",
+                    "device": run.device,
+                    "model": model.version,
+                    "batch": self.batch,
+                    "seq_first": int(run.seqs[w]) - (W - 1),
+                    "seq_last": int(run.seqs[w]),
+                    "t_ms": float(run.times_ms[w]),
+                    "activity": classes[int(probs[k].argmax())],
+                    "probs": np.round(probs[k], 6).tolist(),
+                    "latency_ms": round(now_ms - run.kafka_ts_ms, 2)
+                    if not math.isnan(run.kafka_ts_ms)
+                    else None,
+                },
+            )
+        self.stats.window_predictions += len(due)
+
+    def _send_event(self, device: str, event, classes, version: str) -> None:
+        self.stats.events += 1
+        previous = classes[event.previous] if event.previous >= 0 else None
+        self._collect.event(
+            ChangeEvent(device, previous, classes[event.current], event.seq, event.t_ms, version)
+        )
+        self._send(
+            self.config.events_topic,
+            device,
+            {
+                "kind": "activity_change",
+                "device": device,
+                "model": version,
+                "from": previous,
+                "to": classes[event.current],
+                "seq": event.seq,
+                "t_ms": event.t_ms,
+            },
+        )
+
+    def _send(self, topic: str, device: str, message: dict) -> None:
+        self.sink.send(topic, device.encode("utf-8"), json.dumps(message).encode("utf-8"))

@@ -1,0 +1,182 @@
+"""Hot swap on the in-memory bus: a new champion is taken between batches, every sample is
+predicted once, and the new model's states are those it would have had over the whole stream."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import keras
+import numpy as np
+import pytest
+
+from corpus import dataset_slice
+from models.io import save_model
+from models.registry import Registry
+from models.spec import ModelMeta, ModelSpec
+from models.training import predict_streams
+from models.zoo import build_model
+from pipeline.serving import ServingModel
+from pipeline.swap.watcher import HotSwap, SwapConfig, SwapError
+from pipeline.worker import Worker, WorkerConfig
+from streams.datasets import SyntheticConfig, simulate
+from streams.memory import MemoryBus, MemorySink, MemorySource
+from streams.replay import ReplayConfig, replay
+
+NAME = "har"
+
+
+@pytest.fixture(scope="module")
+def fleet():
+    # 110 samples per device: the worker's 128-sample ring holds each whole stream
+    return simulate(SyntheticConfig(devices=24, duration_s=2.2, gap_prob=0.0, seed=9))
+
+
+@pytest.fixture
+def registry(tmp_path, fleet):
+    """Versions 1 and 2 (different weights) and 3 (reads other channels); v1 is champion."""
+    registry = Registry(tmp_path / "registry")
+    spec = ModelSpec(setup="stream", cell="gru", hidden=8)
+    meta = ModelMeta(spec, fleet.channels, fleet.activities, 50.0, (0.0,) * 6, (0.5,) * 6, 64, 1)
+    for seed in (1, 2):
+        keras.utils.set_random_seed(seed)
+        registry.register(NAME, save_model(build_model(spec, meta), meta, tmp_path / "m.keras"))
+    other = ModelMeta(spec, ("a", "b", "c"), fleet.activities, 50.0, (0.0,) * 3, (1.0,) * 3, 64, 1)
+    registry.register(NAME, save_model(build_model(spec, other), other, tmp_path / "o.keras"))
+    registry.promote(NAME, 1)
+    return registry
+
+
+def _worker(registry, bus, out, config=None):
+    model, meta = registry.load(NAME, 1)
+    swap = HotSwap(registry, NAME, config or SwapConfig(poll_s=0.02))
+    serving = ServingModel.load(model, meta, f"{NAME}@v0001")
+    return Worker(MemorySource(bus, ["sensor.raw"]), MemorySink(out), serving,
+                  config=WorkerConfig(emit="every", max_records=40), swaps=[swap])  # fmt: skip
+
+
+def _predictions(out) -> list[dict]:
+    source = MemorySource(out, ["har.predictions"])
+    return [json.loads(m.value) for m in source.poll(max_records=10_000_000, timeout_s=0)]
+
+
+def _per_sample(messages) -> dict[tuple[str, int], tuple[str, list[float]]]:
+    """(device, seq) -> (version, probs); fails on a sample predicted twice."""
+    got = {}
+    for m in messages:
+        for seq, probs in zip(m["steps"]["seq"], m["steps"]["probs"], strict=True):
+            assert (m["device"], seq) not in got, f"{m['device']} {seq} predicted twice"
+            got[m["device"], seq] = (m["model"], probs)
+    return got
+
+
+def _offline(registry, version, fleet):
+    model, _ = registry.load(NAME, version)
+    probs = predict_streams(model, [s.values for s in fleet.streams])
+    return {s.device: dict(zip(s.sequence().tolist(), p, strict=True))
+            for s, p in zip(fleet.streams, probs, strict=True)}  # fmt: skip
+
+
+def _wait_for_swaps(worker, count, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while len(worker.stats.swaps) < count:
+        assert time.monotonic() < deadline, "the worker never swapped"
+        worker.step()
+
+
+def _check(got, fleet, offline_by_version):
+    expected = {(s.device, q) for s in fleet.streams for q in s.sequence().tolist()}
+    assert set(got) == expected  # every sample exactly once (duplicates fail in _per_sample)
+    for (device, seq), (version, probs) in got.items():
+        want = offline_by_version[version][device][seq]
+        np.testing.assert_allclose(probs, want, atol=2e-5, err_msg=f"{version} {device} {seq}")
+
+
+@pytest.mark.parametrize("sync_chunk", [256, 1], ids=["sync-at-once", "sync-one-per-batch"])
+def test_swap_under_load_primes_states_as_if_the_new_model_saw_everything(
+    registry, fleet, sync_chunk
+):
+    bus, out = MemoryBus(partitions=3, capacity=1_000_000), MemoryBus(1, 10_000_000)
+    config = SwapConfig(poll_s=0.02, catch_up_samples=1, max_rounds=3,  # several rounds
+                        sync_budget_ms=0.0, sync_chunk_devices=sync_chunk)  # fmt: skip
+    worker = _worker(registry, bus, out, config)
+    producer = threading.Thread(
+        target=replay,
+        args=(fleet, MemorySink(bus), ReplayConfig(samples_per_record=5, speed=4.0)),
+    )
+    producer.start()
+    while len(worker.store) < len(fleet.streams) or worker.stats.samples < 800:
+        worker.step()
+    registry.promote(NAME, 2)
+    _wait_for_swaps(worker, 1)
+    registry.rollback(NAME)  # back to v1, the same way
+    _wait_for_swaps(worker, 2)
+    producer.join()
+    worker.run(timeout=0.2)
+    worker.close()
+    swap_to_2, back_to_1 = worker.stats.swaps
+    assert (swap_to_2.previous, swap_to_2.version) == ("har@v0001", "har@v0002")
+    assert back_to_1.version == "har@v0001" and swap_to_2.rounds >= 2
+    for swap in (swap_to_2, back_to_1):  # the worker synced sync_chunk devices per boundary
+        assert swap.sync_batches == -(-swap.synced_by_worker // sync_chunk) - 1
+        assert len(swap.pauses_ms) > swap.sync_batches
+    messages = _predictions(out)
+    got = _per_sample(messages)
+    assert {v for v, _ in got.values()} == {"har@v0001", "har@v0002"}
+    offline = {f"har@v000{v}": _offline(registry, v, fleet) for v in (1, 2)}
+    _check(got, fleet, offline)
+    batches: dict[int, set[str]] = {}
+    for m in messages:
+        batches.setdefault(m["batch"], set()).add(m["model"])
+    assert all(len(v) == 1 for v in batches.values())  # the version changes between batches
+    assert {b for b, v in batches.items() if "har@v0002" in v} == set(
+        range(swap_to_2.batch, back_to_1.batch)
+    ) & set(batches)
+
+
+def test_reset_policy_starts_the_new_model_from_zero_states(registry, fleet):
+    bus, out = MemoryBus(partitions=3, capacity=1_000_000), MemoryBus(1, 10_000_000)
+    worker = _worker(registry, bus, out, SwapConfig(poll_s=0.02, prime="reset"))
+    first = fleet.streams[0]
+    half = len(first.values) // 2
+    config = ReplayConfig(samples_per_record=5)
+    replay(dataset_slice(fleet, 0, half, [first.device]), MemorySink(bus), config)
+    worker.run(timeout=0.1)
+    registry.promote(NAME, 2)
+    _wait_for_swaps(worker, 1)
+    replay(dataset_slice(fleet, half, None, [first.device]), MemorySink(bus), config)
+    worker.run(timeout=0.1)
+    worker.close()
+    got = _per_sample(_predictions(out))
+    model, _ = registry.load(NAME, 2)
+    after = predict_streams(model, [first.values[half:]])[0]
+    for i, seq in enumerate(first.sequence()[half:].tolist()):
+        version, probs = got[first.device, seq]
+        assert version == "har@v0002"
+        np.testing.assert_allclose(probs, after[i], atol=2e-5)
+
+
+def test_a_champion_the_worker_cannot_serve_is_refused_and_the_old_one_kept(registry, fleet):
+    bus, out = MemoryBus(partitions=3, capacity=1_000_000), MemoryBus(1, 10_000_000)
+    worker = _worker(registry, bus, out)
+    replay(fleet, MemorySink(bus), ReplayConfig(samples_per_record=5))
+    registry.promote(NAME, 3)  # reads channels a, b, c
+    swap = worker._swaps[0]
+    deadline = time.monotonic() + 30
+    while not swap.errors:
+        assert time.monotonic() < deadline
+        worker.step()
+    worker.run(timeout=0.1)
+    worker.close()
+    assert "reads ('a', 'b', 'c')" in swap.errors[0] and not worker.stats.swaps
+    assert {v for v, _ in _per_sample(_predictions(out)).values()} == {"har@v0001"}
+
+
+def test_a_worker_without_a_registry_version_cannot_follow_one(registry, fleet, tmp_path):
+    model, meta = registry.load(NAME, 1)
+    bus = MemoryBus()
+    with pytest.raises(SwapError, match="serves no registry version"):
+        Worker(MemorySource(bus, ["sensor.raw"]), MemorySink(bus),
+               ServingModel.load(model, meta, "file:x.keras"),
+               swaps=[HotSwap(registry, NAME)])  # fmt: skip

@@ -2,7 +2,8 @@
 
 ``streams``, ``models`` and ``pipeline`` each keep an ``exceptions.py`` whose classes derive
 from :class:`HarstreamError`, so ``except HarstreamError`` catches every error the project raises
-on purpose.
+on purpose (the ``harstream`` command prints it as ``harstream: error: ...`` and exits with 2).
+:class:`ConfigError`, shared by the three packages, lives here.
 """
 
 from importlib.metadata import PackageNotFoundError, version
@@ -17,4 +18,14 @@ class HarstreamError(Exception):
     """Root of every exception harstream raises on purpose."""
 
 
-__all__ = ["HarstreamError", "__version__"]
+class ConfigError(HarstreamError, ValueError):
+    """A configuration value is invalid: a command-line flag, an environment variable, a
+    settings-file entry or a field of a config object.
+
+    The one configuration error of all three packages (``streams.exceptions`` and
+    ``pipeline.exceptions`` re-export it); a model's architecture or training options raise its
+    subclass :class:`models.exceptions.SpecError`. Also a ``ValueError``, as any bad value is.
+    """
+
+
+__all__ = ["ConfigError", "HarstreamError", "__version__"]

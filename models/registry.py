@@ -37,7 +37,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import harstream
-from models.exceptions import ModelsError
+from models.exceptions import (
+    ModelFileError,
+    RegistryError,
+    UnknownModelError,
+    UnknownVersionError,
+)
 from models.spec import ModelMeta
 
 if TYPE_CHECKING:
@@ -147,7 +152,7 @@ class Registry:
         except FileNotFoundError:
             return {}
         except (ValueError, AttributeError) as exc:
-            raise ModelsError(f"{path}: unreadable aliases ({exc})") from exc
+            raise RegistryError(f"{path}: unreadable aliases ({exc})") from exc
 
     def get(self, name: str, ref: Ref = "latest") -> ModelVersion:
         """The version ``ref`` of ``name`` (see :data:`Ref`)."""
@@ -189,7 +194,7 @@ class Registry:
         """Add a harstream ``.keras`` model as the next version of ``name`` (a candidate)."""
         from models.io import read_meta  # imports Keras: only paid by those who register
 
-        _check_name(name)
+        check_name(name)
         meta = read_meta(model_path)  # rejects a file that is not a harstream model
         if parent is not None:
             parent = self.get(name, parent).version
@@ -227,7 +232,7 @@ class Registry:
         with self._locked(name):
             target = self.get(name, version)
             if target.rejected is not None:
-                raise ModelsError(
+                raise RegistryError(
                     f"{name} {target.label} was rejected ({target.rejected.get('reason', '')}); "
                     "a rejected version is never promoted"
                 )
@@ -245,10 +250,10 @@ class Registry:
         with self._locked(name):
             aliases = self.aliases(name)
             if "previous" not in aliases:
-                raise ModelsError(f"{name} has no previous champion to roll back to")
+                raise RegistryError(f"{name} has no previous champion to roll back to")
             target = self.get(name, aliases["previous"])
             if target.rejected is not None:
-                raise ModelsError(
+                raise RegistryError(
                     f"{name} {target.label} (previous) was rejected since; cannot roll back to it"
                 )
             old = aliases.get("champion")
@@ -263,11 +268,11 @@ class Registry:
     def reject(self, name: str, version: Ref, reason: str) -> ModelVersion:
         """Mark a candidate as rejected (e.g. it lost the gate against the champion)."""
         if not reason.strip():
-            raise ModelsError("a rejection needs a reason")
+            raise RegistryError("a rejection needs a reason")
         with self._locked(name):
             target = self.get(name, version)
             if target.status == "champion":
-                raise ModelsError(f"{name} {target.label} is the champion; roll back first")
+                raise RegistryError(f"{name} {target.label} is the champion; roll back first")
             path = target.path / REJECTED_FILE
             _replace(path, _dumps({"reason": reason, "rejected_at": _now()}))
         return self.get(name, target.version)
@@ -275,7 +280,7 @@ class Registry:
     # -- internals ---------------------------------------------------------------------------
 
     def _dir(self, name: str) -> Path:
-        _check_name(name)
+        check_name(name)
         return self.root / name
 
     def _numbers(self, name: str) -> list[int]:
@@ -290,28 +295,28 @@ class Registry:
         numbers = self._numbers(name)
         if not numbers:
             known = ", ".join(self.names()) or "none"
-            raise ModelsError(
+            raise UnknownModelError(
                 f"no model named {name!r} in the registry at {self.root} (models: {known})"
             )
         return numbers
 
     def _resolve(self, name: str, ref: Ref, numbers: list[int], aliases: dict[str, int]) -> int:
         if isinstance(ref, bool) or not isinstance(ref, int | str):
-            raise ModelsError(f"a version reference must be an int or a string, not {ref!r}")
+            raise RegistryError(f"a version reference must be an int or a string, not {ref!r}")
         if ref == "latest":
             return numbers[-1]
         match = _VERSION_REF.fullmatch(ref) if isinstance(ref, str) else None
         if isinstance(ref, int) or match:
             version = ref if isinstance(ref, int) else int(match.group(1))
             if version not in numbers:
-                raise ModelsError(
+                raise UnknownVersionError(
                     f"{name} has no version {version}; it has {version_label(numbers[0])}"
                     f"..{version_label(numbers[-1])}"
                 )
             return version
         if ref not in aliases:
             known = ", ".join(sorted(aliases)) or "none yet; promote a version first"
-            raise ModelsError(f"{name} has no alias {ref!r} (aliases: {known})")
+            raise UnknownVersionError(f"{name} has no alias {ref!r} (aliases: {known})")
         return aliases[ref]
 
     def _read(self, name: str, version: int, aliases: dict[str, int]) -> ModelVersion:
@@ -322,8 +327,8 @@ class Registry:
             lineage = json.loads((path / "lineage.json").read_text())
             rejected_file = path / REJECTED_FILE
             rejected = json.loads(rejected_file.read_text()) if rejected_file.exists() else None
-        except (OSError, ValueError) as exc:
-            raise ModelsError(f"{path}: damaged registry entry ({exc})") from exc
+        except (OSError, ValueError, ModelFileError) as exc:
+            raise RegistryError(f"{path}: damaged registry entry ({exc})") from exc
         return ModelVersion(
             name=name,
             version=version,
@@ -365,9 +370,10 @@ class Registry:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _check_name(name: str) -> None:
+def check_name(name: str) -> None:
+    """Refuse a model name that could not be a registry directory (:class:`RegistryError`)."""
     if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise ModelsError(
+        raise RegistryError(
             f"invalid model name {name!r}: use letters, digits, '.', '_' and '-', "
             "starting with a letter or digit"
         )
@@ -388,7 +394,7 @@ def _dumps(obj: Any) -> str:
     try:
         return json.dumps(obj, indent=2, sort_keys=True, default=plain) + "\n"
     except (TypeError, ValueError) as exc:
-        raise ModelsError(f"cannot store as JSON: {exc}") from exc
+        raise RegistryError(f"cannot store as JSON: {exc}") from exc
 
 
 @cache

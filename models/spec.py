@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from models.exceptions import ModelsError
+from models.exceptions import ModelFileError, SpecError
 
 Cell = Literal["rnn", "lstm", "gru"]
 Architecture = Literal["recurrent", "birnn", "mlp", "cnn"]
@@ -41,23 +41,23 @@ class ModelSpec:
 
     def __post_init__(self) -> None:
         if self.setup not in ("window", "stream"):
-            raise ModelsError(f"setup must be 'window' or 'stream', not {self.setup!r}")
+            raise SpecError(f"setup must be 'window' or 'stream', not {self.setup!r}")
         if self.architecture not in ARCHITECTURES:
-            raise ModelsError(f"architecture must be one of {ARCHITECTURES}")
+            raise SpecError(f"architecture must be one of {ARCHITECTURES}")
         if self.cell not in CELLS:
-            raise ModelsError(f"cell must be one of {CELLS}, not {self.cell!r}")
+            raise SpecError(f"cell must be one of {CELLS}, not {self.cell!r}")
         if not 1 <= self.layers <= 3:
-            raise ModelsError("layers must be 1, 2 or 3")
+            raise SpecError("layers must be 1, 2 or 3")
         if self.hidden < 1 or not 0.0 <= self.dropout < 1.0 or self.conv_filters < 0:
-            raise ModelsError("hidden must be >= 1, dropout in [0, 1), conv_filters >= 0")
+            raise SpecError("hidden must be >= 1, dropout in [0, 1), conv_filters >= 0")
         if self.setup == "stream" and self.architecture != "recurrent":
-            raise ModelsError("a stream (many-to-many) model must be unidirectional recurrent")
+            raise SpecError("a stream (many-to-many) model must be unidirectional recurrent")
         if self.setup == "stream" and self.conv_filters:
-            raise ModelsError(
+            raise SpecError(
                 "a conv front end is for window models (a stream model steps per sample)"
             )
         if self.next_step and self.setup != "stream":
-            raise ModelsError("the next-step head belongs to stream (many-to-many) models")
+            raise SpecError("the next-step head belongs to stream (many-to-many) models")
 
     @property
     def name(self) -> str:
@@ -67,10 +67,6 @@ class ModelSpec:
         )
         conv = f"-conv{self.conv_filters}" if self.conv_filters else ""
         return f"{self.setup}-{kind}{conv}-{self.layers}x{self.hidden}"
-
-    @property
-    def is_recurrent(self) -> bool:
-        return self.architecture in ("recurrent", "birnn")
 
 
 @dataclass(frozen=True)
@@ -95,13 +91,13 @@ class ModelMeta:
     def __post_init__(self) -> None:
         c = len(self.channels)
         if len(self.mean) != c or len(self.std) != c:
-            raise ModelsError(f"mean/std need one value per channel ({c})")
+            raise SpecError(f"mean/std need one value per channel ({c})")
         if min(self.std, default=1.0) <= 0:
-            raise ModelsError("std must be > 0 for every channel")
+            raise SpecError("std must be > 0 for every channel")
         if not self.classes:
-            raise ModelsError("a model needs at least one class")
+            raise SpecError("a model needs at least one class")
         if self.window < 1 or self.stride < 1:
-            raise ModelsError("window and stride must be >= 1")
+            raise SpecError("window and stride must be >= 1")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -115,4 +111,4 @@ class ModelMeta:
                 raw[key] = tuple(raw[key])
             return cls(**raw)
         except (KeyError, TypeError, ValueError) as exc:
-            raise ModelsError(f"invalid model metadata: {exc}") from exc
+            raise ModelFileError(f"invalid model metadata: {exc}") from exc

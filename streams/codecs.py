@@ -31,7 +31,7 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-from streams.exceptions import DecodeError
+from streams.exceptions import ConfigError, DecodeError
 from streams.record import UNLABELLED, Record
 
 MAGIC = b"HS"
@@ -334,4 +334,4 @@ def make_codec(name: CodecName, config: CodecConfig | None = None) -> Codec:
     try:
         return _CODECS[name](config)
     except KeyError:
-        raise ValueError(f"unknown codec {name!r}; choose from {sorted(_CODECS)}") from None
+        raise ConfigError(f"unknown codec {name!r}; choose from {sorted(_CODECS)}") from None

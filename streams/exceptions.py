@@ -1,10 +1,26 @@
-"""Errors raised by ``streams``: all derive from :class:`harstream.HarstreamError`."""
+"""Errors raised by ``streams``: all derive from :class:`harstream.HarstreamError`.
+
+An out-of-range config value (a codec name, a replay's fault probabilities, a bus size, a
+``kafka://`` URL) raises :class:`~harstream.ConfigError`, defined once in ``harstream`` for all
+three packages and re-exported here; it is a ``ValueError`` too, as :class:`DecodeError` is.
+"""
 
 from __future__ import annotations
 
 from typing import Literal, get_args
 
-from harstream import HarstreamError
+from harstream import ConfigError, HarstreamError
+
+__all__ = [
+    "DECODE_REASONS",
+    "BrokerError",
+    "ConfigError",
+    "DatasetError",
+    "DecodeError",
+    "DecodeReason",
+    "StreamsError",
+    "TransportError",
+]
 
 DecodeReason = Literal[
     "truncated",
@@ -46,7 +62,3 @@ class TransportError(StreamsError):
 
 class BrokerError(StreamsError):
     """The local Kafka broker could not be installed, started or stopped."""
-
-
-class InvalidConfig(StreamsError, ValueError):
-    """A configuration value is out of range."""

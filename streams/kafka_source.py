@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import threading
+import logging
 import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from kafka import KafkaConsumer
-from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.errors import (
     CommitFailedError,
     IllegalGenerationError,
@@ -16,13 +15,15 @@ from kafka.errors import (
     KafkaError,
     RebalanceInProgressError,
 )
-from kafka.future import Future
 from kafka.structs import OffsetAndMetadata
 from kafka.structs import TopicPartition as KafkaTopicPartition
 
 from streams.exceptions import TransportError
+from streams.kafka_compat import ThreadedRebalanceListener
 from streams.kafka_config import KafkaConfig
 from streams.protocols import Message, RebalanceListener, TopicPartition
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -39,47 +40,6 @@ class SourceConfig:
     max_poll_interval_ms: int = 300_000
     metadata_timeout_s: float = 30.0
     """how long to wait for the topics' partitions to be known before joining the group"""
-
-
-class _Listener(AsyncConsumerRebalanceListener):
-    """Runs the hook on a worker thread while the consumer's IO loop awaits it.
-
-    kafka-python 3 calls rebalance listeners on its IO thread, where blocking consumer calls
-    (``commit``) are refused; on a worker thread the hook may commit, flush and checkpoint while
-    heartbeats go on.
-    """
-
-    def __init__(self, hook: RebalanceListener) -> None:
-        self.hook = hook
-        self.net = None  # the consumer's IO loop, set once the consumer exists
-
-    async def on_partitions_revoked(self, revoked):
-        await self._in_thread(self.hook.on_revoked, revoked)
-
-    async def on_partitions_assigned(self, assigned):
-        await self._in_thread(self.hook.on_assigned, assigned)
-
-    def _in_thread(self, fn, partitions) -> Future:
-        done = Future()
-        parts = {TopicPartition(tp.topic, tp.partition) for tp in partitions}
-
-        def work() -> None:
-            error: BaseException | None = None
-            try:
-                fn(parts)
-            except BaseException as exc:  # handed to the IO loop, which re-raises it
-                error = exc
-
-            async def resolve() -> None:
-                if error is None:
-                    done.success(None)
-                else:
-                    done.failure(error)
-
-            self.net.call_soon_threadsafe(resolve)
-
-        threading.Thread(target=work, name="rebalance-listener", daemon=True).start()
-        return done
 
 
 class KafkaSource:
@@ -113,10 +73,7 @@ class KafkaSource:
         except KafkaError as exc:
             raise TransportError(f"cannot connect to {kafka.bootstrap_servers}: {exc}") from exc
         self._await_metadata(topics, cfg.metadata_timeout_s)
-        hook = None
-        if listener is not None:
-            hook = _Listener(listener)
-            hook.net = self._consumer._net  # kafka-python 3.0 has no public handle on its loop
+        hook = None if listener is None else ThreadedRebalanceListener(listener, self._consumer)
         self._consumer.subscribe(topics=list(topics), listener=hook)
         self._max_records = cfg.max_poll_records
         self.skipped_commits = 0
@@ -158,11 +115,14 @@ class KafkaSource:
                         for tp, off in offsets.items()
                     }
                 )
-        except (RebalanceInProgressError, CommitFailedError, IllegalGenerationError):
+        except (RebalanceInProgressError, CommitFailedError, IllegalGenerationError) as exc:
+            log.info("offset commit skipped (a rebalance): %s", exc)
             return
         except KafkaError as exc:
             if exc.retriable:
                 self.skipped_commits += 1
+                log.warning("offset commit skipped (retriable): %s", exc,
+                            extra={"skipped_commits": self.skipped_commits})  # fmt: skip
                 return
             raise TransportError(f"offset commit failed: {exc}") from exc
 

@@ -13,7 +13,7 @@ import zlib
 from collections import deque
 from collections.abc import Collection, Iterable, Mapping
 
-from streams.exceptions import TransportError
+from streams.exceptions import ConfigError, TransportError
 from streams.protocols import Message, RebalanceListener, TopicPartition
 
 
@@ -42,7 +42,7 @@ class MemoryBus:
 
     def __init__(self, partitions: int = 4, capacity: int = 10_000) -> None:
         if partitions < 1 or capacity < 1:
-            raise ValueError("partitions and capacity must be >= 1")
+            raise ConfigError("partitions and capacity must be >= 1")
         self.partitions = partitions
         self.capacity = capacity
         self._topics: dict[str, list[_Partition]] = {}

@@ -12,16 +12,19 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from streams.accounting import DeviceTally
 from streams.checksum import sample_checksum
 from streams.codecs import CodecConfig, CodecName, make_codec
-from streams.datasets.base import StreamDataset
-from streams.exceptions import InvalidConfig
+from streams.exceptions import ConfigError
 from streams.protocols import Sink
 from streams.record import Record
+
+if TYPE_CHECKING:
+    from streams.datasets.base import StreamDataset
 
 
 @dataclass(frozen=True)
@@ -45,9 +48,9 @@ class FaultConfig:
     def __post_init__(self) -> None:
         for name in ("drop", "duplicate", "reorder", "nan_burst", "corrupt"):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise InvalidConfig(f"fault probability {name} must be in [0, 1]")
+                raise ConfigError(f"fault probability {name} must be in [0, 1]")
         if self.clock_skew_ms < 0:
-            raise InvalidConfig("clock_skew_ms must be >= 0")
+            raise ConfigError("clock_skew_ms must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -63,9 +66,9 @@ class ReplayConfig:
 
     def __post_init__(self) -> None:
         if self.samples_per_record < 1:
-            raise InvalidConfig("samples_per_record must be >= 1")
+            raise ConfigError("samples_per_record must be >= 1")
         if self.speed is not None and self.speed <= 0:
-            raise InvalidConfig("speed must be > 0 (or None for as fast as possible)")
+            raise ConfigError("speed must be > 0 (or None for as fast as possible)")
 
 
 @dataclass

@@ -235,10 +235,6 @@ class StateStore:
         """Put ``device`` back as :meth:`snapshot` described it; return its slot."""
         return int(self.restore_all({device: snap})[0])
 
-    def snapshot_all(self) -> dict[str, dict]:
-        """:meth:`snapshot` of every device."""
-        return {device: self.snapshot(device) for device in self._slot}
-
     def restore_all(self, snapshots: dict[str, dict]) -> np.ndarray:
         """Put every device back as :meth:`snapshot` described it (not changed since the last
         checkpoint); their slots."""

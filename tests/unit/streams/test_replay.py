@@ -8,7 +8,7 @@ import pytest
 from streams.accounting import SampleLedger, compare_tallies
 from streams.codecs import AutoCodec, CodecConfig
 from streams.datasets.base import DeviceStream, StreamDataset
-from streams.exceptions import DecodeError, InvalidConfig
+from streams.exceptions import ConfigError, DecodeError
 from streams.memory import MemoryBus, MemorySink, MemorySource
 from streams.replay import FaultConfig, ReplayConfig, plan_records, replay
 
@@ -129,12 +129,12 @@ def test_json_codec_and_progress():
 
 @pytest.mark.parametrize("bad", [{"drop": 1.5}, {"corrupt": -0.1}, {"clock_skew_ms": -1}])
 def test_invalid_fault_config(bad):
-    with pytest.raises(InvalidConfig):
+    with pytest.raises(ConfigError):
         FaultConfig(**bad)
 
 
 def test_invalid_replay_config():
-    with pytest.raises(InvalidConfig):
+    with pytest.raises(ConfigError):
         ReplayConfig(samples_per_record=0)
-    with pytest.raises(InvalidConfig):
+    with pytest.raises(ConfigError):
         ReplayConfig(speed=0)

@@ -94,7 +94,7 @@ def test_snapshot_and_restore_all_devices():
     store.push(slots, np.array([1, 2, 3]), np.arange(12, dtype=np.float32).reshape(6, 2))
     store.last_seq[slots] = [0, 1, 2]
     copy = StateStore(2, StoreConfig(ring=3))
-    restored = copy.restore_all(store.snapshot_all())
+    restored = copy.restore_all({d: store.snapshot(d) for d in store.devices()})
     assert sorted(copy.devices()) == ["a", "b", "c"] and len(restored) == 3
     for device in ("a", "b", "c"):
         a, b = store.slot(device), copy.slot(device)

@@ -16,68 +16,20 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import keras
 import numpy as np
 
 from models.augment import axis_groups, random_rotations, rotated, turned
-from models.exceptions import ModelsError
+from models.exceptions import ModelsError, SpecError
 from models.spec import ModelMeta, ModelSpec
+from models.train_config import TrainConfig  # re-exported: training callers import it here
 from models.windowing import balanced_class_weights, fit_normalisation
 from models.zoo import ACTIVITY, NEXT, build_model, reset_state, stateful_copy
 
 EpochHook = Callable[[int, int, dict[str, float]], None]
 """Called after every epoch with (epoch, epochs, logs)."""
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """How to train; the defaults suit a laptop CPU."""
-
-    epochs: int = 30
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    clipnorm: float | None = 1.0
-    lr_schedule: Literal["constant", "cosine"] = "cosine"
-    """cosine: decay the learning rate to 1 % of its start over ``epochs``"""
-    patience: int = 6
-    """epochs without a better validation accuracy before stopping (best weights kept)"""
-    class_weights: bool = True
-    validation_users: float = 0.2
-    """fraction of the training users held out for early stopping (0 = none)"""
-    seed: int = 0
-    max_seconds: float | None = None
-    """stop after the epoch during which this much time has passed"""
-    tbptt_steps: int = 128
-    """stream models: samples per truncated-BPTT chunk"""
-    chunks_per_lane: int = 16
-    """stream models: chunks the state is carried over before it is reset (1 = windows only)"""
-    lanes: int = 32
-    """stream models: recordings segments trained side by side (the batch)"""
-    next_step_weight: float = 0.1
-    """stream models with a next-step head: weight of its (MSE) loss"""
-    tune: Literal["all", "head"] = "all"
-    """fine-tuning: ``head`` trains only the output layers, the recurrent ones stay frozen"""
-    l2_sp: float = 0.0
-    """fine-tuning: weight of an L2 penalty on the distance from the starting weights (L2-SP),
-    so that the model forgets less of what it learnt from its earlier users"""
-    rotate_deg: float = 0.0
-    """window models: every epoch also trains on a copy of each window with its x/y/z sensors
-    turned by a fresh random rotation of up to this many degrees (phones worn at other angles),
-    and validates on the held-out users' windows plus one turned copy of each (0 = off)"""
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.lanes < 1:
-            raise ModelsError("epochs, batch_size and lanes must be >= 1")
-        if self.tbptt_steps < 1 or self.chunks_per_lane < 1:
-            raise ModelsError("tbptt_steps and chunks_per_lane must be >= 1")
-        if not 0.0 <= self.validation_users < 1.0:
-            raise ModelsError("validation_users must be in [0, 1)")
-        if self.tune not in ("all", "head") or self.l2_sp < 0.0:
-            raise ModelsError("tune must be all or head, and l2_sp >= 0")
-        if not 0.0 <= self.rotate_deg <= 180.0:
-            raise ModelsError("rotate_deg must be in [0, 180]")
 
 
 @dataclass
@@ -197,7 +149,7 @@ def train_window_model(
     """
     cfg = config or TrainConfig()
     if spec.setup != "window":
-        raise ModelsError("train_window_model trains window (many-to-one) models")
+        raise SpecError("train_window_model trains window (many-to-one) models")
     keep = y >= 0
     X, y, users = X[keep], y[keep].astype(np.int32), np.asarray(users)[keep]
     keras.utils.set_random_seed(cfg.seed)
@@ -207,7 +159,7 @@ def train_window_model(
     X_val, y_val = X[is_val], y[is_val]
     groups = axis_groups(channels) if cfg.rotate_deg else []
     if cfg.rotate_deg and not groups:
-        raise ModelsError("rotate_deg needs x/y/z channels (names ending in x, y and z)")
+        raise SpecError("rotate_deg needs x/y/z channels (names ending in x, y and z)")
     if cfg.rotate_deg:
         # the held-out users' windows are turned too (once, seeded): early stopping then keeps
         # the epoch that copes best with phones worn at other angles
@@ -401,9 +353,9 @@ def train_stream_model(
     """
     cfg = config or TrainConfig()
     if spec.setup != "stream":
-        raise ModelsError("train_stream_model trains stream (many-to-many) models")
+        raise SpecError("train_stream_model trains stream (many-to-many) models")
     if cfg.rotate_deg:
-        raise ModelsError("rotate_deg augments window models; stream models train without it")
+        raise SpecError("rotate_deg augments window models; stream models train without it")
     keras.utils.set_random_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     train_users, val_users = split_users(users, cfg.validation_users, cfg.seed)

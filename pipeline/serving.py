@@ -1,4 +1,4 @@
-"""A model as a worker serves it: its version, metadata and what runs it (no TensorFlow here)."""
+"""What a worker serves: the ``[model]`` settings and a model as the worker runs it."""
 
 from __future__ import annotations
 
@@ -9,6 +9,31 @@ import numpy as np
 
 from models.runtime import StreamRuntime
 from models.spec import ModelMeta
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    """The ``[model]`` settings: which models a worker serves.
+
+    The registry's ``ref`` (``champion`` by default) of ``name``, or ``.keras`` files: a stream
+    (many-to-many) model overrides the registry, a window (many-to-one) model runs beside it.
+    ``follow``: while serving the registry's champion, swap to each new one (``[swap]``); the
+    trainer's announcements on ``control_topic`` wake the worker at once.
+    """
+
+    registry: str | None = None
+    name: str = "har"
+    ref: str = "champion"
+    stream_model: str | None = None
+    window_model: str | None = None
+    follow: bool = True
+    control_topic: str = "har.control"
+
+    @property
+    def follows_champion(self) -> bool:
+        """True when the worker should hot-swap to each new champion."""
+        return bool(self.registry and self.follow and not self.stream_model
+                    and self.ref == "champion")  # fmt: skip
 
 
 @dataclass

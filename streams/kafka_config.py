@@ -1,10 +1,13 @@
-"""Connection settings shared by every Kafka client harstream makes."""
+"""The ``[kafka]`` settings: where the cluster is, how to authenticate (SSL/SASL passed
+through to every client harstream makes), the workers' consumer group and topic creation."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 from urllib.parse import urlparse
+
+from streams.exceptions import ConfigError
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"]
@@ -30,10 +33,24 @@ class KafkaConfig:
     sasl_plain_username: str | None = None
     sasl_plain_password: str | None = None
     request_timeout_ms: int = 30_000
+    group_id: str = "harstream-workers"
+    """the workers' consumer group (they share the input topic's partitions)"""
+    session_timeout_ms: int = 10_000
+    """how long a consumer group waits for a silent member (a killed worker) before it
+    rebalances; members heartbeat at a third of it"""
+    partitions: int = 6
+    """partitions of the topics harstream creates when they are missing"""
+    connect_timeout_s: float = 120.0
+    """how long a starting worker or trainer retries an unreachable cluster before it gives up"""
 
     def client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for kafka-python's clients (unset options left out)."""
-        return {f.name: v for f in fields(self) if (v := getattr(self, f.name)) is not None}
+        given = ((f.name, getattr(self, f.name)) for f in fields(self) if f.name not in _NOT_CLIENT)
+        return {name: value for name, value in given if value is not None}
+
+
+_NOT_CLIENT = frozenset({"group_id", "session_timeout_ms", "partitions", "connect_timeout_s"})
+"""harstream's own settings in [kafka]: applied where consumers and topics are made"""
 
 
 def parse_kafka_url(url: str) -> tuple[str, str]:
@@ -45,5 +62,5 @@ def parse_kafka_url(url: str) -> tuple[str, str]:
     parsed = urlparse(url)
     topic = parsed.path.lstrip("/")
     if parsed.scheme != "kafka" or not parsed.netloc or not topic or "/" in topic:
-        raise ValueError(f"expected kafka://HOST:PORT/TOPIC, got {url!r}")
+        raise ConfigError(f"expected kafka://HOST:PORT/TOPIC, got {url!r}")
     return parsed.netloc, topic

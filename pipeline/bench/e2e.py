@@ -16,18 +16,21 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 from models.spec import ModelMeta, ModelSpec
 from models.zoo import build_model
 from pipeline.bench.timing import percentile
 from pipeline.serving import ServingModel
+from pipeline.settings import Settings
+from pipeline.state.checkpoint import CheckpointConfig
+from pipeline.wiring import build_worker
 from pipeline.worker import Worker, WorkerConfig
 from streams.admin import TopicSpec, ensure_topics
 from streams.datasets import SyntheticConfig, simulate
 from streams.kafka_config import KafkaConfig
 from streams.kafka_sink import KafkaSink
-from streams.kafka_source import KafkaSource, SourceConfig
 from streams.replay import ReplayConfig, replay
 
 
@@ -49,9 +52,9 @@ def _worker(kafka: KafkaConfig, topic: str, model, meta) -> Worker:
         events_topic=f"bench.events.{run}",
         dlq_topic=f"bench.dlq.{run}",
     )
-    source = KafkaSource(kafka, [topic], SourceConfig(group_id=f"bench-{run}"))
-    return Worker(source, KafkaSink(kafka), ServingModel.load(model, meta, "bench@v1"),
-                  config=config)  # fmt: skip
+    settings = Settings(kafka=replace(kafka, group_id=f"bench-{run}"), worker=config,
+                        checkpoint=CheckpointConfig(enabled=False))  # fmt: skip
+    return build_worker(settings, served=(ServingModel.load(model, meta, "bench@v1"), None))
 
 
 def bench_e2e(

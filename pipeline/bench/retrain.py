@@ -4,10 +4,11 @@ champion never saw, and does the gate refuse a bad candidate?
 1. Champion: a stream LSTM trained on the official HAPT training users within a time budget,
    registered and promoted as v1 of ``har`` in a temporary registry.
 2. New users (the official test users): each one's first recording is replayed, labels inline,
-   into an in-memory bus; the product's :class:`~pipeline.trainer.service.Trainer` fills its buffer from
-   it and retrains once (fine-tuning the champion), gates the candidate on the held-out devices
-   and registers it. ``holdout_percent`` is 25: the CRC-32 split then holds out two of the nine
-   first recordings (users 4 and 18) and trains on the other seven, so both parts have data.
+   into an in-memory bus; the product's :class:`~pipeline.trainer.service.Trainer` fills its
+   buffer from it and retrains once (fine-tuning the champion), gates the candidate on the
+   held-out devices and registers it. ``holdout_percent`` is 25: the CRC-32 split then holds out
+   two of the nine first recordings (users 4 and 18) and trains on the other seven, so both parts
+   have data.
 3. Later data: champion and candidate run over each new user's remaining recordings, whole,
    state never reset; per-sample accuracy over annotated samples.
 4. Bad candidate: the same fine-tune on the buffer's training windows with their label rows
@@ -30,12 +31,18 @@ import numpy as np
 from models.io import save_model
 from models.registry import Registry
 from models.spec import ModelSpec
-from models.training import TrainConfig, TrainResult, masked_accuracy, predict_streams
+from models.training import (
+    TrainConfig,
+    TrainResult,
+    masked_accuracy,
+    predict_streams,
+    train_stream_model,
+)
 from pipeline.trainer.buffer import BufferConfig, Windows, is_holdout
 from pipeline.trainer.gate import GateConfig, Verdict, judge
 from pipeline.trainer.labelling import JoinConfig
 from pipeline.trainer.modelling import recordings
-from pipeline.trainer.service import Retrain, Trainer, TrainerConfig, train_candidate
+from pipeline.trainer.service import TRAINING, Retrain, Trainer, TrainerConfig, train_candidate
 from streams.datasets import HAPT_TEST_USERS, StreamDataset, load_dataset, split_by_user
 from streams.datasets.uci_hapt import HAPT_FILE
 from streams.memory import MemoryBus, MemorySink, MemorySource
@@ -73,8 +80,6 @@ def _train_champion(
     train: StreamDataset, minutes: float, quick: bool, on_log: Log
 ) -> tuple[TrainResult, int]:
     """The champion and how many users it was trained on (validation users included)."""
-    from models.training import train_stream_model
-
     if quick:
         train = train.select_users(train.users[:QUICK_CHAMPION_USERS])
     spec = ModelSpec(setup="stream", cell="lstm", hidden=16 if quick else 64)
@@ -105,7 +110,7 @@ def _trainer_config(quick: bool) -> TrainerConfig:
     return TrainerConfig(
         name=NAME, every_windows=None, interval_s=None, drift=False, min_windows=1,
         max_records=POLL_RECORDS,
-        epochs=1 if quick else 5, tbptt_steps=51,  # the trainer's own tuning defaults
+        train=replace(TRAINING, epochs=1) if quick else TRAINING,  # the trainer's own defaults
         buffer=BufferConfig(window=WINDOW, holdout_percent=HOLDOUT_PERCENT),
         join=JoinConfig(window=WINDOW, stride=STRIDE),
         gate=GateConfig(margin=0.0, min_holdout_windows=MIN_HOLDOUT_WINDOWS),

@@ -17,17 +17,18 @@ restarted trainer resumes with its buffer instead of from zero.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from models.registry import Registry, version_label
-from pipeline.cli.progress import stderr
+from models.train_config import TrainConfig
 from pipeline.exceptions import ConfigError, PipelineError
 from pipeline.swap.control import CONTROL_TOPIC, announce
 from pipeline.trainer.buffer import BufferConfig, TrainingBuffer, Windows, stitched
@@ -44,11 +45,20 @@ if TYPE_CHECKING:
     from models.spec import ModelMeta
     from pipeline.observability.metrics import TrainerMetrics
 
+log = logging.getLogger(__name__)
 Mode = Literal["finetune", "scratch"]
 BUFFER_FILE = "buffer.npz"
 _CHUNK = 64
 """messages between window collections: a fast replay brings a device thousands of samples per
 poll, more than the joiner keeps waiting (``JoinConfig.max_pending``)"""
+
+
+TRAINING = TrainConfig(
+    epochs=5, learning_rate=1e-3, batch_size=64, clipnorm=1.0, lr_schedule="constant",
+    validation_users=0.0, max_seconds=600.0, tbptt_steps=51, lanes=16, tune="head",
+)  # fmt: skip
+"""The trainer's training defaults: short, constant-rate fine-tuning of the champion's head,
+bounded to ten minutes (the gate's held-out devices, not validation users, judge the result)."""
 
 
 @dataclass(frozen=True)
@@ -59,11 +69,11 @@ class TrainerConfig:
     labelled windows, or drift in the champion's online error (``drift``). No retrain starts
     before the buffer holds ``min_windows`` training windows and the gate's held-out minimum.
     ``mode``: ``finetune`` continues from the champion's weights (its normalisation kept);
-    ``scratch`` trains the champion's architecture anew. ``tune``: ``head`` fine-tunes only the
-    output layers, the recurrent ones frozen; ``l2_sp`` (L2-SP) pulls the weights towards the
-    champion's: ways to forget less of the users the champion learnt from (whom the gate's
-    held-out devices stand for) while learning from the buffer's. The defaults (``head`` at
-    1e-3) were the best of 14 variants on real data (``python -m pipeline.bench.retrain``, HAPT,
+    ``scratch`` trains the champion's architecture anew. ``train.tune``: ``head`` fine-tunes only
+    the output layers, the recurrent ones frozen; ``train.l2_sp`` (L2-SP) pulls the weights
+    towards the champion's: ways to forget less of the users the champion learnt from (whom the
+    gate's held-out devices stand for) while learning from the buffer's. The defaults (``head``
+    at 1e-3) were the best of 14 variants on real data (``python -m pipeline.bench.retrain``, HAPT,
     6 seeds): +1.8 points on the new users' later recordings, -0.9 on held-out users, where
     tuning every layer at 3e-4 gave +2.2 and -4.0. ``state_dir`` keeps the buffer.
     """
@@ -80,20 +90,12 @@ class TrainerConfig:
     every_windows: int | None = 2000
     drift: bool = True
     min_windows: int = 100
-    epochs: int = 5
-    learning_rate: float = 1e-3
-    batch_size: int = 64
-    clipnorm: float = 1.0
-    tune: Literal["all", "head"] = "head"
-    l2_sp: float = 0.0
-    tbptt_steps: int = 51
-    lanes: int = 16
-    max_train_s: float = 600.0
-    seed: int = 0
     state_dir: str | None = None
     save_every_s: float = 60.0
     max_records: int = 5000
     poll_timeout_s: float = 0.2
+    train: TrainConfig = field(default_factory=lambda: TRAINING)
+    """how candidates train (``[trainer.train]``); ``max_seconds`` bounds one retrain"""
     buffer: BufferConfig = field(default_factory=BufferConfig)
     join: JoinConfig = field(default_factory=JoinConfig)
     gate: GateConfig = field(default_factory=GateConfig)
@@ -104,10 +106,10 @@ class TrainerConfig:
             raise ConfigError(f"trainer mode must be finetune or scratch, not {self.mode!r}")
         if self.join.window != self.buffer.window:
             raise ConfigError("the joiner's and the buffer's window lengths must be equal")
-        if self.min_windows < 1 or self.epochs < 1 or self.tbptt_steps < 1 or self.lanes < 1:
-            raise ConfigError("min_windows, epochs, tbptt_steps and lanes must be >= 1")
-        if self.tune not in ("all", "head") or self.l2_sp < 0:
-            raise ConfigError(f"tune must be all or head ({self.tune!r}) and l2_sp >= 0")
+        if self.min_windows < 1:
+            raise ConfigError("min_windows must be >= 1")
+        if self.train.max_seconds is None:
+            raise ConfigError("[trainer.train] max_seconds must be set: a retrain is bounded")
 
 
 @dataclass
@@ -203,7 +205,12 @@ class Trainer:
         path = self._buffer_path()
         if path is not None and path.is_file():
             buffer = TrainingBuffer.load(path, channels, self.config.buffer)
-            stderr.print(f"trainer: resumed a buffer of {len(buffer):,} windows from {path}")
+            log.info(
+                "resumed a buffer of %d windows from %s",
+                len(buffer),
+                path,
+                extra={"windows": len(buffer), "path": str(path)},
+            )
             return buffer
         return TrainingBuffer(channels, self.config.buffer)
 
@@ -326,8 +333,10 @@ class Trainer:
         started = time.perf_counter()
         self.retraining = True
         train, holdout = self.buffer.windows(holdout=False), self.buffer.windows(holdout=True)
-        stderr.print(f"trainer: retraining {cfg.name} ({trigger}) on {len(train.devices):,} "
-                     f"windows, gate on {len(holdout.devices):,} held-out windows")  # fmt: skip
+        log.info("retraining %s (%s) on %d windows, gate on %d held-out windows", cfg.name,
+                 trigger, len(train.devices), len(holdout.devices),
+                 extra={"model": cfg.name, "trigger": trigger, "train_windows": len(train.devices),
+                        "holdout_windows": len(holdout.devices)})  # fmt: skip
         model, meta = train_candidate(self.champion, self.meta, train, cfg)
         verdict = judge(model, self.champion, meta, holdout, cfg.gate, stride=cfg.join.stride)
         version = self._register(model, meta, verdict, trigger, train)
@@ -344,8 +353,12 @@ class Trainer:
             self.metrics.champion.info({"version": version_label(self.champion_version)})
         label = version_label(version) if version is not None else "-"
         outcome = "promoted" if verdict.promote else "rejected"
-        stderr.print(f"trainer: {cfg.name} {label} {outcome}: {verdict.reason} "
-                     f"({result.seconds:.1f} s)")  # fmt: skip
+        log.info("%s %s %s: %s (%.1f s)", cfg.name, label, outcome, verdict.reason,
+                 result.seconds,
+                 extra={"model": cfg.name, "version": f"{cfg.name}@{label}", "outcome": outcome,
+                        "reason": verdict.code, "candidate_accuracy": verdict.candidate_accuracy,
+                        "champion_accuracy": verdict.champion_accuracy,
+                        "seconds": round(result.seconds, 3)})  # fmt: skip
         self.save()
         return result
 
@@ -355,7 +368,7 @@ class Trainer:
             self._load_champion()
 
     def _register(self, model, meta, verdict: Verdict, trigger: str, train: Windows) -> int:
-        from models.io import save_model
+        from models.io import save_model  # Keras: not at start-up
 
         cfg = self.config
         metrics = {"gate": verdict.to_dict(), "trigger": trigger, "mode": cfg.mode,
@@ -396,7 +409,7 @@ def train_candidate(
     Stream models train by truncated BPTT over each device's windows joined in time order
     (:func:`stitched`), the state carried for up to ``STREAM_CHUNKS`` chunks.
     """
-    from models.training import TrainConfig, train_stream_model, train_window_model
+    from models.training import train_stream_model, train_window_model  # Keras: not at start-up
 
     start = champion if config.mode == "finetune" else None
     common = dict(channels=meta.channels, classes=meta.classes, rate_hz=meta.rate_hz,
@@ -405,19 +418,15 @@ def train_candidate(
     if meta.spec.setup == "stream":
         recordings, devices = stitched(train, config.join.stride)
         shortest = min(len(v) for v, _ in recordings)
-        k = min(config.tbptt_steps, shortest - 1)
+        k = min(config.train.tbptt_steps, shortest - 1)
         chunks = max(1, min(STREAM_CHUNKS, (shortest - 1) // k))
         span = k * chunks
         lanes = sum(max(int(len(v) > span), (len(v) - 1) // span - 1) for v, _ in recordings)
     else:
-        k = min(config.tbptt_steps, train.values.shape[1] - 1)
+        k = min(config.train.tbptt_steps, train.values.shape[1] - 1)
         chunks, lanes = max(1, (train.values.shape[1] - 1) // k), len(train.devices)
-    train_config = TrainConfig(
-        epochs=config.epochs, batch_size=config.batch_size, learning_rate=config.learning_rate,
-        clipnorm=config.clipnorm, lr_schedule="constant", validation_users=0.0,
-        seed=config.seed, max_seconds=config.max_train_s, tbptt_steps=k, chunks_per_lane=chunks,
-        lanes=max(1, min(config.lanes, lanes)), tune=config.tune, l2_sp=config.l2_sp,
-    )  # fmt: skip
+    train_config = replace(config.train, tbptt_steps=k, chunks_per_lane=chunks,
+                           lanes=max(1, min(config.train.lanes, lanes)))  # fmt: skip
     if meta.spec.setup == "stream":
         result = train_stream_model(meta.spec, recordings, list(range(len(devices))),
                                     config=train_config, **common)  # fmt: skip

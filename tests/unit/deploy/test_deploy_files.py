@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import fnmatch
 import io
 import json
@@ -29,11 +28,16 @@ import pytest
 import yaml
 
 from models.registry import Registry
-from pipeline.cli.main import build_parser, main
 from pipeline.cli.commands import registry as registry_command
-from pipeline.cli.commands import trainer as trainer_command
+from pipeline.cli.main import build_parser, main
 from pipeline.observability.metrics import TrainerMetrics, WorkerMetrics
-from pipeline.settings import SECTIONS, load_sections, load_settings
+from pipeline.settings import (
+    SECTIONS,
+    TRAINER_SECTIONS,
+    load_settings,
+    load_trainer_settings,
+    variables,
+)
 
 ROOT = Path(__file__).resolve().parents[3]
 DEPLOY = ROOT / "deploy"
@@ -277,13 +281,7 @@ def test_the_seeding_command_registers_the_bundled_model(compose, manifests, tmp
 
 def setting_variables() -> set[str]:
     """``HARSTREAM_<SECTION>_<KEY>`` of the worker's and the trainer's settings."""
-    return {
-        f"HARSTREAM_{section}_{f.name}".upper()
-        for sections in (SECTIONS, trainer_command.SECTIONS)
-        for section, cls in sections.items()
-        for f in dataclasses.fields(cls)
-        if f.default_factory is dataclasses.MISSING
-    } | {registry_command.ROOT_ENV}
+    return variables(SECTIONS) | variables(TRAINER_SECTIONS) | {registry_command.ROOT_ENV}
 
 
 def test_environment_variables_are_real_settings(compose, manifests):
@@ -390,9 +388,9 @@ def test_k8s_settings_files_load_and_match_the_pods(manifests, tmp_path):
             settings = load_settings(path, environ={})
             registry, http = settings.model.registry, settings.http
         else:
-            sections = load_sections(trainer_command.SECTIONS, path, environ={})
-            registry, http = sections["trainer"].registry, sections["http"]
-            assert sections["trainer"].state_dir in mounts
+            sections = load_trainer_settings(path, environ={})
+            registry, http = sections.trainer.registry, sections.http
+            assert sections.trainer.state_dir in mounts
         assert registry in mounts
         assert http.port == container["ports"][0]["containerPort"]
 
@@ -426,7 +424,7 @@ def test_dockerfile_copies_what_exists_and_runs_harstream(compose):
                 copied.append(source)
     packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     assert {"pyproject.toml", "harstream", "streams", "models", "pipeline"} <= set(copied)
-    assert "dashboard/*" in packages["package-data"]["pipeline"]
+    assert "dashboard/*" in packages["package-data"]["pipeline.observability"]
     seeding = compose["registry-init"]["command"]
     (asset,) = [a for a in seeding if a.endswith(".keras")]
     assert args["WORKDIR"] == "/app" and (ROOT / asset.removeprefix("/app/")).is_file()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.trainer import buffer as training_buffer
 from pipeline.exceptions import PipelineError
+from pipeline.trainer import buffer as training_buffer
 from pipeline.trainer.buffer import (
     BufferConfig,
     TrainingBuffer,

@@ -19,7 +19,7 @@ from pipeline.swap.control import Announcement
 from pipeline.trainer.buffer import BufferConfig, Windows, stitched
 from pipeline.trainer.gate import GateConfig
 from pipeline.trainer.labelling import JoinConfig
-from pipeline.trainer.service import Trainer, TrainerConfig, train_candidate
+from pipeline.trainer.service import TRAINING, Trainer, TrainerConfig, train_candidate
 from streams.datasets import SyntheticConfig, simulate
 from streams.datasets.base import StreamDataset
 from streams.memory import MemoryBus, MemorySink, MemorySource
@@ -47,7 +47,8 @@ def registry(tmp_path):
 def _config(tmp_path, **kw) -> TrainerConfig:
     base = TrainerConfig(
         name=NAME, labels_topic="sensor.labels", every_windows=None, interval_s=None,
-        min_windows=60, epochs=4, learning_rate=3e-4, tune="all", tbptt_steps=42, lanes=16,
+        min_windows=60,
+        train=replace(TRAINING, epochs=4, learning_rate=3e-4, tune="all", tbptt_steps=42, lanes=16),
         state_dir=str(tmp_path / "state"), buffer=BufferConfig(window=WINDOW),
         join=JoinConfig(window=WINDOW, stride=WINDOW), gate=GateConfig(margin=0.01),
     )  # fmt: skip
@@ -180,7 +181,9 @@ def test_tune_head_fine_tunes_only_the_output_layers(tmp_path, registry, tilted)
     train = Windows(tuple(s.device for s, _ in cut),
                     np.stack([s.values[i : i + WINDOW] for s, i in cut]),
                     np.stack([s.labels[i : i + WINDOW] for s, i in cut]))  # fmt: skip
-    model, _ = train_candidate(champion, meta, train, _config(tmp_path, tune="head", epochs=1))
+    config = _config(tmp_path)
+    config = replace(config, train=replace(config.train, tune="head", epochs=1))
+    model, _ = train_candidate(champion, meta, train, config)
     changed = {w.path.split("/")[0] for w, before in zip(model.weights, champion.get_weights(),
                strict=True) if not np.array_equal(w.numpy(), before)}  # fmt: skip
     assert changed == {"activity", "next"}  # the output layers, not gru_0

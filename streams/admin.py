@@ -3,6 +3,7 @@ unreachable."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 from streams.exceptions import TransportError
 from streams.kafka_config import KafkaConfig
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
@@ -91,6 +93,8 @@ def ensure_topics(kafka: KafkaConfig, specs: Iterable[TopicSpec]) -> list[str]:
                 created.append(spec.name)
             except TopicAlreadyExistsError:
                 pass  # created concurrently by another process
+        if created:
+            log.info("topics created", extra={"topics": created})
         return created
     except KafkaError as exc:
         raise TransportError(f"creating topics failed: {exc}") from exc

@@ -17,6 +17,7 @@ server binds 127.0.0.1 unless told otherwise; it runs in daemon threads beside t
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +28,6 @@ from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
 from pipeline.exceptions import ConfigError
-from pipeline.observability.metrics import CONTENT_TYPE
 
 Checks = Callable[[], dict[str, bool]]
 
@@ -37,6 +37,8 @@ STATIC_TYPES = {
     ".css": "text/css; charset=utf-8",
     ".svg": "image/svg+xml",
 }
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,7 @@ class StatusServer:
             target=self._httpd.serve_forever, name="status-server", daemon=True
         )
         self._thread.start()
+        log.info("status server on %s", self.url, extra={"url": self.url})
         return self
 
     def close(self) -> None:
@@ -129,6 +132,8 @@ class _Handler(BaseHTTPRequestHandler):
         side = self.server_side
         path = unquote(urlsplit(self.path).path)
         if path == "/metrics":
+            from pipeline.observability.metrics import CONTENT_TYPE  # prometheus: not at start-up
+
             return self._send(HTTPStatus.OK, CONTENT_TYPE, side.metrics.exposition())
         if path == "/healthz":
             return self._checks(side.health())
@@ -174,8 +179,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 (scrapes are not news)
-        return
+    def log_message(self, format: str, *args) -> None:  # noqa: A002
+        log.debug("%s %s", self.address_string(), format % args)  # scrapes are not news
 
 
 def _plain(value: object) -> object:

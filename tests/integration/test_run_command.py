@@ -57,3 +57,29 @@ def test_run_process_predicts_and_stops_cleanly_on_sigterm(kafka_bootstrap, uniq
         _, err = worker.communicate(timeout=60)
     assert worker.returncode == 0, err[-2000:]
     assert f"{report.samples_sent:,} samples" in err  # processed everything before stopping
+
+
+def test_run_logs_json_lines(kafka_bootstrap, unique_topic, tmp_path):
+    """``--log-format json``: every stderr line is one JSON object (TensorFlow's start-up lines
+    included), the start line carries the worker's settings as fields."""
+    raw = unique_topic("raw")
+    data = simulate(SyntheticConfig(devices=2, duration_s=2, seed=3))
+    model_path = stream_model_file(data, tmp_path / "m.keras")
+    config = tmp_path / "worker.toml"
+    config.write_text(worker_toml(kafka_bootstrap, unique_topic, input_topic=raw))
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "run", "--log-format", "json", "--config",
+         str(config), "--stream-model", str(model_path), "--http-port", "0", "--max-seconds", "8"],
+        capture_output=True, text=True, timeout=240,
+        env={**os.environ, "PYTHONPATH": str(REPO), "HARSTREAM_LOG_LEVEL": "info"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    records = [json.loads(line) for line in done.stderr.splitlines() if line.strip()]
+    assert all({"time", "level", "logger", "message"} <= r.keys() for r in records)
+    by_message = {r["message"].split(":")[0]: r for r in records}
+    started = by_message["harstream worker"]
+    assert started["logger"] == "pipeline.cli.commands.run" and started["level"] == "INFO"
+    assert started["bootstrap"] == kafka_bootstrap and started["topic"] == raw
+    assert started["group"] and started["url"].startswith("http://")
+    assert by_message["stopped"]["messages"] == 0
+    assert by_message["partitions assigned"]["partitions"]  # all of the new topic's

@@ -11,10 +11,10 @@ from pathlib import Path
 @contextmanager
 def png_axes(path: str | os.PathLike[str], figsize: tuple[float, float]) -> Iterator[object]:
     """Yield matplotlib axes; on exit the figure is saved to ``path`` and closed."""
-    import matplotlib
+    import matplotlib  # matplotlib: only when plotting, never at start-up
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after use("Agg"), so no display is needed
 
     fig, ax = plt.subplots(figsize=figsize, dpi=110)
     try:

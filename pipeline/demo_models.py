@@ -11,6 +11,13 @@ import argparse
 import time
 from pathlib import Path
 
+from models.io import save_model
+from models.spec import ModelSpec
+from models.training import TrainConfig, train_stream_model, train_window_model
+from models.windowing import windows_from_recordings
+from pipeline.trainer.modelling import recordings
+from streams.datasets import SyntheticConfig, simulate
+
 ASSETS = Path(__file__).resolve().parent / "assets"
 STREAM_FILE = ASSETS / "demo-stream.keras"
 WINDOW_FILE = ASSETS / "demo-window.keras"
@@ -19,13 +26,6 @@ TRAIN_SEED = 11
 
 
 def build(out: Path = ASSETS, quiet: bool = False) -> tuple[Path, Path]:
-    from models.io import save_model
-    from models.spec import ModelSpec
-    from models.training import TrainConfig, train_stream_model, train_window_model
-    from models.windowing import windows_from_recordings
-    from pipeline.trainer.modelling import recordings
-    from streams.datasets import SyntheticConfig, simulate
-
     say = (lambda *a: None) if quiet else print
     fleet = SyntheticConfig(devices=48, duration_s=240, seed=TRAIN_SEED)
     data = simulate(fleet)

@@ -7,6 +7,7 @@ import os
 import statistics
 import time
 
+import keras
 import numpy as np
 from threadpoolctl import threadpool_limits
 
@@ -48,8 +49,6 @@ def engine_rate(runtime: StreamRuntime, devices: int, repeats: int = 5) -> float
 
 def naive_rate(model, hidden: int, cell: str, devices: int = 100, messages: int = 300) -> float:
     """Device-steps/s of one Keras call per one-sample message with that device's own state."""
-    import keras
-
     x_in = keras.Input((1, len(CHANNELS)), batch_size=1)
     states = [keras.Input((hidden,), batch_size=1) for _ in range(2 if cell == "lstm" else 1)]
     layer = model.get_layer(f"{cell}_0")

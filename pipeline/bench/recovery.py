@@ -19,6 +19,20 @@ from collections.abc import Collection
 
 import numpy as np
 
+from pipeline.bench.e2e import stream_model
+from pipeline.bench.swap import Discard
+from pipeline.serving import ServingModel
+from pipeline.state.checkpoint import CheckpointConfig, Checkpointer
+from pipeline.swap.watcher import one_blas_thread
+from pipeline.worker import Worker, WorkerConfig
+from streams.admin import compacted, ensure_topics
+from streams.codecs import BinaryCodec, CodecConfig
+from streams.kafka_config import KafkaConfig
+from streams.kafka_table import KafkaTable
+from streams.memory import MemoryBus, MemorySink, MemorySource
+from streams.protocols import TopicPartition
+from streams.record import Record
+
 SAMPLES_PER_RECORD = 32
 
 
@@ -47,10 +61,6 @@ class _TimedTable:
 
 def _serve(worker, devices: int, channels: int, ring: int) -> None:
     """Every device's ring filled through the worker, as live traffic would."""
-    from streams.codecs import BinaryCodec, CodecConfig
-    from streams.memory import MemorySink
-    from streams.record import Record
-
     codec, sink = BinaryCodec(CodecConfig(channels=channels)), MemorySink(worker.source.bus)
     rng = np.random.default_rng(0)
     keys = [f"dev-{d:06d}" for d in range(devices)]
@@ -67,18 +77,6 @@ def bench_recovery(
     repeats: int = 5,
 ) -> dict[str, object]:  # fmt: skip
     """Restore ``devices`` devices ``repeats`` times (see the module docstring)."""
-    from pipeline.bench.e2e import stream_model
-    from pipeline.bench.swap import Discard
-    from pipeline.serving import ServingModel
-    from pipeline.state.checkpoint import CheckpointConfig, Checkpointer
-    from pipeline.swap.watcher import one_blas_thread
-    from pipeline.worker import Worker, WorkerConfig
-    from streams.admin import compacted, ensure_topics
-    from streams.kafka_config import KafkaConfig
-    from streams.kafka_table import KafkaTable
-    from streams.memory import MemoryBus, MemorySource
-    from streams.protocols import TopicPartition
-
     one_blas_thread()  # as harstream run does
     kafka = KafkaConfig(bootstrap, client_id="harstream-bench")
     model, meta = stream_model(hidden)

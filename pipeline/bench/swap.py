@@ -14,20 +14,25 @@ import threading
 import time
 from pathlib import Path
 
+import keras
 import numpy as np
 
+from models.io import save_model
+from models.registry import Registry
+from models.spec import ModelMeta, ModelSpec
+from models.zoo import build_model
 from pipeline.bench.timing import percentile
+from pipeline.serving import ServingModel
+from pipeline.swap.watcher import HotSwap, SwapConfig, one_blas_thread
+from pipeline.worker import Worker, WorkerConfig
+from streams.codecs import BinaryCodec, CodecConfig
+from streams.memory import MemoryBus, MemorySink, MemorySource
+from streams.record import Record
 
 SAMPLES_PER_RECORD = 25
 
 
 def _register_versions(registry, channels: int, hidden: int, directory: Path) -> None:
-    import keras
-
-    from models.io import save_model
-    from models.spec import ModelMeta, ModelSpec
-    from models.zoo import build_model
-
     spec = ModelSpec(setup="stream", cell="lstm", hidden=hidden)
     names = tuple(f"c{i}" for i in range(channels))
     meta = ModelMeta(spec, names, ("A", "B", "C", "D", "E", "F"), 50.0, (0.0,) * channels,
@@ -41,10 +46,6 @@ def _register_versions(registry, channels: int, hidden: int, directory: Path) ->
 
 def _produce(bus, devices: int, channels: int, stop: threading.Event) -> None:
     """Rounds of one record per device, sequence numbers advancing, until ``stop``."""
-    from streams.codecs import BinaryCodec, CodecConfig
-    from streams.memory import MemorySink
-    from streams.record import Record
-
     codec, sink = BinaryCodec(CodecConfig(channels=channels)), MemorySink(bus)
     rng = np.random.default_rng(0)
     values = rng.normal(size=(devices, SAMPLES_PER_RECORD, channels)).astype(np.float32)
@@ -60,12 +61,6 @@ def _produce(bus, devices: int, channels: int, stop: threading.Event) -> None:
 def bench_swap(devices: int = 10_000, swaps: int = 10, hidden: int = 64,
                every_s: float = 1.5) -> dict[str, object]:  # fmt: skip
     """Measure ``swaps`` hot swaps in a worker serving ``devices`` devices (see module doc)."""
-    from models.registry import Registry
-    from pipeline.serving import ServingModel
-    from pipeline.swap.watcher import HotSwap, SwapConfig, one_blas_thread
-    from pipeline.worker import Worker, WorkerConfig
-    from streams.memory import MemoryBus, MemorySource
-
     one_blas_thread()  # as harstream run does
     channels = 6
     with tempfile.TemporaryDirectory() as tmp:

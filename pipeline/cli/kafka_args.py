@@ -6,7 +6,15 @@ import argparse
 import os
 import typing
 
+from pipeline.cli.checks import input_file, only_with
+from pipeline.exceptions import ConfigError
 from streams.kafka_config import KafkaConfig, SaslMechanism, SecurityProtocol
+
+FLAGS = {
+    dest: "--" + dest.replace("_", "-")
+    for dest in ("security_protocol", "ssl_cafile", "ssl_certfile", "ssl_keyfile",
+                 "sasl_mechanism", "sasl_username", "sasl_password_env")
+}  # fmt: skip
 
 
 def add_kafka_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,6 +31,17 @@ def add_kafka_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="VAR",
         help="name of the environment variable holding the SASL password (keeps it off ps)",
     )
+
+
+def check_kafka_arguments(args: argparse.Namespace, used: bool, where: str) -> None:
+    """Before connecting: refuse these flags when no Kafka client is made (``used`` false;
+    they apply only ``where``), a missing SSL file, an unset password variable."""
+    only_with(args, used, where, **FLAGS)
+    for dest in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+        if getattr(args, dest):
+            input_file(getattr(args, dest), FLAGS[dest])
+    if args.sasl_password_env and args.sasl_password_env not in os.environ:
+        raise ConfigError(f"--sasl-password-env: ${args.sasl_password_env} is not set")
 
 
 def kafka_config_from_args(args: argparse.Namespace, bootstrap: str) -> KafkaConfig:

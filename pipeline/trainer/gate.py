@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from models.training import masked_accuracy, predict_streams
 from pipeline.exceptions import ConfigError
 from pipeline.trainer.buffer import stitched
 
@@ -66,6 +65,8 @@ def scores(model: keras.Model, meta: ModelMeta, windows: Windows) -> tuple[np.nd
     n = len(windows.devices)
     if n == 0:
         return np.zeros(0), np.zeros(0), True
+    from models.training import predict_streams  # Keras: not at start-up
+
     if meta.spec.setup == "stream":
         probs = np.stack(predict_streams(model, list(windows.values)))
         labels = windows.labels.astype(np.int64)
@@ -89,6 +90,8 @@ def holdout_accuracy(
     Stream models run over each device's windows stitched with the joiner's ``stride`` (None:
     windows do not overlap), the state carried as in a worker.
     """
+    from models.training import masked_accuracy, predict_streams  # Keras: not at start-up
+
     if meta.spec.setup == "stream":
         recordings, _ = stitched(holdout, stride or holdout.values.shape[1])
         probs = predict_streams(model, [v for v, _ in recordings])

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-import keras
 import numpy as np
 
-from models.evaluation import Evaluation, evaluate
+from models.evaluation import Evaluation, evaluate, plot_confusion
 from models.spec import ModelMeta
 from models.training import predict_streams
 from models.windowing import windows_from_recordings
 from pipeline.exceptions import ConfigError
 from streams.datasets import HAPT_TEST_USERS, split_by_user
 from streams.datasets.base import StreamDataset
+
+if TYPE_CHECKING:
+    import keras
 
 OFFICIAL_SPLIT_DATASETS = ("uci_har", "uci_hapt")
 
@@ -89,6 +94,7 @@ def evaluate_model(model: keras.Model, meta: ModelMeta, dataset: StreamDataset) 
         X, y, _ = windows_from_recordings(recs, meta.window, meta.stride)
         probs = model.predict(X, batch_size=512, verbose=0)
         return EvaluationRun(evaluate(y, probs.argmax(-1), meta.classes), unit="window")
+
     probs = predict_streams(model, [v for v, _ in recs])
     y_all = np.concatenate([y for _, y in recs])
     pred_all = np.concatenate([p.argmax(-1) for p in probs])
@@ -106,11 +112,6 @@ def evaluate_model(model: keras.Model, meta: ModelMeta, dataset: StreamDataset) 
 
 def write_evaluation(run: EvaluationRun, out_dir, title: str = "") -> list[str]:
     """``metrics.json``, ``evaluation.txt`` and ``confusion.png`` in ``out_dir``; their paths."""
-    import json
-    from pathlib import Path
-
-    from models.evaluation import plot_confusion
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(run.to_dict(), indent=2) + "\n")

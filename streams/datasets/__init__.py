@@ -27,6 +27,7 @@ __all__ = [
     "StreamDataset",
     "SyntheticConfig",
     "data_dir",
+    "dataset_path",
     "default_path",
     "load_dataset",
     "load_generic",
@@ -51,8 +52,25 @@ def load_dataset(spec: str, **kw: Any) -> StreamDataset:
     The bare names read from :func:`data_dir`. A missing file or an unknown spec raises
     :class:`DatasetError`; an option the reader does not take raises ``TypeError``.
     """
-    if spec == "synthetic":
+    path = dataset_path(spec)
+    if path is None:
         return simulate(SyntheticConfig(**kw))
+    if path.name.endswith(HAR_FILE):
+        return _har_streams(path, **kw)
+    if path.name.endswith(HAPT_FILE):
+        return load_uci_hapt(path, **kw)
+    return load_generic(path, **kw)
+
+
+def dataset_path(spec: str) -> Path | None:
+    """The file ``spec`` names (None for ``"synthetic"``), checked without reading it: a
+    missing file or a format :func:`load_dataset` does not read raises :class:`DatasetError`.
+
+    >>> dataset_path("synthetic") is None
+    True
+    """
+    if spec == "synthetic":
+        return None
     named = {"uci_har": default_path(HAR_FILE), "uci_hapt": default_path(HAPT_FILE)}
     path = Path(named.get(spec, spec)).expanduser()
     if path.suffix.lower() not in (".csv", ".npz"):
@@ -62,11 +80,7 @@ def load_dataset(spec: str, **kw: Any) -> StreamDataset:
         )
     if not path.is_file():
         raise DatasetError(f"{path}: no such file")
-    if path.name.endswith(HAR_FILE):
-        return _har_streams(path, **kw)
-    if path.name.endswith(HAPT_FILE):
-        return load_uci_hapt(path, **kw)
-    return load_generic(path, **kw)
+    return path
 
 
 def _har_streams(path: Path, split: str = "all") -> StreamDataset:

@@ -12,49 +12,53 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline.bench.codecs import bench_codecs
+from pipeline.cli.checks import choice_list, positive_float, positive_int, positive_int_list
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="run a benchmark and print what it measured")
     which = p.add_subparsers(title="benchmarks", required=True, metavar="BENCH")
     codec = which.add_parser("codec", help="encode/decode throughput of the wire codecs")
-    codec.add_argument("--records", type=int, default=1000, help="records per round")
-    codec.add_argument("--repeats", type=int, default=5, help="rounds; the median is reported")
+    codec.add_argument("--records", type=positive_int, default=1000, help="records per round")
+    codec.add_argument("--repeats", type=positive_int, default=5,
+                       help="rounds; the median is reported")  # fmt: skip
     codec.add_argument("--json", action="store_true", help="one JSON object per row")
     codec.set_defaults(run=run_codec)
     engine = which.add_parser(
         "engine",
         help="device-steps/s of the NumPy runtime on one core vs one Keras call per message",
     )
-    engine.add_argument("--devices", default="1,100,1000,10000,100000",
+    engine.add_argument("--devices", type=positive_int_list, default="1,100,1000,10000,100000",
                         help="comma-separated device counts (%(default)s)")  # fmt: skip
-    engine.add_argument("--cells", default="lstm,gru", help="(%(default)s)")
-    engine.add_argument("--hidden", type=int, default=64)
+    engine.add_argument("--cells", type=choice_list(("rnn", "lstm", "gru")), default="lstm,gru",
+                        help="(%(default)s)")  # fmt: skip
+    engine.add_argument("--hidden", type=positive_int, default=64)
     engine.add_argument("--json", action="store_true", help="one JSON object per row")
     engine.set_defaults(run=run_engine)
     e2e = which.add_parser(
         "e2e", help="one worker through the real broker: highest samples/s, latency at half"
     )
-    e2e.add_argument("--devices", type=int, default=10_000)
-    e2e.add_argument("--seconds", type=float, default=10.0, help="of data per device")
-    e2e.add_argument("--hidden", type=int, default=64)
+    e2e.add_argument("--devices", type=positive_int, default=10_000)
+    e2e.add_argument("--seconds", type=positive_float, default=10.0, help="of data per device")
+    e2e.add_argument("--hidden", type=positive_int, default=64)
     e2e.add_argument("--json", action="store_true", help="one JSON object per row")
     e2e.set_defaults(run=run_e2e)
     swap = which.add_parser(
         "swap", help="hot swaps in a busy worker: hot-path pause, promotion to first prediction"
     )
-    swap.add_argument("--devices", type=int, default=10_000)
-    swap.add_argument("--swaps", type=int, default=10)
-    swap.add_argument("--hidden", type=int, default=64)
+    swap.add_argument("--devices", type=positive_int, default=10_000)
+    swap.add_argument("--swaps", type=positive_int, default=10)
+    swap.add_argument("--hidden", type=positive_int, default=64)
     swap.add_argument("--json", action="store_true", help="one JSON object")
     swap.set_defaults(run=run_swap)
     recovery = which.add_parser(
         "recovery", help="time to restore a fleet's device states after a crash (real broker)"
     )
-    recovery.add_argument("--devices", type=int, default=10_000)
-    recovery.add_argument("--hidden", type=int, default=64)
-    recovery.add_argument("--partitions", type=int, default=6, help="of the state topic")
-    recovery.add_argument("--repeats", type=int, default=5, help="restores; the median is reported")
+    recovery.add_argument("--devices", type=positive_int, default=10_000)
+    recovery.add_argument("--hidden", type=positive_int, default=64)
+    recovery.add_argument("--partitions", type=positive_int, default=6, help="of the state topic")
+    recovery.add_argument("--repeats", type=positive_int, default=5,
+                          help="restores; the median is reported")  # fmt: skip
     recovery.add_argument("--json", action="store_true", help="one JSON object")
     recovery.set_defaults(run=run_recovery)
 
@@ -84,11 +88,9 @@ def run_codec(args: argparse.Namespace) -> int:
 
 
 def run_engine(args: argparse.Namespace) -> int:
-    from pipeline.bench.engine import bench_engine, bench_memory
+    from pipeline.bench.engine import bench_engine, bench_memory  # Keras: not at start-up
 
-    rows = bench_engine(
-        tuple(int(d) for d in args.devices.split(",")), tuple(args.cells.split(",")), args.hidden
-    )
+    rows = bench_engine(tuple(args.devices), tuple(args.cells), args.hidden)
     print_rows(rows, "Engine: batched NumPy runtime, 1 core (median of 5 rounds)", args.json)
     print_rows([bench_memory(hidden=args.hidden)], "Memory per device", args.json)
     return 0
@@ -97,7 +99,7 @@ def run_engine(args: argparse.Namespace) -> int:
 @contextmanager
 def _broker() -> Iterator[str]:
     """``$KAFKA_BOOTSTRAP``, or a local broker started for the run (stopped after it)."""
-    from streams.local_kafka import LocalKafka, ensure_jars
+    from streams.local_kafka import LocalKafka, ensure_jars  # kafka-python: not at start-up
 
     if bootstrap := os.environ.get("KAFKA_BOOTSTRAP"):
         yield bootstrap
@@ -110,7 +112,7 @@ def _broker() -> Iterator[str]:
 
 def run_e2e(args: argparse.Namespace) -> int:
     """Against $KAFKA_BOOTSTRAP, or a local broker started for the run."""
-    from pipeline.bench.e2e import bench_e2e
+    from pipeline.bench.e2e import bench_e2e  # the benchmark harness: loaded when it runs
 
     with _broker() as bootstrap:
         rows = bench_e2e(bootstrap, args.devices, args.seconds, args.hidden)
@@ -120,7 +122,7 @@ def run_e2e(args: argparse.Namespace) -> int:
 
 
 def run_swap(args: argparse.Namespace) -> int:
-    from pipeline.bench.swap import bench_swap
+    from pipeline.bench.swap import bench_swap  # the benchmark harness: loaded when it runs
 
     row = bench_swap(devices=args.devices, swaps=args.swaps, hidden=args.hidden)
     print_rows([row], "Hot swap in one embedded worker at full speed (ring re-priming)", args.json)
@@ -129,7 +131,7 @@ def run_swap(args: argparse.Namespace) -> int:
 
 def run_recovery(args: argparse.Namespace) -> int:
     """Against $KAFKA_BOOTSTRAP, or a local broker started for the run."""
-    from pipeline.bench.recovery import bench_recovery
+    from pipeline.bench.recovery import bench_recovery  # the benchmark harness: when it runs
 
     with _broker() as bootstrap:
         row = bench_recovery(bootstrap, args.devices, args.hidden, args.partitions, args.repeats)

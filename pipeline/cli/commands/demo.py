@@ -17,14 +17,25 @@ import tempfile
 import threading
 import time
 from collections import Counter, deque
+from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
+from models.registry import Registry
+from pipeline.cli.checks import positive_float, positive_int, tcp_port
 from pipeline.cli.progress import stderr
-from streams.datasets import SyntheticConfig, simulate
+from pipeline.exceptions import ConfigError
+from pipeline.observability.server import HttpConfig
+from pipeline.serving import ServingModel
+from pipeline.swap.watcher import HotSwap, SwapConfig, one_blas_thread
+from pipeline.trainer.buffer import BufferConfig
+from pipeline.trainer.gate import GateConfig
+from pipeline.trainer.labelling import JoinConfig
+from pipeline.trainer.service import TRAINING, Trainer, TrainerConfig
+from pipeline.worker import Worker, WorkerConfig
 from streams.memory import MemoryBus, MemorySink, MemorySource
 from streams.replay import FaultConfig, ReplayConfig, replay
 
@@ -36,16 +47,18 @@ SHORT = {"WALKING": "W", "WALKING_UPSTAIRS": "U", "WALKING_DOWNSTAIRS": "D", "SI
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the embedded pipeline on a synthetic fleet",
                        description=__doc__)  # fmt: skip
-    p.add_argument("--devices", type=int, default=200, help="(default: %(default)s)")
-    p.add_argument("--duration-s", type=float, default=150.0, help="stream length (%(default)s)")
-    p.add_argument("--speed", type=float, default=5.0, help="x real time (%(default)s)")
+    p.add_argument("--devices", type=positive_int, default=200, help="(default: %(default)s)")
+    p.add_argument(
+        "--duration-s", type=positive_float, default=150.0, help="stream length (%(default)s)"
+    )
+    p.add_argument("--speed", type=positive_float, default=5.0, help="x real time (%(default)s)")
     p.add_argument("--carry-deg", type=float, default=45.0,
                    help="how far off the devices wear their phones, in degrees; the demo "
                    "models learnt 10 (%(default)s)")  # fmt: skip
     p.add_argument("--no-trainer", action="store_true", help="no retraining, no swap")
     p.add_argument("--seed", type=int, default=1, help="the fleet to replay (%(default)s)")
     p.add_argument("--no-live", action="store_true", help="no live view, summary only")
-    p.add_argument("--http-port", type=int, default=8765,
+    p.add_argument("--http-port", type=tcp_port, default=8765,
                    help="port of the live dashboard and /metrics on 127.0.0.1; 0 picks a free "
                    "one, and so does the demo when this one is taken (%(default)s)")  # fmt: skip
     p.add_argument("--no-http", action="store_true", help="serve no dashboard and no metrics")
@@ -168,53 +181,31 @@ class _Tee:
 
 def _serve(worker, trainer, port: int):
     """The dashboard, and the worker's and trainer's metrics, on 127.0.0.1:``port``."""
-    from pipeline.exceptions import ConfigError
-    from pipeline.observability.fleet import FleetView
-    from pipeline.observability.metrics import TrainerMetrics, WorkerMetrics, combined
-    from pipeline.observability.probes import worker_checks
-    from pipeline.observability.server import HttpConfig, StatusServer
+    from pipeline.wiring import serve_worker  # kafka-python, prometheus: not at start-up
 
-    metrics, fleet = WorkerMetrics(), FleetView()
-    for slot, model in (("stream", worker.stream_model), ("window", worker.window_model)):
-        metrics.serving(slot, model.version)
-    worker.observers += [metrics, fleet]
-    exposed = [metrics]
-    if trainer is not None:
-        trainer.metrics = TrainerMetrics(process=False)
-        exposed.append(trainer.metrics)
-    for config in (HttpConfig(port=port), HttpConfig(port=0)):
-        health, ready = worker_checks(worker, config)
-        server = StatusServer(config, combined(*exposed), health, ready, fleet=fleet)
-        try:
-            return server.start()
-        except ConfigError as exc:
-            stderr.print(f"[yellow]{exc}; using a free port[/yellow]")
-    raise AssertionError("port 0 is always free")
+    try:
+        return serve_worker(worker, HttpConfig(port=port), trainer)
+    except ConfigError as exc:
+        stderr.print(f"[yellow]{exc}; using a free port[/yellow]")
+    return serve_worker(worker, HttpConfig(port=0), trainer)
 
 
 def _trainer(registry, bus):
     """The trainer, on its own copy of the stream: small windows, a retrain per 1,500."""
-    from pipeline.trainer.buffer import BufferConfig
-    from pipeline.trainer.gate import GateConfig
-    from pipeline.trainer.labelling import JoinConfig
-    from pipeline.trainer.service import Trainer, TrainerConfig
-
+    # phones worn at new angles: every layer must adapt
+    train = replace(TRAINING, epochs=3, tbptt_steps=42, tune="all", learning_rate=3e-4)
     config = TrainerConfig(
         name="har", labels_topic=None, every_windows=1500, interval_s=None, min_windows=300,
-        epochs=3, tbptt_steps=42, buffer=BufferConfig(capacity=6000, window=128),
-        tune="all", learning_rate=3e-4,  # phones worn at new angles: every layer must adapt
+        train=train, buffer=BufferConfig(capacity=6000, window=128),
         join=JoinConfig(window=128, stride=128), gate=GateConfig(min_holdout_windows=50),
     )  # fmt: skip
     return Trainer(MemorySource(bus, [TOPIC]), registry, config)
 
 
 def run(args: argparse.Namespace) -> int:
-    from models.io import load_model
-    from models.registry import Registry
-    from pipeline import demo_models
-    from pipeline.serving import ServingModel
-    from pipeline.swap.watcher import HotSwap, SwapConfig, one_blas_thread
-    from pipeline.worker import Worker, WorkerConfig
+    from models.io import load_model  # Keras: not at start-up
+    from pipeline import demo_models  # Keras (it trains them when missing): not at start-up
+    from streams.datasets import SyntheticConfig, simulate  # the datasets: not at start-up
 
     console = Console()
     one_blas_thread()

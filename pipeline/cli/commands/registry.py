@@ -12,8 +12,14 @@ from rich.console import Console
 from rich.table import Table
 
 from models.exceptions import ModelsError
-from models.registry import ModelVersion, Registry, version_label
-from pipeline.cli.kafka_args import add_kafka_arguments, kafka_config_from_args
+from models.registry import ModelVersion, Registry, check_name, version_label
+from pipeline.cli.checks import bootstrap_servers, input_file, only_with, registry_root
+from pipeline.cli.kafka_args import (
+    add_kafka_arguments,
+    check_kafka_arguments,
+    kafka_config_from_args,
+)
+from pipeline.swap.control import announce
 
 ROOT_ENV = "HARSTREAM_REGISTRY"
 KEY_METRICS = ("accuracy", "macro_f1")
@@ -68,10 +74,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     for action in (ls, show, promote, rollback, add):  # --root also after the action
         _add_root(action, default=argparse.SUPPRESS)
     for action in (promote, rollback):
-        action.add_argument("--announce", metavar="BOOTSTRAP",
+        action.add_argument("--announce", metavar="BOOTSTRAP", type=bootstrap_servers,
                             help="also announce the new champion on the control topic of this "
                             "Kafka cluster (running workers swap at once)")  # fmt: skip
-        action.add_argument("--control-topic", default="har.control", help="(%(default)s)")
+        action.add_argument("--control-topic", help="(default har.control)")
         add_kafka_arguments(action)
 
 
@@ -84,8 +90,10 @@ def _add_root(parser: argparse.ArgumentParser, default: str | None) -> None:
     )
 
 
-def registry_from_args(args: argparse.Namespace) -> Registry:
-    return Registry(args.root or os.environ.get(ROOT_ENV) or "registry")
+def registry_from_args(args: argparse.Namespace, write: bool = False) -> Registry:
+    """The registry at --root (checked to be a directory, or one that can be made)."""
+    root = args.root or os.environ.get(ROOT_ENV) or "registry"
+    return Registry(registry_root(root, "--root", write=write))
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -192,7 +200,8 @@ def _sections(v: ModelVersion) -> dict[str, dict[str, Any]]:
 
 
 def run_promote(args: argparse.Namespace) -> int:
-    registry = registry_from_args(args)
+    _check_announce(args)
+    registry = registry_from_args(args, write=True)
     v = registry.promote(args.name, args.version)
     print(f"{v.name}: champion is now {v.label}{_previous(registry, v.name)}")
     _announce(args, v, "promote")
@@ -200,10 +209,12 @@ def run_promote(args: argparse.Namespace) -> int:
 
 
 def run_add(args: argparse.Namespace) -> int:
-    registry = registry_from_args(args)
+    check_name(args.name)
+    registry = registry_from_args(args, write=True)
     if args.if_empty and args.name in registry.names():
         print(f"{args.name}: already registered, {args.file} not added")
         return 0
+    input_file(args.file, "FILE", suffix=".keras")
     _check_loads(args.file)
     notes = args.notes if args.notes is not None else f"added from {args.file}"
     v = registry.register(args.name, args.file, notes=notes)
@@ -227,26 +238,33 @@ def _check_loads(path: str) -> None:
 
 
 def run_rollback(args: argparse.Namespace) -> int:
-    registry = registry_from_args(args)
+    _check_announce(args)
+    registry = registry_from_args(args, write=True)
     v = registry.rollback(args.name)
     print(f"{v.name}: rolled back; champion is now {v.label}{_previous(registry, v.name)}")
     _announce(args, v, "rollback")
     return 0
 
 
+def _check_announce(args: argparse.Namespace) -> None:
+    """The announcement's flags, before the registry changes."""
+    only_with(args, bool(args.announce), "with --announce", control_topic="--control-topic")
+    check_kafka_arguments(args, bool(args.announce), "with --announce")
+
+
 def _announce(args: argparse.Namespace, v: ModelVersion, action) -> None:
     """Tell running workers on Kafka (they would otherwise notice at their next registry poll)."""
     if not args.announce:
         return
-    from pipeline.swap.control import announce
-    from streams.kafka_sink import KafkaSink
+    from streams.kafka_sink import KafkaSink  # kafka-python: not at start-up
 
+    topic = args.control_topic or "har.control"
     sink = KafkaSink(kafka_config_from_args(args, args.announce))
     try:
-        announce(sink, v.name, v.version, action, topic=args.control_topic)
+        announce(sink, v.name, v.version, action, topic=topic)
     finally:
         sink.close()
-    print(f"announced on {args.control_topic} at {args.announce}")
+    print(f"announced on {topic} at {args.announce}")
 
 
 def _previous(registry: Registry, name: str) -> str:

@@ -5,19 +5,26 @@ from __future__ import annotations
 import argparse
 import json
 import threading
+from typing import TYPE_CHECKING
 
-from pipeline.cli.dataset_args import add_dataset_arguments, dataset_from_args
+from pipeline.cli.checks import positive_int
+from pipeline.cli.dataset_args import add_dataset_arguments, check_dataset_args, dataset_from_args
 from pipeline.cli.drain import Drainer
-from pipeline.cli.kafka_args import add_kafka_arguments, kafka_config_from_args
+from pipeline.cli.kafka_args import (
+    add_kafka_arguments,
+    check_kafka_arguments,
+    kafka_config_from_args,
+)
 from pipeline.cli.progress import progress_bar, stderr
+from pipeline.exceptions import ConfigError
 from streams.accounting import compare_tallies
-from streams.admin import TopicSpec, ensure_topics
 from streams.codecs import CodecConfig, make_codec
-from streams.datasets.base import StreamDataset
 from streams.kafka_config import parse_kafka_url
-from streams.kafka_sink import KafkaSink
 from streams.memory import MemoryBus, MemorySink, MemorySource
 from streams.replay import FaultConfig, ReplayConfig, ReplayReport, replay
+
+if TYPE_CHECKING:
+    from streams.datasets.base import StreamDataset
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -34,7 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "that every sample arrives (default: %(default)s)",
     )
     p.add_argument(
-        "--partitions", type=int, default=6, help="when creating the topic (%(default)s)"
+        "--partitions", type=positive_int, default=6, help="when creating the topic (%(default)s)"
     )
     p.add_argument(
         "--speed",
@@ -42,7 +49,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="x real time (1 = real time); omit for as fast as possible",
     )
-    p.add_argument("--samples-per-record", type=int, default=25, help="(default: %(default)s)")
+    p.add_argument(
+        "--samples-per-record", type=positive_int, default=25, help="(default: %(default)s)"
+    )
     p.add_argument("--codec", choices=["binary", "json"], default="binary")
     p.add_argument("--no-labels", action="store_true", help="leave the labels out of records")
     f = p.add_argument_group("fault injection (probability per record)")
@@ -75,6 +84,9 @@ def replay_config_from_args(args: argparse.Namespace, topic: str) -> ReplayConfi
 
 
 def _to_kafka(args, data: StreamDataset, show: bool) -> ReplayReport:
+    from streams.admin import TopicSpec, ensure_topics  # kafka-python: not at start-up
+    from streams.kafka_sink import KafkaSink  # kafka-python: not at start-up
+
     bootstrap, topic = parse_kafka_url(args.to)
     kafka = kafka_config_from_args(args, bootstrap)
     ensure_topics(kafka, [TopicSpec(topic, args.partitions)])
@@ -111,7 +123,23 @@ def _to_memory(args, data: StreamDataset, show: bool) -> tuple[ReplayReport, dic
     return report, check
 
 
+def _check(args: argparse.Namespace) -> None:
+    """Every flag, before the dataset is loaded or a broker is contacted."""
+    check_dataset_args(args)
+    to_kafka = args.to != "memory"
+    if to_kafka:
+        try:
+            parse_kafka_url(args.to)
+        except ValueError:
+            raise ConfigError(
+                f"--to {args.to}: expected kafka://HOST:PORT/TOPIC or 'memory'"
+            ) from None
+    check_kafka_arguments(args, to_kafka, "with --to kafka://...")
+    replay_config_from_args(args, "sensor.raw")  # refuses bad fault rates, speed, ...
+
+
 def run(args: argparse.Namespace) -> int:
+    _check(args)
     data = dataset_from_args(args)
     show = not args.json
     if args.to == "memory":

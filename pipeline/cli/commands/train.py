@@ -4,10 +4,26 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
-from pipeline.cli.dataset_args import add_dataset_arguments, dataset_from_args
+from models.registry import Registry, check_name
+from models.spec import ModelSpec
+from models.train_config import TrainConfig
+from models.windowing import windows_from_recordings
+from pipeline.cli.checks import (
+    int_list,
+    only_with,
+    output_dir,
+    output_file,
+    positive_float,
+    positive_int,
+    registry_root,
+)
+from pipeline.cli.dataset_args import add_dataset_arguments, check_dataset_args, dataset_from_args
 from pipeline.cli.progress import progress_bar, stderr
+
+WINDOW_ONLY = {"window": 128, "stride": 64, "rotate_deg": 0.0}
+STREAM_ONLY = {"tbptt_steps": 128, "chunks_per_lane": 16, "lanes": 32}
+"""flags of one --setup and their defaults (the flags are refused with the other one)"""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -25,8 +41,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--dropout", type=float, default=0.0)
     m.add_argument("--conv-filters", type=int, default=0, help="Conv1D front end (window models)")
     m.add_argument("--next-step", action="store_true", help="add the next-sample head (stream)")
-    m.add_argument("--window", type=int, default=128, help="samples per window (%(default)s)")
-    m.add_argument("--stride", type=int, default=64, help="samples between windows (%(default)s)")
+    m.add_argument("--window", type=positive_int, help="window: samples per window (default 128)")
+    m.add_argument("--stride", type=positive_int,
+                   help="window: samples between windows (default 64)")  # fmt: skip
     t = p.add_argument_group("training")
     t.add_argument("--epochs", type=int, default=30)
     t.add_argument("--batch-size", type=int, default=64)
@@ -36,55 +53,77 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--no-class-weights", action="store_true")
     t.add_argument("--validation-users", type=float, default=0.2,
                    help="fraction of training users held out for early stopping")  # fmt: skip
-    t.add_argument("--max-minutes", type=float, default=None, help="training time budget")
-    t.add_argument("--rotate-deg", type=float, default=0.0,
+    t.add_argument("--max-minutes", type=positive_float, default=None,
+                   help="training time budget")  # fmt: skip
+    t.add_argument("--rotate-deg", type=float,
                    help="window models: every epoch also trains on a copy of each window "
                    "turned by a fresh random rotation of up to this many degrees; held-out "
-                   "users are validated with one turned copy too (0 = off)")  # fmt: skip
-    t.add_argument("--tbptt-steps", type=int, default=128, help="stream: steps per BPTT chunk")
-    t.add_argument("--chunks-per-lane", type=int, default=16,
-                   help="stream: chunks the state is carried over (1 = fixed windows)")  # fmt: skip
-    t.add_argument("--lanes", type=int, default=32, help="stream: segments per batch")
-    t.add_argument("--test-users", default=None,
+                   "users are validated with one turned copy too (default 0 = off)")  # fmt: skip
+    t.add_argument("--tbptt-steps", type=int, help="stream: steps per BPTT chunk (default 128)")
+    t.add_argument("--chunks-per-lane", type=int,
+                   help="stream: chunks the state is carried over (1 = fixed windows; "
+                   "default 16)")  # fmt: skip
+    t.add_argument("--lanes", type=int, help="stream: segments per batch (default 32)")
+    t.add_argument("--test-users", type=int_list, default=None,
                    help="comma-separated test users (default: the official split for UCI "
                    "data, else 30%% of users)")  # fmt: skip
     o = p.add_argument_group("output")
     o.add_argument("--out", default=None, help="model file (default: models-out/<name>.keras)")
     o.add_argument("--registry", default=None, help="also register it in this registry root")
-    o.add_argument("--name", default="har", help="registry model name (%(default)s)")
+    o.add_argument("--name", help="registry model name (default har)")
     o.add_argument("--promote", action="store_true", help="make the new version the champion")
     p.set_defaults(run=run)
 
 
+def _checked(args: argparse.Namespace):
+    """The model spec, the training config and the model file's path, every flag checked
+    before any work (a refusal after minutes of training helps no one)."""
+    for setup, flags in (("window", WINDOW_ONLY), ("stream", STREAM_ONLY)):
+        given = {dest: "--" + dest.replace("_", "-") for dest in flags}
+        only_with(args, args.setup == setup, f"to --setup {setup}", **given)
+    only_with(args, bool(args.registry), "with --registry", name="--name", promote="--promote")
+    check_dataset_args(args)
+    spec = ModelSpec(
+        setup=args.setup, architecture=args.architecture, cell=args.cell, layers=args.layers,
+        hidden=args.hidden, dropout=args.dropout, conv_filters=args.conv_filters,
+        next_step=args.next_step,
+    )  # fmt: skip
+    stream = {key: _given(args, key, STREAM_ONLY) for key in STREAM_ONLY}
+    config = TrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
+        clipnorm=args.clipnorm or None, patience=args.patience,
+        class_weights=not args.no_class_weights, validation_users=args.validation_users,
+        seed=args.seed, max_seconds=args.max_minutes * 60 if args.max_minutes else None,
+        rotate_deg=_given(args, "rotate_deg", WINDOW_ONLY), **stream,
+    )  # fmt: skip
+    out = output_file(args.out or f"models-out/{spec.name}.keras", "--out", suffix=".keras")
+    output_dir(out.with_suffix(""), "--out (its evaluation directory)")
+    if args.registry:
+        registry_root(args.registry, "--registry", write=True)
+        check_name(args.name or "har")
+    return spec, config, out
+
+
+def _given(args: argparse.Namespace, key: str, defaults: dict[str, object]) -> object:
+    """The flag's value, or its setup's default when it was not given."""
+    value = getattr(args, key)
+    return defaults[key] if value is None else value
+
+
 def run(args: argparse.Namespace) -> int:
-    from models.io import save_model
-    from models.registry import Registry
-    from models.spec import ModelSpec
-    from models.training import TrainConfig, train_stream_model, train_window_model
-    from models.windowing import windows_from_recordings
-    from pipeline.trainer.modelling import (
+    spec, config, out = _checked(args)
+    from models.io import save_model  # Keras: not at start-up
+    from models.training import train_stream_model, train_window_model  # Keras: not at start-up
+    from pipeline.trainer.modelling import (  # the datasets package: not at start-up
         evaluate_model,
         recordings,
         train_test_split,
         write_evaluation,
     )
 
-    spec = ModelSpec(
-        setup=args.setup, architecture=args.architecture, cell=args.cell, layers=args.layers,
-        hidden=args.hidden, dropout=args.dropout, conv_filters=args.conv_filters,
-        next_step=args.next_step,
-    )  # fmt: skip
-    config = TrainConfig(
-        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
-        clipnorm=args.clipnorm or None, patience=args.patience,
-        class_weights=not args.no_class_weights, validation_users=args.validation_users,
-        seed=args.seed, max_seconds=args.max_minutes * 60 if args.max_minutes else None,
-        tbptt_steps=args.tbptt_steps, chunks_per_lane=args.chunks_per_lane, lanes=args.lanes,
-        rotate_deg=args.rotate_deg,
-    )  # fmt: skip
+    window, stride = _given(args, "window", WINDOW_ONLY), _given(args, "stride", WINDOW_ONLY)
     data = dataset_from_args(args)
-    test_users = [int(u) for u in args.test_users.split(",")] if args.test_users else None
-    train, test = train_test_split(data, test_users, seed=args.seed)
+    train, test = train_test_split(data, args.test_users, seed=args.seed)
     recs, users = recordings(train)
     provenance = {
         "dataset": data.name,
@@ -107,8 +146,8 @@ def run(args: argparse.Namespace) -> int:
             stderr.print(f"  epoch {epoch}/{epochs}: {shown}")
 
         if spec.setup == "window":
-            X, y, g = windows_from_recordings(recs, args.window, args.stride, users)
-            result = train_window_model(spec, X, y, g, stride=args.stride, on_epoch=on_epoch,
+            X, y, g = windows_from_recordings(recs, window, stride, users)
+            result = train_window_model(spec, X, y, g, stride=stride, on_epoch=on_epoch,
                                         **common)  # fmt: skip
         else:
             result = train_stream_model(spec, recs, users, on_epoch=on_epoch, **common)
@@ -116,18 +155,17 @@ def run(args: argparse.Namespace) -> int:
     stderr.print(evaluation.evaluation.to_text())
     if evaluation.thirds:
         stderr.print("accuracy by third: " + ", ".join(f"{a:.4f}" for a in evaluation.thirds))
-    out = Path(args.out or f"models-out/{spec.name}.keras")
     save_model(result.model, result.meta, out)
     written = write_evaluation(evaluation, out.with_suffix(""), f"{spec.name} on {data.name}")
     stderr.print(f"trained in {result.seconds:.0f} s; model → {out}; evaluation → {written[0]}")
     if args.registry:
-        reg = Registry(args.registry)
+        reg, name = Registry(args.registry), args.name or "har"
         version = reg.register(
-            args.name, out, evaluation.to_dict(), training_data=f"{data.name} users "
+            name, out, evaluation.to_dict(), training_data=f"{data.name} users "
             f"{sorted(train.users)}",
         )  # fmt: skip
-        stderr.print(f"registered {args.name} {version.label}")
+        stderr.print(f"registered {name} {version.label}")
         if args.promote:
-            reg.promote(args.name, version.version)
-            stderr.print(f"{args.name}: champion is now {version.label}")
+            reg.promote(name, version.version)
+            stderr.print(f"{name}: champion is now {version.label}")
     return 0

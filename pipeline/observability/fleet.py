@@ -1,8 +1,8 @@
 """The live fleet view behind the dashboard: what every device is doing, and how the worker runs.
 
-A :class:`FleetView` is a worker :class:`~pipeline.observability.report.Observer`. Once per batch it folds
-the batch's prediction rows into flat per-device arrays (vectorised, one row per emitted message,
-never per sample); the status server reads :meth:`FleetView.snapshot` and
+A :class:`FleetView` is a worker :class:`~pipeline.observability.report.Observer`. Once per
+batch it folds the batch's prediction rows into flat per-device arrays (vectorised, one row per
+emitted message, never per sample); the status server reads :meth:`FleetView.snapshot` and
 :meth:`FleetView.device` from its own threads. Memory is bounded for any fleet size: at most
 ``max_devices`` devices (idle ones are forgotten) and ``timeline_devices`` timelines.
 

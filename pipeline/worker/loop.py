@@ -9,19 +9,18 @@ One batch at a time::
 
 Offsets are committed only after the outputs that depend on them are flushed; records held by
 the sequencer (waiting for a gap to fill) keep their partition's commit behind them. Between two
-batches a :class:`~pipeline.worker.hooks.BatchHook` (a hot swap) may hand the worker a new champion; every
-prediction names its model version and batch.
+batches a :class:`~pipeline.worker.hooks.BatchHook` (a hot swap) may hand the worker a new
+champion; every prediction names its model version and batch.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import math
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 
@@ -31,6 +30,15 @@ from pipeline.serving import ServingModel
 from pipeline.state.checkpoint import Checkpointer
 from pipeline.state.recovery import restore_devices, snapshot_devices
 from pipeline.worker.activity import ActivityTracker
+from pipeline.worker.emission import (
+    Emit,
+    chosen_steps,
+    dead_letter,
+    encode,
+    event_message,
+    sample_messages,
+    window_message,
+)
 from pipeline.worker.hooks import BatchHook, SwapRecord
 from pipeline.worker.sequencer import DeviceRun, Pending, Sequencer, SequencerConfig
 from pipeline.worker.state_store import StateStore, StoreConfig
@@ -38,9 +46,7 @@ from streams.codecs import Codec, CodecConfig, make_codec
 from streams.exceptions import DecodeError
 from streams.protocols import Highwater, Message, Sink, Source, TopicPartition
 
-Emit = Literal["every", "every_k", "on_change"]
-MAX_STEPS_PER_MESSAGE = 500
-"""steps of one device in one prediction message at most (Kafka refuses messages over 1 MB)"""
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -61,7 +67,8 @@ class WorkerConfig:
     min_dwell: int = 50
     max_records: int = 5000
     poll_timeout_s: float = 0.05
-    codec: CodecConfig = field(default_factory=CodecConfig)
+    codec: CodecConfig = field(default_factory=CodecConfig, metadata={"setting": False})
+    """set from the served model (its channel count), not a setting"""
     store: StoreConfig = field(default_factory=StoreConfig)
     sequencer: SequencerConfig = field(default_factory=SequencerConfig)
 
@@ -191,6 +198,7 @@ class Worker:
             self.stats.checkpoints += 1
             written = len(slots)
             self._collect.report.checkpointed += written
+            log.debug("checkpoint written", extra={"devices": written, "deleted": len(deleted)})
         self._since_checkpoint = 0
         offsets = dict(self._positions)
         for tp, held in self.sequencer.held_offsets().items():
@@ -201,15 +209,24 @@ class Worker:
 
     def on_assigned(self, partitions) -> None:
         """New partitions: restore their devices' states before their first record."""
+        ours = sorted(tp.partition for tp in partitions if tp.topic == self.config.input_topic)
         if self.checkpoints is None:
+            log.info("partitions assigned", extra={"partitions": ours})
             return
         started = time.perf_counter()
-        ours = [tp.partition for tp in partitions if tp.topic == self.config.input_topic]
         states = self.checkpoints.read(ours)
         restore_devices(self.store, self.tracker, self.stream_model, states)
         self.stats.restored_devices += len(states)
         self.stats.restore_s.append(time.perf_counter() - started)
         self._collect.report.restores.append((len(states), self.stats.restore_s[-1]))
+        log.info(
+            "partitions assigned",
+            extra={
+                "partitions": ours,
+                "restored_devices": len(states),
+                "seconds": round(self.stats.restore_s[-1], 3),
+            },
+        )
 
     def on_revoked(self, partitions) -> None:
         """Partitions taken away: flush, checkpoint and commit, then forget their devices."""
@@ -226,6 +243,10 @@ class Worker:
         self.sequencer.drop(gone)
         for tp in gone:
             self._positions.pop(tp, None)
+        log.info(
+            "partitions revoked",
+            extra={"partitions": numbers.tolist(), "handed_over_devices": len(leaving)},
+        )
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -358,16 +379,8 @@ class Worker:
     def _dead_letter(self, msg: Message, reason: str, detail: str, decode: bool = False) -> None:
         self.stats.rejected[reason] += 1
         self._collect.dead_letter(reason, decode)
-        envelope = {
-            "reason": reason,
-            "detail": detail,
-            "topic": msg.topic,
-            "partition": msg.partition,
-            "offset": msg.offset,
-            "key": msg.key.decode("utf-8", "replace") if msg.key is not None else None,
-            "value_hex": msg.value.hex(),
-        }
-        self.sink.send(self.config.dlq_topic, msg.key, json.dumps(envelope).encode())
+        envelope = dead_letter(msg, reason, detail)
+        self.sink.send(self.config.dlq_topic, msg.key, encode(envelope))
 
     def _last_seq(self, devices: list[str]) -> np.ndarray:
         slots = self.store.slots_for(devices)  # may grow the arrays: index them afterwards
@@ -429,53 +442,21 @@ class Worker:
             else:
                 for event in self.tracker.update(int(slots[i]), t, run.seqs, run.times_ms):
                     self._send_event(run.device, event, classes, model.version)
-            if cfg.emit == "every":
-                chosen = np.arange(b - a)
-            elif cfg.emit == "every_k":
-                base = int(seen_before[i])
-                chosen = np.flatnonzero((base + np.arange(1, b - a + 1)) % cfg.every_k == 0)
-            else:
-                chosen = self.tracker.changed_positions
+            chosen = chosen_steps(cfg.emit, cfg.every_k, int(seen_before[i]), b - a,
+                                  self.tracker.changed_positions)  # fmt: skip
             if len(chosen) == 0:
                 continue
-            # a device far behind has thousands of samples in one batch: several messages,
-            # each under the broker's size limit, together covering the run
-            cuts = list(range(MAX_STEPS_PER_MESSAGE, len(chosen), MAX_STEPS_PER_MESSAGE))
-            covered = 0
-            for part in np.split(chosen, cuts):
-                last = int(part[-1])
-                end = last if last < int(chosen[-1]) else b - a - 1
-                message = {
-                    "kind": "sample",
-                    "device": run.device,
-                    "model": model.version,
-                    "batch": self.batch,
-                    "seq_first": int(run.seqs[covered]),
-                    "seq_last": int(run.seqs[end]),
-                    "seq": int(run.seqs[last]),
-                    "t_ms": float(run.times_ms[last]),
-                    "activity": classes[int(t[last])],
-                    "probs": np.round(p[last], 6).tolist(),
-                    "latency_ms": round(now_ms - run.kafka_ts_ms, 2)
-                    if not math.isnan(run.kafka_ts_ms)
-                    else None,
-                }
-                if len(part) > 1:
-                    message["steps"] = {
-                        "seq": run.seqs[part].tolist(),
-                        "activity": t[part].tolist(),
-                        "probs": np.round(p[part], 6).tolist(),
-                    }
-                score = None
-                if anomaly is not None:
-                    window = anomaly[a + covered : a + end + 1]
-                    message["anomaly"] = score = round(float(np.nanmax(window, initial=0.0)), 4)
+            scores = anomaly[a:b] if anomaly is not None else None
+            messages = sample_messages(run, chosen, p, t, scores, classes, model.version,
+                                       self.batch, now_ms)  # fmt: skip
+            for message in messages:
                 self._send(cfg.predictions_topic, run.device, message)
-                covered = end + 1
             self.stats.predictions += len(chosen)
             emitted.append(chosen + a)
+            last = int(chosen[-1])
             self._collect.sample(run.device, message["seq"], message["t_ms"], int(t[last]),
-                                 float(p[last, t[last]]), int(run.labels[last]), score)  # fmt: skip
+                                 float(p[last, t[last]]), int(run.labels[last]),
+                                 message.get("anomaly"))  # fmt: skip
         if emitted:
             self._collect.predicted("sample", classes, top[np.concatenate(emitted)])
 
@@ -507,25 +488,9 @@ class Worker:
         now_ms = self._clock() * 1000.0
         for k, sample in enumerate(due.tolist()):
             run = runs[int(owner[sample])]
-            w = int(within[sample])
-            self._send(
-                self.config.predictions_topic,
-                run.device,
-                {
-                    "kind": "window",
-                    "device": run.device,
-                    "model": model.version,
-                    "batch": self.batch,
-                    "seq_first": int(run.seqs[w]) - (W - 1),
-                    "seq_last": int(run.seqs[w]),
-                    "t_ms": float(run.times_ms[w]),
-                    "activity": classes[int(probs[k].argmax())],
-                    "probs": np.round(probs[k], 6).tolist(),
-                    "latency_ms": round(now_ms - run.kafka_ts_ms, 2)
-                    if not math.isnan(run.kafka_ts_ms)
-                    else None,
-                },
-            )
+            message = window_message(run, int(within[sample]), W, probs[k], classes,
+                                     model.version, self.batch, now_ms)  # fmt: skip
+            self._send(self.config.predictions_topic, run.device, message)
         self.stats.window_predictions += len(due)
 
     def _send_event(self, device: str, event, classes, version: str) -> None:
@@ -534,19 +499,9 @@ class Worker:
         self._collect.event(
             ChangeEvent(device, previous, classes[event.current], event.seq, event.t_ms, version)
         )
-        self._send(
-            self.config.events_topic,
-            device,
-            {
-                "kind": "activity_change",
-                "device": device,
-                "model": version,
-                "from": previous,
-                "to": classes[event.current],
-                "seq": event.seq,
-                "t_ms": event.t_ms,
-            },
-        )
+        message = event_message(device, previous, classes[event.current], event.seq, event.t_ms,
+                                version)  # fmt: skip
+        self._send(self.config.events_topic, device, message)
 
     def _send(self, topic: str, device: str, message: dict) -> None:
-        self.sink.send(topic, device.encode("utf-8"), json.dumps(message).encode("utf-8"))
+        self.sink.send(topic, device.encode("utf-8"), encode(message))

@@ -142,7 +142,7 @@ def test_bad_records_go_to_the_dead_letter_topic_with_their_reason():
 
 
 def test_a_long_run_of_one_device_is_split_into_messages_of_bounded_size():
-    from pipeline.worker.loop import MAX_STEPS_PER_MESSAGE
+    from pipeline.worker.emission import MAX_STEPS_PER_MESSAGE
 
     spec = ModelSpec(setup="stream", cell="gru", hidden=4)
     meta = ModelMeta(spec, ("a", "b", "c"), ("SIT", "WALK"), 50.0, (0,) * 3, (1,) * 3, 16, 1)

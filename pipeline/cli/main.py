@@ -11,8 +11,18 @@ from pipeline.cli import logs
 from pipeline.cli.commands import bench, demo, evaluate, registry, replay, run, train, trainer
 
 
+class _Parser(argparse.ArgumentParser):
+    """A parser whose ``description`` may be a callable, called only when help is printed (the
+    settings' descriptions need the components' config classes, which --help alone does not)."""
+
+    def format_help(self) -> str:
+        if callable(self.description):
+            self.description = self.description()
+        return super().format_help()
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="harstream",
         description="Streaming human-activity recognition over Kafka.",
     )

@@ -28,14 +28,6 @@ from models.registry import Registry
 from pipeline.cli.checks import positive_float, positive_int, tcp_port
 from pipeline.cli.progress import stderr
 from pipeline.exceptions import ConfigError
-from pipeline.observability.server import HttpConfig
-from pipeline.serving import ServingModel
-from pipeline.swap.watcher import HotSwap, SwapConfig, one_blas_thread
-from pipeline.trainer.buffer import BufferConfig
-from pipeline.trainer.gate import GateConfig
-from pipeline.trainer.labelling import JoinConfig
-from pipeline.trainer.service import TRAINING, Trainer, TrainerConfig
-from pipeline.worker import Worker, WorkerConfig
 from streams.memory import MemoryBus, MemorySink, MemorySource
 from streams.replay import FaultConfig, ReplayConfig, replay
 
@@ -181,6 +173,7 @@ class _Tee:
 
 def _serve(worker, trainer, port: int):
     """The dashboard, and the worker's and trainer's metrics, on 127.0.0.1:``port``."""
+    from pipeline.observability.server import HttpConfig  # the status server: when it runs
     from pipeline.wiring import serve_worker  # kafka-python, prometheus: not at start-up
 
     try:
@@ -192,6 +185,11 @@ def _serve(worker, trainer, port: int):
 
 def _trainer(registry, bus):
     """The trainer, on its own copy of the stream: small windows, a retrain per 1,500."""
+    from pipeline.trainer.buffer import BufferConfig  # the trainer's parts: when the demo runs
+    from pipeline.trainer.gate import GateConfig  # likewise
+    from pipeline.trainer.labelling import JoinConfig  # likewise
+    from pipeline.trainer.service import TRAINING, Trainer, TrainerConfig  # likewise
+
     # phones worn at new angles: every layer must adapt
     train = replace(TRAINING, epochs=3, tbptt_steps=42, tune="all", learning_rate=3e-4)
     config = TrainerConfig(
@@ -205,6 +203,9 @@ def _trainer(registry, bus):
 def run(args: argparse.Namespace) -> int:
     from models.io import load_model  # Keras: not at start-up
     from pipeline import demo_models  # Keras (it trains them when missing): not at start-up
+    from pipeline.serving import ServingModel  # the worker's parts: when the demo runs
+    from pipeline.swap.watcher import HotSwap, SwapConfig, one_blas_thread  # likewise
+    from pipeline.worker import Worker, WorkerConfig  # likewise
     from streams.datasets import SyntheticConfig, simulate  # the datasets: not at start-up
 
     console = Console()

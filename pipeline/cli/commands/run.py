@@ -12,8 +12,6 @@ import argparse
 import logging
 
 from pipeline.cli.settings_args import add_http_flags, overrides, run_until_stopped
-from pipeline.settings import describe, load_settings
-from pipeline.swap.watcher import one_blas_thread
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "run",
         help="run the Kafka worker",
-        description=__doc__.format(settings=describe()),
+        description=_description,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", help="TOML settings file")
@@ -42,8 +40,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
+def _description() -> str:
+    from pipeline.settings import describe  # the components' configs: for --help only
+
+    return __doc__.format(settings=describe())
+
+
 def run(args: argparse.Namespace) -> int:
-    from pipeline import wiring  # the worker's parts (NumPy, Kafka clients): not for --help
+    from pipeline import wiring  # the worker's parts (Kafka clients, models): not for --help
+    from pipeline.settings import load_settings  # the components' configs: not for --help
+    from pipeline.swap.watcher import one_blas_thread  # threadpoolctl: not for --help
 
     one_blas_thread()
     settings = load_settings(args.config, overrides=overrides(args))

@@ -16,7 +16,6 @@ import argparse
 import logging
 
 from pipeline.cli.settings_args import add_http_flags, overrides, run_until_stopped
-from pipeline.settings import TRAINER_SECTIONS, describe, load_trainer_settings
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "trainer",
         help="run the trainer service (retrain, gate, promote)",
-        description=__doc__.format(settings=describe(TRAINER_SECTIONS)),
+        description=_description,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", help="TOML settings file")
@@ -43,8 +42,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
+def _description() -> str:
+    from pipeline.settings import TRAINER_SECTIONS, describe  # the configs: for --help only
+
+    return __doc__.format(settings=describe(TRAINER_SECTIONS))
+
+
 def run(args: argparse.Namespace) -> int:
-    from pipeline import wiring  # the trainer's parts (NumPy, Kafka clients): not for --help
+    from pipeline import wiring  # the trainer's parts (Kafka clients, models): not for --help
+    from pipeline.settings import load_trainer_settings  # the configs: not for --help
 
     settings = load_trainer_settings(args.config, overrides=overrides(args))
     trainer = wiring.build_trainer(settings)

@@ -3,18 +3,20 @@ of predictions, activity changes and dead letters (the wire format of ``docs``/R
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
+import orjson
 
 from streams.protocols import Message
 
 Emit = Literal["every", "every_k", "on_change"]
 MAX_STEPS_PER_MESSAGE = 500
 """steps of one device in one prediction message at most (Kafka refuses messages over 1 MB)"""
+PROB_DECIMALS = 6
+"""decimals of the probabilities in prediction messages (within 1e-6 of the model's float32)"""
 
 
 def chosen_steps(
@@ -34,45 +36,89 @@ def latency_ms(now_ms: float, kafka_ts_ms: float) -> float | None:
     return round(now_ms - kafka_ts_ms, 2) if not math.isnan(kafka_ts_ms) else None
 
 
-def sample_messages(
-    run, chosen: np.ndarray, probs: np.ndarray, top: np.ndarray, anomaly: np.ndarray | None,
-    classes: Sequence[str], version: str, batch: int, now_ms: float,
-) -> list[dict]:  # fmt: skip
-    """The many-to-many prediction messages of one device's ``run`` (its ``probs`` and ``top``
-    class per new sample, ``anomaly`` scores if the model has a next-step head). A device far
-    behind has thousands of samples in one batch: several messages, each under the broker's
-    size limit, together covering the run."""
-    cuts = list(range(MAX_STEPS_PER_MESSAGE, len(chosen), MAX_STEPS_PER_MESSAGE))
-    steps = len(probs)
-    covered, out = 0, []
-    for part in np.split(chosen, cuts):
-        last = int(part[-1])
-        end = last if last < int(chosen[-1]) else steps - 1
-        message = {
-            "kind": "sample",
-            "device": run.device,
-            "model": version,
-            "batch": batch,
-            "seq_first": int(run.seqs[covered]),
-            "seq_last": int(run.seqs[end]),
-            "seq": int(run.seqs[last]),
-            "t_ms": float(run.times_ms[last]),
-            "activity": classes[int(top[last])],
-            "probs": np.round(probs[last], 6).tolist(),
-            "latency_ms": latency_ms(now_ms, run.kafka_ts_ms),
-        }
-        if len(part) > 1:
-            message["steps"] = {
-                "seq": run.seqs[part].tolist(),
-                "activity": top[part].tolist(),
-                "probs": np.round(probs[part], 6).tolist(),
-            }
-        if anomaly is not None:
-            window = anomaly[covered : end + 1]
-            message["anomaly"] = round(float(np.nanmax(window, initial=0.0)), 4)
-        out.append(message)
-        covered = end + 1
+class Payload(NamedTuple):
+    """One prediction message of a batch."""
+
+    run: int
+    """the index of the device's run in the batch"""
+    data: bytes
+    """the JSON message"""
+    last: int
+    """the position (within the run) of the message's last step"""
+    anomaly: float | None
+    """the highest next-step error over the steps the message covers, if the model has one"""
+
+
+def sample_payloads(
+    runs: Sequence, starts: np.ndarray, chosen: Sequence[np.ndarray], probs: np.ndarray,
+    top: np.ndarray, anomaly: np.ndarray | None, classes: Sequence[str], version: str,
+    batch: int, now_ms: float,
+) -> list[Payload]:  # fmt: skip
+    """The many-to-many prediction messages of a batch, as JSON bytes, built without a dict or
+    ``json.dumps`` per message: ``runs[i]``'s new samples start at row ``starts[i]`` of ``probs``
+    and ``top`` (and ``anomaly``, the next-step head's scores, if any), and ``chosen[i]`` are
+    the positions within the run that get a prediction. A device far behind has thousands of
+    samples in one batch: several messages, each under the broker's size limit, together cover
+    its run. Probabilities have :data:`PROB_DECIMALS` decimals."""
+    # every column of the batch converted once, in C; the loop below only slices and joins
+    seqs = np.concatenate([run.seqs for run in runs]).tolist()
+    times = np.concatenate([run.times_ms for run in runs]).tolist()
+    lengths = [len(run.seqs) for run in runs]
+    first = np.cumsum(lengths) - lengths  # where each run starts in ``seqs``
+    counts = [len(c) for c in chosen]
+    steps = np.concatenate(chosen)
+    rows = (steps + np.repeat(first, counts)).tolist()  # positions in ``seqs``
+    text = _prob_rows(probs[steps + np.repeat(starts, counts)])
+    tops = top[steps + np.repeat(starts, counts)].tolist()
+    seq_text, top_text = [str(seqs[r]) for r in rows], [str(t) for t in tops]
+    first, offsets = first.tolist(), (np.asarray(starts) - first).tolist()
+    labels = [_json(c) for c in classes]
+    tail = f',"model":{_json(version)},"batch":{batch},'
+    out, k = [], 0
+    for i, run in enumerate(runs):
+        n, base, end_of_run = counts[i], first[i], first[i] + lengths[i] - 1
+        device = _json(run.device)
+        lat = "null" if math.isnan(run.kafka_ts_ms) else repr(round(now_ms - run.kafka_ts_ms, 2))
+        covered = base
+        for lo in range(k, k + n, MAX_STEPS_PER_MESSAGE):
+            hi = min(k + n, lo + MAX_STEPS_PER_MESSAGE)  # this message's steps: rows[lo:hi]
+            last = rows[hi - 1]
+            end = last if hi < k + n else end_of_run
+            message = (
+                f'{{"kind":"sample","device":{device}{tail}"seq_first":{seqs[covered]},'
+                f'"seq_last":{seqs[end]},"seq":{seqs[last]},"t_ms":{times[last]!r},'
+                f'"activity":{labels[tops[hi - 1]]},"probs":[{text[hi - 1]}],"latency_ms":{lat}'
+            )
+            if hi - lo > 1:
+                message += (
+                    f',"steps":{{"seq":[{",".join(seq_text[lo:hi])}],'
+                    f'"activity":[{",".join(top_text[lo:hi])}],'
+                    f'"probs":[[{"],[".join(text[lo:hi])}]]}}'
+                )
+            score = None
+            if anomaly is not None:
+                window = anomaly[covered + offsets[i] : end + offsets[i] + 1]
+                score = round(float(np.nanmax(window, initial=0.0)), 4)
+                message += f',"anomaly":{score!r}'
+            out.append(Payload(i, (message + "}").encode(), last - base, score))
+            covered = end + 1
+        k += n
     return out
+
+
+def _prob_rows(probs: np.ndarray) -> list[str]:
+    """Each row of ``probs`` as the inside of a JSON array, ``PROB_DECIMALS`` decimals (one
+    orjson call for the whole batch: ten times faster than formatting in Python)."""
+    if not len(probs):
+        return []
+    rounded = np.round(probs.astype(np.float64), PROB_DECIMALS)
+    text = orjson.dumps(rounded, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+    return text[2:-2].split("],[")
+
+
+def _json(value: str) -> str:
+    """A string as a JSON string literal."""
+    return orjson.dumps(value).decode()
 
 
 def window_message(
@@ -89,7 +135,7 @@ def window_message(
         "seq_last": int(run.seqs[w]),
         "t_ms": float(run.times_ms[w]),
         "activity": classes[int(probs.argmax())],
-        "probs": np.round(probs, 6).tolist(),
+        "probs": np.round(probs.astype(np.float64), PROB_DECIMALS).tolist(),
         "latency_ms": latency_ms(now_ms, run.kafka_ts_ms),
     }
 
@@ -117,4 +163,4 @@ def dead_letter(msg: Message, reason: str, detail: str) -> dict:
 
 def encode(message: dict) -> bytes:
     """A message as the JSON bytes sent to Kafka."""
-    return json.dumps(message).encode("utf-8")
+    return orjson.dumps(message)

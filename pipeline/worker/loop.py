@@ -36,7 +36,7 @@ from pipeline.worker.emission import (
     dead_letter,
     encode,
     event_message,
-    sample_messages,
+    sample_payloads,
     window_message,
 )
 from pipeline.worker.hooks import BatchHook, SwapRecord
@@ -430,35 +430,39 @@ class Worker:
         cfg, model = self.config, self.stream_model
         classes = model.meta.classes
         top = probs.argmax(axis=1)
-        ends = np.cumsum(counts)
-        now_ms = self._clock() * 1000.0
+        starts = np.cumsum(counts) - counts
         steady = self.tracker.steady(slots, top, counts)
-        emitted = []
+        emitting, chosen = [], []
         for i, run in enumerate(runs):
-            a, b = int(ends[i] - counts[i]), int(ends[i])
-            p, t = probs[a:b], top[a:b]
+            a, b = int(starts[i]), int(starts[i] + counts[i])
             if steady[i]:
                 self.tracker.changed_positions = np.zeros(0, np.int64)
             else:
-                for event in self.tracker.update(int(slots[i]), t, run.seqs, run.times_ms):
+                for event in self.tracker.update(int(slots[i]), top[a:b], run.seqs, run.times_ms):
                     self._send_event(run.device, event, classes, model.version)
-            chosen = chosen_steps(cfg.emit, cfg.every_k, int(seen_before[i]), b - a,
-                                  self.tracker.changed_positions)  # fmt: skip
-            if len(chosen) == 0:
-                continue
-            scores = anomaly[a:b] if anomaly is not None else None
-            messages = sample_messages(run, chosen, p, t, scores, classes, model.version,
-                                       self.batch, now_ms)  # fmt: skip
-            for message in messages:
-                self._send(cfg.predictions_topic, run.device, message)
-            self.stats.predictions += len(chosen)
-            emitted.append(chosen + a)
-            last = int(chosen[-1])
-            self._collect.sample(run.device, message["seq"], message["t_ms"], int(t[last]),
-                                 float(p[last, t[last]]), int(run.labels[last]),
-                                 message.get("anomaly"))  # fmt: skip
-        if emitted:
-            self._collect.predicted("sample", classes, top[np.concatenate(emitted)])
+            steps = chosen_steps(cfg.emit, cfg.every_k, int(seen_before[i]), b - a,
+                                 self.tracker.changed_positions)  # fmt: skip
+            if len(steps):
+                emitting.append(i)
+                chosen.append(steps)
+        if not emitting:
+            return
+        payloads = sample_payloads([runs[i] for i in emitting], starts[emitting], chosen, probs,
+                                   top, anomaly, classes, model.version, self.batch,
+                                   self._clock() * 1000.0)  # fmt: skip
+        for payload in payloads:
+            self.sink.send(cfg.predictions_topic, runs[emitting[payload.run]].device.encode(),
+                           payload.data)  # fmt: skip
+        last_of_run = {payload.run: payload for payload in payloads}
+        for k, payload in last_of_run.items():
+            run, a, last = runs[emitting[k]], int(starts[emitting[k]]), payload.last
+            t = int(top[a + last])
+            self._collect.sample(run.device, int(run.seqs[last]), float(run.times_ms[last]), t,
+                                 float(probs[a + last, t]), int(run.labels[last]),
+                                 payload.anomaly)  # fmt: skip
+        emitted = np.concatenate([starts[i] + c for i, c in zip(emitting, chosen, strict=True)])
+        self.stats.predictions += len(emitted)
+        self._collect.predicted("sample", classes, top[emitted])
 
     def _windows(self, runs, slots, counts, samples) -> None:
         """Push samples into the ring buffers, predicting every window that falls due."""

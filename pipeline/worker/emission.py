@@ -20,15 +20,20 @@ PROB_DECIMALS = 6
 
 
 def chosen_steps(
-    emit: Emit, every_k: int, seen_before: int, steps: int, changed: np.ndarray
-) -> np.ndarray:
-    """Positions (within a run of ``steps`` new samples) that get a prediction: all of them,
-    every ``every_k``-th sample of the device's stream, or where the activity ``changed``."""
+    emit: Emit, every_k: int, seen_before: np.ndarray, counts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The steps of a batch that get a prediction under ``emit="every"`` (all) or
+    ``"every_k"`` (every ``every_k``-th sample of each device's stream, whatever the batch
+    boundaries; ``seen_before``: each run's samples before this batch): the positions within
+    their runs, run after run, and how many each run has (``on_change`` is the activity
+    tracker's)."""
+    counts = np.asarray(counts, np.int64)
+    within = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
     if emit == "every":
-        return np.arange(steps)
-    if emit == "every_k":
-        return np.flatnonzero((seen_before + np.arange(1, steps + 1)) % every_k == 0)
-    return changed
+        return within, counts
+    keep = (np.repeat(np.asarray(seen_before, np.int64), counts) + within + 1) % every_k == 0
+    owner = np.repeat(np.arange(len(counts)), counts)
+    return within[keep], np.bincount(owner[keep], minlength=len(counts))
 
 
 def latency_ms(now_ms: float, kafka_ts_ms: float) -> float | None:
@@ -50,23 +55,23 @@ class Payload(NamedTuple):
 
 
 def sample_payloads(
-    runs: Sequence, starts: np.ndarray, chosen: Sequence[np.ndarray], probs: np.ndarray,
-    top: np.ndarray, anomaly: np.ndarray | None, classes: Sequence[str], version: str,
-    batch: int, now_ms: float,
+    runs: Sequence, starts: np.ndarray, steps: np.ndarray, counts: Sequence[int],
+    probs: np.ndarray, top: np.ndarray, anomaly: np.ndarray | None, classes: Sequence[str],
+    version: str, batch: int, now_ms: float,
 ) -> list[Payload]:  # fmt: skip
     """The many-to-many prediction messages of a batch, as JSON bytes, built without a dict or
     ``json.dumps`` per message: ``runs[i]``'s new samples start at row ``starts[i]`` of ``probs``
-    and ``top`` (and ``anomaly``, the next-step head's scores, if any), and ``chosen[i]`` are
-    the positions within the run that get a prediction. A device far behind has thousands of
-    samples in one batch: several messages, each under the broker's size limit, together cover
-    its run. Probabilities have :data:`PROB_DECIMALS` decimals."""
+    and ``top`` (and ``anomaly``, the next-step head's scores, if any); ``steps`` holds the
+    positions within their runs that get a prediction, ``counts[i]`` (at least one) of them for
+    ``runs[i]``, run after run. A device far behind has thousands of samples in one batch:
+    several messages, each under the broker's size limit, together cover its run.
+    Probabilities have :data:`PROB_DECIMALS` decimals."""
     # every column of the batch converted once, in C; the loop below only slices and joins
     seqs = np.concatenate([run.seqs for run in runs]).tolist()
     times = np.concatenate([run.times_ms for run in runs]).tolist()
     lengths = [len(run.seqs) for run in runs]
     first = np.cumsum(lengths) - lengths  # where each run starts in ``seqs``
-    counts = [len(c) for c in chosen]
-    steps = np.concatenate(chosen)
+    counts = list(counts)
     rows = (steps + np.repeat(first, counts)).tolist()  # positions in ``seqs``
     text = _prob_rows(probs[steps + np.repeat(starts, counts)])
     tops = top[steps + np.repeat(starts, counts)].tolist()
@@ -117,7 +122,9 @@ def _prob_rows(probs: np.ndarray) -> list[str]:
 
 
 def _json(value: str) -> str:
-    """A string as a JSON string literal."""
+    """A string as a JSON string literal (device ids are mostly plain: no escaping needed)."""
+    if value.isascii() and value.isprintable() and '"' not in value and "\\" not in value:
+        return f'"{value}"'
     return orjson.dumps(value).decode()
 
 

@@ -431,36 +431,37 @@ class Worker:
         classes = model.meta.classes
         top = probs.argmax(axis=1)
         starts = np.cumsum(counts) - counts
-        steady = self.tracker.steady(slots, top, counts)
-        emitting, chosen = [], []
-        for i, run in enumerate(runs):
-            a, b = int(starts[i]), int(starts[i] + counts[i])
-            if steady[i]:
-                self.tracker.changed_positions = np.zeros(0, np.int64)
-            else:
-                for event in self.tracker.update(int(slots[i]), top[a:b], run.seqs, run.times_ms):
-                    self._send_event(run.device, event, classes, model.version)
-            steps = chosen_steps(cfg.emit, cfg.every_k, int(seen_before[i]), b - a,
-                                 self.tracker.changed_positions)  # fmt: skip
-            if len(steps):
-                emitting.append(i)
-                chosen.append(steps)
-        if not emitting:
+        changed = {}
+        for i in np.flatnonzero(~self.tracker.steady(slots, top, counts)).tolist():
+            run, a = runs[i], int(starts[i])
+            events = self.tracker.update(int(slots[i]), top[a : a + len(run.seqs)], run.seqs,
+                                         run.times_ms)  # fmt: skip
+            for event in events:
+                self._send_event(run.device, event, classes, model.version)
+            changed[i] = self.tracker.changed_positions
+        if cfg.emit == "on_change":
+            per_run = np.array([len(changed.get(i, ())) for i in range(len(runs))], np.int64)
+            steps = np.concatenate([changed[i] for i in sorted(changed)] or [np.zeros(0, int)])
+        else:
+            steps, per_run = chosen_steps(cfg.emit, cfg.every_k, seen_before, counts)
+        emitting = np.flatnonzero(per_run)
+        if not len(emitting):
             return
-        payloads = sample_payloads([runs[i] for i in emitting], starts[emitting], chosen, probs,
-                                   top, anomaly, classes, model.version, self.batch,
-                                   self._clock() * 1000.0)  # fmt: skip
+        payloads = sample_payloads([runs[i] for i in emitting.tolist()], starts[emitting], steps,
+                                   per_run[emitting].tolist(), probs, top, anomaly, classes,
+                                   model.version, self.batch, self._clock() * 1000.0)  # fmt: skip
         for payload in payloads:
             self.sink.send(cfg.predictions_topic, runs[emitting[payload.run]].device.encode(),
                            payload.data)  # fmt: skip
         last_of_run = {payload.run: payload for payload in payloads}
         for k, payload in last_of_run.items():
-            run, a, last = runs[emitting[k]], int(starts[emitting[k]]), payload.last
+            i = int(emitting[k])
+            run, a, last = runs[i], int(starts[i]), payload.last
             t = int(top[a + last])
             self._collect.sample(run.device, int(run.seqs[last]), float(run.times_ms[last]), t,
                                  float(probs[a + last, t]), int(run.labels[last]),
                                  payload.anomaly)  # fmt: skip
-        emitted = np.concatenate([starts[i] + c for i, c in zip(emitting, chosen, strict=True)])
+        emitted = steps + np.repeat(starts[emitting], per_run[emitting])
         self.stats.predictions += len(emitted)
         self._collect.predicted("sample", classes, top[emitted])
 

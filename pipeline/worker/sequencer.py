@@ -160,7 +160,15 @@ class Sequencer:
         self, device: str, pending: list[Pending], cursor: int, now: float, force: bool
     ) -> DeviceRun | None:
         """One contiguous run for ``device``; a run never spans a gap (the device may need a
-        reset there), so what follows a gap waits for the next call."""
+        reset there), so what follows a gap waits for the next call. One record that follows
+        the last applied sample (the usual case) becomes a run as it is."""
+        if len(pending) == 1 and pending[0].record.seq == cursor + 1:  # the common case
+            p, rec = pending[0], pending[0].record
+            labels = rec.labels if rec.labels is not None else np.full(rec.n, -1, np.int16)
+            self.stats.held = self.held_records
+            return DeviceRun(device, rec.sequence(), rec.values, labels.astype(np.int16),
+                             rec.times_ms(), 0, p.timestamp_ms, p.tp.partition,
+                             p.offset)  # fmt: skip
         stats, cfg = self.stats, self.config
         pieces: list[tuple[np.ndarray, Record, np.ndarray]] = []
         gap_before = 0

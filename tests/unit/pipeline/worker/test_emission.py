@@ -20,12 +20,12 @@ from streams.protocols import Message
 
 
 def test_chosen_steps_follow_the_emission_policy():
-    changed = np.array([3])
-    assert chosen_steps("every", 25, 0, 4, changed).tolist() == [0, 1, 2, 3]
-    # every k-th sample of the device's whole stream, whatever the batch boundaries
-    assert chosen_steps("every_k", 5, 3, 10, changed).tolist() == [1, 6]
-    assert chosen_steps("every_k", 5, 0, 4, changed).tolist() == []
-    assert chosen_steps("on_change", 5, 0, 10, changed).tolist() == [3]
+    counts = np.array([4, 10, 4])
+    steps, per_run = chosen_steps("every", 25, np.array([0, 3, 0]), counts)
+    assert per_run.tolist() == [4, 10, 4] and steps[:6].tolist() == [0, 1, 2, 3, 0, 1]
+    # every k-th sample of each device's whole stream, whatever the batch boundaries
+    steps, per_run = chosen_steps("every_k", 5, np.array([0, 3, 1]), counts)
+    assert per_run.tolist() == [0, 2, 1] and steps.tolist() == [1, 6, 3]
 
 
 def _run(device: str, n: int, first_seq: int = 100, kafka_ts_ms: float = float("nan")):
@@ -39,9 +39,9 @@ def test_sample_payloads_are_the_documented_json_for_every_device_of_a_batch():
     probs = rng.dirichlet(np.ones(2), size=14).astype(np.float32)
     top = probs.argmax(axis=1)
     anomaly = np.linspace(0, 1.3, 14)
-    chosen = [np.array([4, 9]), np.array([3])]
-    payloads = sample_payloads(runs, np.array([0, 10]), chosen, probs, top, anomaly, ("A", "B"),
-                               "m@v1", 7, 1000.0)  # fmt: skip
+    steps, per_run = np.array([4, 9, 3]), [2, 1]
+    payloads = sample_payloads(runs, np.array([0, 10]), steps, per_run, probs, top, anomaly,
+                               ("A", "B"), "m@v1", 7, 1000.0)  # fmt: skip
     first, second = (json.loads(p.data) for p in payloads)
     assert [(p.run, p.last) for p in payloads] == [(0, 9), (1, 3)]
     assert (first["seq_first"], first["seq_last"], first["seq"]) == (100, 109, 109)
@@ -63,7 +63,7 @@ def test_sample_payloads_are_the_documented_json_for_every_device_of_a_batch():
 def test_a_long_run_is_split_into_messages_that_cover_it():
     n = 2 * MAX_STEPS_PER_MESSAGE + 3
     probs = np.full((n, 2), 0.5, np.float32)
-    payloads = sample_payloads([_run("d", n)], np.array([0]), [np.arange(n)], probs,
+    payloads = sample_payloads([_run("d", n)], np.array([0]), np.arange(n), [n], probs,
                                np.zeros(n, np.int64), None, ("A", "B"), "v", 1, 0.0)  # fmt: skip
     messages = [json.loads(p.data) for p in payloads]
     assert [len(m["steps"]["seq"]) for m in messages] == [500, 500, 3]

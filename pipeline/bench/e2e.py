@@ -1,14 +1,21 @@
-"""End-to-end benchmark through the real broker: replay producer -> Kafka -> one worker -> Kafka.
+"""End-to-end benchmark through the real broker: replay producer -> Kafka -> worker(s) -> Kafka.
 
 1. Highest sustained rate: a fleet's records are put on the topic first, then one worker (one
    process, LSTM-64 stream model) consumes them from the start; samples/s = samples / time.
-2. Latency at half that rate: a paced replay (another process) sends at half the measured rate
-   while the worker runs; latency = prediction emitted - the record's broker timestamp (the
-   producer's send time), p50 and p99.
+   With ``workers`` > 1, that many worker processes in one consumer group drain the same
+   topic; their combined rate = all samples / (last batch - first batch over all of them).
+2. Ceilings beside it, so the bottleneck shows: the input side alone (poll and decode every
+   record) and the output side alone (build one batch's prediction messages for every device
+   and send them, flushed), both in samples/s of input they stand for.
+3. Latency at half the one-worker rate: a paced replay (another process) sends at half the
+   measured rate while the worker runs; latency = prediction emitted - the record's broker
+   timestamp (the producer's send time), p50 and p99.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -18,6 +25,9 @@ import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
 
 from models.spec import ModelMeta, ModelSpec
 from models.zoo import build_model
@@ -27,11 +37,16 @@ from pipeline.settings import Settings
 from pipeline.state.checkpoint import CheckpointConfig
 from pipeline.wiring import build_worker
 from pipeline.worker import Worker, WorkerConfig
+from pipeline.worker.emission import sample_payloads
+from streams import clients
 from streams.admin import TopicSpec, ensure_topics
+from streams.codecs import CodecConfig, make_codec
 from streams.datasets import SyntheticConfig, simulate
 from streams.kafka_config import KafkaConfig
-from streams.kafka_sink import KafkaSink
+from streams.kafka_source import SourceConfig
 from streams.replay import ReplayConfig, replay
+
+CLASSES = ("WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS", "SITTING", "STANDING", "LAYING")
 
 
 def stream_model(hidden: int):
@@ -39,12 +54,11 @@ def stream_model(hidden: int):
     (timing only)."""
     spec = ModelSpec(setup="stream", cell="lstm", hidden=hidden)
     channels = ("acc_x", "acc_y", "acc_z", "gyro_x", "gyro_y", "gyro_z")
-    classes = ("WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS", "SITTING", "STANDING", "LAYING")
-    meta = ModelMeta(spec, channels, classes, 50.0, (0.5, 0, 0, 0, 0, 0), (0.5,) * 6, 128, 1)
+    meta = ModelMeta(spec, channels, CLASSES, 50.0, (0.5, 0, 0, 0, 0, 0), (0.5,) * 6, 128, 1)
     return build_model(spec, meta), meta
 
 
-def _worker(kafka: KafkaConfig, topic: str, model, meta) -> Worker:
+def _worker(kafka: KafkaConfig, topic: str, model, meta, group: str | None = None) -> Worker:
     run = uuid.uuid4().hex[:8]
     config = WorkerConfig(
         input_topic=topic,
@@ -52,50 +66,155 @@ def _worker(kafka: KafkaConfig, topic: str, model, meta) -> Worker:
         events_topic=f"bench.events.{run}",
         dlq_topic=f"bench.dlq.{run}",
     )
-    settings = Settings(kafka=replace(kafka, group_id=f"bench-{run}"), worker=config,
+    settings = Settings(kafka=replace(kafka, group_id=group or f"bench-{run}"), worker=config,
                         checkpoint=CheckpointConfig(enabled=False))  # fmt: skip
     return build_worker(settings, served=(ServingModel.load(model, meta, "bench@v1"), None))
 
 
-def bench_e2e(
-    bootstrap: str, devices: int = 10_000, seconds: float = 10.0, hidden: int = 64,
-    samples_per_record: int = 50, latency_wall_s: float = 20.0,
-) -> list[dict[str, object]]:  # fmt: skip
-    kafka = KafkaConfig(bootstrap, client_id="harstream-bench")
-    model, meta = stream_model(hidden)
-    fleet = SyntheticConfig(devices=devices, duration_s=seconds, gap_prob=0.0, seed=3)
-    data = simulate(fleet)
+def _drain(worker: Worker, settle_s: float = 3.0, wait_s: float = 120.0) -> dict[str, float]:
+    """Run ``worker`` (one of a group) until its partitions are read to their end and stayed
+    so for ``settle_s`` (a rebalance may still hand it more), or ``wait_s`` without a message;
+    its samples and the wall-clock times of its first and last busy batch."""
+    first = last = None
+    started = time.time()
+    while True:
+        n = worker.step()
+        now = time.time()
+        if n:
+            first, last = first or now, now
+            continue
+        done = first is not None and worker.lag is not None and not any(worker.lag.values())
+        if (done and now - last > settle_s) or (first is None and now - started > wait_s):
+            break
+    return {"samples": worker.stats.samples, "messages": worker.stats.messages,
+            "first": first or 0.0, "last": last or 0.0}  # fmt: skip
 
-    # 1. throughput: topic filled first, then drained by one worker
+
+def _fill(kafka: KafkaConfig, data, samples_per_record: int) -> tuple[str, int]:
+    """A new 6-partition topic holding the whole fleet; its name and record count."""
     topic = f"bench.raw.{uuid.uuid4().hex[:8]}"
     ensure_topics(kafka, [TopicSpec(topic, 6)])
-    sink = KafkaSink(kafka)
+    sink = clients.sink(kafka)
     report = replay(data, sink, ReplayConfig(topic=topic, samples_per_record=samples_per_record))
     sink.close()
+    return topic, report.records_sent
+
+
+def _input_ceiling(kafka: KafkaConfig, topic: str, records: int, samples: int) -> float:
+    """Samples/s of polling and decoding the filled topic, nothing else."""
+    group = SourceConfig(group_id=f"bench-in-{uuid.uuid4().hex[:8]}")
+    source = clients.source(kafka, [topic], group)
+    codec = make_codec("auto", CodecConfig(channels=6))
+    seen, start = 0, None
+    while seen < records:
+        batch = source.poll(5000, 1.0)
+        start = start or (time.perf_counter() if batch else None)
+        for msg in batch:
+            codec.decode(msg.value)
+        seen += len(batch)
+    elapsed = time.perf_counter() - start
+    source.close()
+    return samples / elapsed
+
+
+def _output_ceiling(kafka: KafkaConfig, devices: int, samples_per_record: int,
+                    rounds: int = 5) -> float:  # fmt: skip
+    """Samples/s of input whose predictions (every 25th sample, as the worker's default) can
+    be built and sent: one batch of one record per device, flushed, ``rounds`` times."""
+    topic = f"bench.predictions.{uuid.uuid4().hex[:8]}"
+    ensure_topics(kafka, [TopicSpec(topic, 6)])
+    rng = np.random.default_rng(0)
+    n = samples_per_record
+    probs = rng.dirichlet(np.ones(len(CLASSES)), size=devices * n).astype(np.float32)
+    runs = [SimpleNamespace(device=f"device-{i:05d}", seqs=np.arange(n), kafka_ts_ms=0.0,
+                            times_ms=np.arange(n) * 20.0) for i in range(devices)]  # fmt: skip
+    chosen = [np.arange(24, n, 25)] * devices
+    starts = np.arange(devices) * n
+    sink, times = clients.sink(kafka), []
+    for batch in range(rounds):
+        started = time.perf_counter()
+        payloads = sample_payloads(runs, starts, chosen, probs, probs.argmax(axis=1), None,
+                                   CLASSES, "bench@v1", batch, time.time() * 1000.0)  # fmt: skip
+        for p in payloads:
+            sink.send(topic, runs[p.run].device.encode(), p.data)
+        sink.flush()
+        times.append(time.perf_counter() - started)
+    sink.close()
+    return devices * n / statistics.median(times)
+
+
+def _workers(kafka: KafkaConfig, topic: str, hidden: int, count: int) -> dict[str, float]:
+    """``count`` worker processes in one group drain ``topic``: combined samples/s."""
+    group = f"bench-{uuid.uuid4().hex[:8]}"
+    command = [sys.executable, "-m", "pipeline.bench.e2e", "--bootstrap", kafka.bootstrap_servers,
+               "--client", kafka.client, "--topic", topic, "--group", group,
+               "--hidden", str(hidden)]  # fmt: skip
+    procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+             for _ in range(count)]  # fmt: skip
+    results = [json.loads(p.communicate(timeout=1800)[0].splitlines()[-1]) for p in procs]
+    busy = [r for r in results if r["samples"]]
+    # the busy span of the group; a single batch each (a tiny run) counts as one poll's time
+    span = max(max(r["last"] for r in busy) - min(r["first"] for r in busy), 0.05)
+    return {"samples": sum(r["samples"] for r in results), "seconds": span,
+            "per_worker": [r["samples"] for r in results]}  # fmt: skip
+
+
+def bench_e2e(
+    bootstrap: str, devices: int = 10_000, seconds: float = 10.0, hidden: int = 64,
+    samples_per_record: int = 50, latency_wall_s: float = 20.0, workers: tuple[int, ...] = (1,),
+    client_names: tuple[str, ...] = ("kafka-python",),
+) -> list[dict[str, object]]:  # fmt: skip
+    """Every row for each client library of ``client_names`` (the one-worker row, a row per
+    worker count of ``workers``, the ceilings, the latency), the same fleet for all."""
+    fleet = SyntheticConfig(devices=devices, duration_s=seconds, gap_prob=0.0, seed=3)
+    data = simulate(fleet)
+    rows = []
+    for name in client_names:
+        kafka = KafkaConfig(bootstrap, client_id="harstream-bench", client=name)
+        rows += _one_client(kafka, data, fleet, hidden, samples_per_record, latency_wall_s,
+                            workers)  # fmt: skip
+    return rows
+
+
+def _one_client(
+    kafka: KafkaConfig, data, fleet: SyntheticConfig, hidden: int, samples_per_record: int,
+    latency_wall_s: float, workers: tuple[int, ...],
+) -> list[dict[str, object]]:  # fmt: skip
+    devices, bootstrap = fleet.devices, kafka.bootstrap_servers
+    model, meta = stream_model(hidden)
+    common = {"client": kafka.client, "cell": "lstm", "hidden": hidden, "devices": devices}
+
+    # 1. throughput: topic filled first, then drained by one worker (and by several)
+    topic, records = _fill(kafka, data, samples_per_record)
     worker = _worker(kafka, topic, model, meta)
     worker.step()  # join the group before the clock starts
     start = time.perf_counter()
-    worker.run(count=report.records_sent, timeout=30)
+    worker.run(count=records, timeout=30)
     elapsed = time.perf_counter() - start
     stats = worker.stats
-    worker.source.close()
-    worker.sink.close()
+    worker.close()
     rate = stats.samples / elapsed
-    rows = [
-        {
-            "bench": "e2e-throughput",
-            "cell": "lstm",
-            "hidden": hidden,
-            "devices": devices,
-            "samples": stats.samples,
-            "samples_per_s": round(rate),
-            "records_per_s": round(stats.messages / elapsed),
-            "step_share": round(stats.step_s / elapsed, 3),
-            "target_samples_per_s": devices * 50,
-        }
-    ]
+    rows = [{"bench": "e2e-throughput", **common, "workers": 1, "samples": stats.samples,
+             "samples_per_s": round(rate), "records_per_s": round(stats.messages / elapsed),
+             "step_share": round(stats.step_s / elapsed, 3),
+             "target_samples_per_s": devices * 50}]  # fmt: skip
+    for count in (c for c in workers if c > 1):
+        combined = _workers(kafka, topic, hidden, count)
+        rows.append({"bench": "e2e-throughput", **common, "workers": count,
+                     "samples": combined["samples"],
+                     "samples_per_s": round(combined["samples"] / combined["seconds"]),
+                     "per_worker_samples": combined["per_worker"],
+                     "target_samples_per_s": devices * 50})  # fmt: skip
 
-    # 2. latency at half that rate, the producer in its own process
+    # 2. ceilings of each side alone
+    rows.append({"bench": "e2e-input-ceiling", **common,
+                 "samples_per_s": round(_input_ceiling(kafka, topic, records, data.n_samples)),
+                 "what": "poll + decode every record, nothing else"})  # fmt: skip
+    rows.append({"bench": "e2e-output-ceiling", **common,
+                 "samples_per_s": round(_output_ceiling(kafka, devices, samples_per_record)),
+                 "what": "build, send, flush a batch's predictions"})  # fmt: skip
+
+    # 3. latency at half that rate, the producer in its own process
     half = rate / 2
     speed = half / (devices * fleet.rate_hz)
     topic = f"bench.raw.{uuid.uuid4().hex[:8]}"
@@ -118,19 +237,34 @@ def bench_e2e(
         worker.run(timeout=3)
         producer.wait(timeout=60)
     lat = list(worker.stats.latency_ms)
-    worker.source.close()
-    worker.sink.close()
-    rows.append(
-        {
-            "bench": "e2e-latency",
-            "cell": "lstm",
-            "hidden": hidden,
-            "devices": devices,
-            "samples_per_s": round(half),
-            "samples": worker.stats.samples,
-            "p50_ms": round(statistics.median(lat), 1) if lat else None,
-            "p99_ms": round(percentile(lat, 99), 1) if lat else None,
-            "latency": "producer send -> prediction emitted (per record)",
-        }
-    )
+    worker.close()
+    rows.append({"bench": "e2e-latency", **common, "samples_per_s": round(half),
+                 "samples": worker.stats.samples,
+                 "p50_ms": round(statistics.median(lat), 1) if lat else None,
+                 "p99_ms": round(percentile(lat, 99), 1) if lat else None,
+                 "latency": "producer send -> prediction emitted (per record)"})  # fmt: skip
     return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    """One worker process of the ``workers`` > 1 run: drain, print its JSON line."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--client", default="kafka-python")
+    parser.add_argument("--topic", required=True)
+    parser.add_argument("--group", required=True)
+    parser.add_argument("--hidden", type=int, default=64)
+    args = parser.parse_args(argv)
+    from pipeline.swap.watcher import one_blas_thread  # threadpoolctl: the worker's process only
+
+    one_blas_thread()
+    model, meta = stream_model(args.hidden)
+    kafka = KafkaConfig(args.bootstrap, client_id="harstream-bench", client=args.client)
+    worker = _worker(kafka, args.topic, model, meta, group=args.group)
+    result = _drain(worker)
+    worker.close()
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()

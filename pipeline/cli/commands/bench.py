@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 from collections.abc import Iterator
@@ -36,11 +37,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     engine.add_argument("--json", action="store_true", help="one JSON object per row")
     engine.set_defaults(run=run_engine)
     e2e = which.add_parser(
-        "e2e", help="one worker through the real broker: highest samples/s, latency at half"
+        "e2e", help="workers through the real broker: highest samples/s, ceilings, latency at half"
     )
     e2e.add_argument("--devices", type=positive_int, default=10_000)
     e2e.add_argument("--seconds", type=positive_float, default=10.0, help="of data per device")
     e2e.add_argument("--hidden", type=positive_int, default=64)
+    e2e.add_argument("--workers", type=positive_int_list, default=[1, 2],
+                     help="worker process counts to measure, e.g. 1,2 (default)")  # fmt: skip
+    e2e.add_argument("--clients", type=choice_list(("kafka-python", "confluent")), default=None,
+                     help="Kafka client libraries (default: each one installed)")  # fmt: skip
     e2e.add_argument("--json", action="store_true", help="one JSON object per row")
     e2e.set_defaults(run=run_e2e)
     swap = which.add_parser(
@@ -114,11 +119,24 @@ def run_e2e(args: argparse.Namespace) -> int:
     """Against $KAFKA_BOOTSTRAP, or a local broker started for the run."""
     from pipeline.bench.e2e import bench_e2e  # the benchmark harness: loaded when it runs
 
+    names = args.clients or [c for c in ("kafka-python", "confluent") if installed(c)]
     with _broker() as bootstrap:
-        rows = bench_e2e(bootstrap, args.devices, args.seconds, args.hidden)
-    print_rows(rows[:1], "End to end through Kafka: one worker, highest sustained rate", args.json)
-    print_rows(rows[1:], "End to end: latency at half that rate", args.json)
+        rows = bench_e2e(bootstrap, args.devices, args.seconds, args.hidden,
+                         workers=tuple(args.workers), client_names=tuple(names))  # fmt: skip
+    for bench, title in (
+        ("e2e-throughput", "End to end through Kafka: highest sustained rate"),
+        ("e2e-input-ceiling", "Input side alone: poll and decode"),
+        ("e2e-output-ceiling", "Output side alone: build and send one batch's predictions"),
+        ("e2e-latency", "End to end: latency at half the one-worker rate"),
+    ):
+        print_rows([r for r in rows if r["bench"] == bench], title, args.json)
     return 0
+
+
+def installed(client: str) -> bool:
+    """Whether the client library ``client`` can be imported (without importing it)."""
+    module = {"kafka-python": "kafka", "confluent": "confluent_kafka"}[client]
+    return importlib.util.find_spec(module) is not None
 
 
 def run_swap(args: argparse.Namespace) -> int:

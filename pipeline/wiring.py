@@ -24,11 +24,10 @@ from pipeline.state.checkpoint import Checkpointer
 from pipeline.swap.watcher import HotSwap, SwapConfig
 from pipeline.trainer.service import Trainer
 from pipeline.worker import Worker
+from streams import clients
 from streams.admin import TopicSpec, compacted, ensure_topics, partition_count, until_reachable
 from streams.kafka_config import KafkaConfig
-from streams.kafka_sink import KafkaSink
-from streams.kafka_source import KafkaSource, SourceConfig
-from streams.kafka_table import KafkaTable
+from streams.kafka_source import SourceConfig
 from streams.protocols import Source
 
 log = logging.getLogger(__name__)
@@ -137,12 +136,12 @@ def build_worker(
     channels = len((stream or window).meta.channels)
     config = replace(w, codec=replace(w.codec, channels=channels))
     listener = _Rebalance()
-    source = KafkaSource(kafka, [w.input_topic], group_config(k, k.group_id), listener)
+    source = clients.source(kafka, [w.input_topic], group_config(k, k.group_id), listener)
     control = None
     if m.follows_champion:
-        control = KafkaSource(kafka, [m.control_topic], control_source_config(k.group_id))
-    checkpoints = Checkpointer(KafkaTable(kafka, c.topic), c) if c.enabled else None
-    listener.worker = Worker(source, KafkaSink(kafka), stream, window, config=config,
+        control = clients.source(kafka, [m.control_topic], control_source_config(k.group_id))
+    checkpoints = Checkpointer(clients.table(kafka, c.topic), c) if c.enabled else None
+    listener.worker = Worker(source, clients.sink(kafka), stream, window, config=config,
                              swaps=hot_swaps(m, settings.swap, control),
                              checkpoints=checkpoints)  # fmt: skip
     return listener.worker
@@ -172,10 +171,10 @@ def build_trainer(settings: TrainerSettings) -> Trainer:
     reach(k, lambda: ensure_topics(kafka, specs))
     # a retrain blocks the loop: the group must not take the trainer's partitions meanwhile
     poll_interval_ms = int((cfg.train.max_seconds + 300) * 1000)
-    source = KafkaSource(
+    source = clients.source(
         kafka, topics, group_config(k, cfg.group_id, max_poll_interval_ms=poll_interval_ms)
     )
-    return Trainer(source, Registry(cfg.registry), cfg, control=KafkaSink(kafka),
+    return Trainer(source, Registry(cfg.registry), cfg, control=clients.sink(kafka),
                    metrics=TrainerMetrics())  # fmt: skip
 
 

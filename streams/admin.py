@@ -1,5 +1,5 @@
 """Idempotent topic creation with partition counts and configs, retried while the cluster is
-unreachable."""
+unreachable; through the client library ``[kafka] client`` names (:mod:`streams.clients`)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from kafka import KafkaAdminClient
-from kafka.admin import NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
-
+from streams import clients
 from streams.exceptions import TransportError
 from streams.kafka_config import KafkaConfig
 
@@ -76,37 +73,20 @@ def ensure_topics(kafka: KafkaConfig, specs: Iterable[TopicSpec]) -> list[str]:
 
     Existing topics are left as they are, so calling this again is harmless.
     """
-    specs = list(specs)
+    admin = clients.admin(kafka)
     try:
-        admin = KafkaAdminClient(**kafka.client_kwargs())
-    except KafkaError as exc:
-        raise TransportError(f"cannot reach {kafka.bootstrap_servers}: {exc}") from exc
-    try:
-        existing = set(admin.list_topics())
-        created: list[str] = []
-        for spec in specs:
-            if spec.name in existing:
-                continue
-            topic = NewTopic(spec.name, spec.partitions, spec.replication, None, dict(spec.configs))
-            try:
-                admin.create_topics([topic], wait_for_metadata=True)
-                created.append(spec.name)
-            except TopicAlreadyExistsError:
-                pass  # created concurrently by another process
-        if created:
-            log.info("topics created", extra={"topics": created})
-        return created
-    except KafkaError as exc:
-        raise TransportError(f"creating topics failed: {exc}") from exc
+        created = admin.create_missing(list(specs))
     finally:
         admin.close()
+    if created:
+        log.info("topics created", extra={"topics": created})
+    return created
 
 
 def partition_count(kafka: KafkaConfig, topic: str) -> int:
     """Number of partitions of ``topic`` (0 if it does not exist)."""
-    admin = KafkaAdminClient(**kafka.client_kwargs())
+    admin = clients.admin(kafka)
     try:
-        described = admin.describe_topics([topic])
-        return len(described[0]["partitions"]) if described else 0
+        return admin.partition_count(topic)
     finally:
         admin.close()

@@ -1,5 +1,6 @@
-"""The ``[kafka]`` settings: where the cluster is, how to authenticate (SSL/SASL passed
-through to every client harstream makes), the workers' consumer group and topic creation."""
+"""The ``[kafka]`` settings: which client library, where the cluster is, how to authenticate
+(SSL/SASL passed through to every client harstream makes), the workers' consumer group and topic
+creation."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from streams.exceptions import ConfigError
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"]
+KafkaClient = Literal["kafka-python", "confluent"]
 
 
 @dataclass(frozen=True)
@@ -18,6 +20,8 @@ class KafkaConfig:
     """Where the cluster is and how to authenticate; SSL/SASL settings pass straight through.
 
     >>> KafkaConfig("127.0.0.1:9092").client_kwargs()["bootstrap_servers"]
+    '127.0.0.1:9092'
+    >>> KafkaConfig("127.0.0.1:9092").librdkafka_config()["bootstrap.servers"]
     '127.0.0.1:9092'
     """
 
@@ -42,14 +46,44 @@ class KafkaConfig:
     """partitions of the topics harstream creates when they are missing"""
     connect_timeout_s: float = 120.0
     """how long a starting worker or trainer retries an unreachable cluster before it gives up"""
+    client: KafkaClient = "kafka-python"
+    """the client library: kafka-python, or confluent-kafka (librdkafka, faster; install the
+    extra: pip install 'harstream[fast]'); both partition keys alike (murmur2)"""
 
     def client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for kafka-python's clients (unset options left out)."""
         given = ((f.name, getattr(self, f.name)) for f in fields(self) if f.name not in _NOT_CLIENT)
         return {name: value for name, value in given if value is not None}
 
+    def librdkafka_config(self) -> dict[str, Any]:
+        """The same connection settings as librdkafka properties, for confluent-kafka's clients
+        (unset options left out).
 
-_NOT_CLIENT = frozenset({"group_id", "session_timeout_ms", "partitions", "connect_timeout_s"})
+        >>> conf = KafkaConfig("b:9093", security_protocol="SASL_SSL", sasl_mechanism="PLAIN",
+        ...                    sasl_plain_username="u", sasl_plain_password="p").librdkafka_config()
+        >>> conf["security.protocol"], conf["sasl.mechanism"], conf["sasl.username"]
+        ('SASL_SSL', 'PLAIN', 'u')
+        """
+        given = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "client.id": self.client_id,
+            "security.protocol": self.security_protocol,
+            "ssl.ca.location": self.ssl_cafile,
+            "ssl.certificate.location": self.ssl_certfile,
+            "ssl.key.location": self.ssl_keyfile,
+            "ssl.key.password": self.ssl_password,
+            "ssl.endpoint.identification.algorithm": "https" if self.ssl_check_hostname else "none",
+            "sasl.mechanism": self.sasl_mechanism,
+            "sasl.username": self.sasl_plain_username,
+            "sasl.password": self.sasl_plain_password,
+            "socket.timeout.ms": self.request_timeout_ms,
+        }
+        return {name: value for name, value in given.items() if value is not None}
+
+
+_NOT_CLIENT = frozenset(
+    {"client", "group_id", "session_timeout_ms", "partitions", "connect_timeout_s"}
+)
 """harstream's own settings in [kafka]: applied where consumers and topics are made"""
 
 

@@ -1,10 +1,14 @@
-"""The narrow interfaces every transport implements: Source, Sink and the rebalance hook."""
+"""The narrow interfaces every transport implements: Source, Sink, Table, the topic admin and
+the rebalance hook."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, NamedTuple, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from streams.admin import TopicSpec
 
 
 class TopicPartition(NamedTuple):
@@ -90,6 +94,21 @@ class Sink(Protocol):
 
     def flush(self, timeout_s: float | None = None) -> None:
         """Block until every message sent so far is durable; raise if any failed."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class TopicAdmin(Protocol):
+    """One admin connection to a cluster: creates and describes topics."""
+
+    def create_missing(self, specs: Sequence[TopicSpec]) -> list[str]:
+        """Create the topics of ``specs`` that do not exist yet (a topic created meanwhile by
+        another process counts as existing); the names created, in ``specs``' order."""
+        ...
+
+    def partition_count(self, topic: str) -> int:
+        """Number of partitions of ``topic`` (0 if it does not exist)."""
         ...
 
     def close(self) -> None: ...

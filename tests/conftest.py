@@ -1,11 +1,13 @@
 """Shared fixtures. Kafka tests are marked ``@pytest.mark.kafka`` and use ``kafka_bootstrap``.
 
 Set ``KAFKA_BOOTSTRAP=host:port`` to run them against an existing cluster (e.g. one from
-``make kafka-up``); otherwise the first Kafka test starts a local broker for the session.
+``make kafka-up``); otherwise the first Kafka test starts a local broker for the session. Tests
+that take ``kafka_client`` run once per client library (kafka-python, confluent-kafka).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import uuid
@@ -40,6 +42,16 @@ def kafka_broker(_local_kafka: LocalKafka | None) -> LocalKafka:
             "needs the local broker (restarts it) but KAFKA_BOOTSTRAP names an external one"
         )
     return _local_kafka
+
+
+@pytest.fixture(scope="module", params=["kafka-python", "confluent"])
+def kafka_client(request: pytest.FixtureRequest) -> str:
+    """The Kafka client library a test runs with (``KafkaConfig.client``, ``[kafka] client``):
+    each test that takes it runs with both. Module-scoped so that module fixtures (a reference
+    run) may use it; confluent-kafka is the ``fast`` extra, skipped when it is not installed."""
+    if request.param == "confluent" and importlib.util.find_spec("confluent_kafka") is None:
+        pytest.skip("confluent-kafka is not installed: pip install 'harstream[fast]'")
+    return request.param
 
 
 @pytest.fixture

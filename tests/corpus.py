@@ -177,14 +177,17 @@ def scrape(url: str) -> dict[str, float]:
     return out
 
 
-def worker_toml(bootstrap: str, unique, extra: str = "", checkpoint=(), **worker) -> str:
+def worker_toml(bootstrap: str, unique, extra: str = "", checkpoint=(), kafka=(), **worker) -> str:
     """``harstream run`` settings on topics of their own: ``unique(name)`` names each topic and
-    the group; ``worker`` sets [worker] keys (``input_topic=...`` ...), ``checkpoint`` more
-    [checkpoint] ones (a mapping); ``extra`` (other sections) is appended."""
+    the group; ``worker`` sets [worker] keys (``input_topic=...`` ...), ``checkpoint`` and
+    ``kafka`` more [checkpoint] and [kafka] ones (mappings, e.g. ``kafka={"client": ...}``);
+    ``extra`` (other sections) is appended."""
     keys = {"events_topic": unique("ev"), "dlq_topic": unique("dlq"), **worker}
     state = {"topic": unique("state"), **dict(checkpoint)}
     return "\n".join(
-        [f'[kafka]\nbootstrap_servers = "{bootstrap}"\ngroup_id = "{unique("g")}"', "[worker]"]
+        [f'[kafka]\nbootstrap_servers = "{bootstrap}"\ngroup_id = "{unique("g")}"']
+        + [f"{key} = {json.dumps(value)}" for key, value in dict(kafka).items()]
+        + ["[worker]"]
         + [f"{key} = {json.dumps(value)}" for key, value in keys.items()]
         + ["[checkpoint]"]
         + [f"{key} = {json.dumps(value)}" for key, value in state.items()]

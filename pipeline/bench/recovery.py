@@ -3,7 +3,7 @@
 A worker (the real :class:`~pipeline.worker.loop.Worker`, LSTM-64 stream model, a ring buffer per
 device) serves ``devices`` devices from the in-memory bus until every device's ring is full,
 then checkpoints them all to a compacted state topic of ``partitions`` partitions on the real
-broker, through the :class:`~streams.kafka_table.KafkaTable` that ``harstream run`` uses. Then,
+broker, through the table (:func:`streams.clients.table`) that ``harstream run`` uses. Then,
 ``repeats`` times, a fresh worker (as after a crash) is assigned every partition: the time from
 the assignment to every device restored (read the topic to its end, decode, put the states
 into the store and the runtime) is :meth:`Worker.on_assigned`'s; the read alone is timed
@@ -25,10 +25,10 @@ from pipeline.serving import ServingModel
 from pipeline.state.checkpoint import CheckpointConfig, Checkpointer
 from pipeline.swap.watcher import one_blas_thread
 from pipeline.worker import Worker, WorkerConfig
+from streams import clients
 from streams.admin import compacted, ensure_topics
 from streams.codecs import BinaryCodec, CodecConfig
 from streams.kafka_config import KafkaConfig
-from streams.kafka_table import KafkaTable
 from streams.memory import MemoryBus, MemorySink, MemorySource
 from streams.protocols import TopicPartition
 from streams.record import Record
@@ -92,7 +92,7 @@ def bench_recovery(
                       ServingModel.load(model, meta, "bench@v1"), config=config,
                       checkpoints=Checkpointer(table, never))  # fmt: skip
 
-    table = KafkaTable(kafka, topic)
+    table = clients.table(kafka, topic)
     live = worker(table)
     _serve(live, devices, channels, live.store.config.ring)
     written = live.checkpoint()

@@ -8,11 +8,14 @@ import typing
 
 from pipeline.cli.checks import input_file, only_with
 from pipeline.exceptions import ConfigError
-from streams.kafka_config import KafkaConfig, SaslMechanism, SecurityProtocol
+from streams.kafka_config import KafkaClient, KafkaConfig, SaslMechanism, SecurityProtocol
+
+CLIENT_ENV = "HARSTREAM_KAFKA_CLIENT"
+"""the client library when ``--kafka-client`` is not given (as ``[kafka] client`` for run)"""
 
 FLAGS = {
     dest: "--" + dest.replace("_", "-")
-    for dest in ("security_protocol", "ssl_cafile", "ssl_certfile", "ssl_keyfile",
+    for dest in ("kafka_client", "security_protocol", "ssl_cafile", "ssl_certfile", "ssl_keyfile",
                  "sasl_mechanism", "sasl_username", "sasl_password_env")
 }  # fmt: skip
 
@@ -20,6 +23,12 @@ FLAGS = {
 def add_kafka_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags for every :class:`KafkaConfig` field (passwords may come from the environment)."""
     g = parser.add_argument_group("Kafka connection (SSL/SASL passed through to the clients)")
+    g.add_argument(
+        "--kafka-client",
+        choices=typing.get_args(KafkaClient),
+        help=f"client library (default: ${CLIENT_ENV}, else kafka-python; confluent needs "
+        "pip install 'harstream[fast]')",
+    )
     g.add_argument("--security-protocol", choices=typing.get_args(SecurityProtocol))
     g.add_argument("--ssl-cafile")
     g.add_argument("--ssl-certfile")
@@ -49,6 +58,7 @@ def kafka_config_from_args(args: argparse.Namespace, bootstrap: str) -> KafkaCon
     password = os.environ.get(args.sasl_password_env) if args.sasl_password_env else None
     return KafkaConfig(
         bootstrap_servers=bootstrap,
+        client=args.kafka_client or os.environ.get(CLIENT_ENV) or "kafka-python",
         security_protocol=args.security_protocol or "PLAINTEXT",
         ssl_cafile=args.ssl_cafile,
         ssl_certfile=args.ssl_certfile,

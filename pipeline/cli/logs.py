@@ -24,9 +24,9 @@ from pipeline.exceptions import ConfigError
 
 LEVELS = ("debug", "info", "warning", "error")
 FORMATS = ("text", "json")
-NOISY = ("kafka",)
+NOISY = ("kafka", "librdkafka")
 """third-party loggers quieted to WARNING unless the level is debug (kafka-python's INFO is
-every connection and metadata refresh)"""
+every connection and metadata refresh; ``librdkafka``: confluent-kafka's client library)"""
 _STANDARD = {*vars(logging.makeLogRecord({})), "message", "asctime", "taskName"}
 
 

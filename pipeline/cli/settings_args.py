@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import signal
 import time
+import typing
 from typing import Protocol
+
+from streams.kafka_config import KafkaClient
 
 
 def add_http_flags(p: argparse.ArgumentParser) -> None:
@@ -13,6 +16,16 @@ def add_http_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--http-host", dest="http.host",
                    help="address of /metrics, /healthz, /readyz (default 127.0.0.1)")  # fmt: skip
     p.add_argument("--http-port", dest="http.port", type=int, help="their port (0: a free one)")
+
+
+def add_kafka_client_flag(p: argparse.ArgumentParser) -> None:
+    """``--kafka-client``: the Kafka client library (``[kafka] client``)."""
+    p.add_argument(
+        "--kafka-client",
+        dest="kafka.client",
+        choices=typing.get_args(KafkaClient),
+        help="Kafka client library (confluent: pip install 'harstream[fast]')",
+    )
 
 
 def overrides(args: argparse.Namespace) -> dict[str, dict]:

@@ -11,11 +11,11 @@ import time
 import pytest
 
 from corpus import start_harstream, stream_model_file, wait_ready, worker_toml
+from streams import clients
 from streams.admin import TopicSpec, ensure_topics
 from streams.datasets import SyntheticConfig, simulate
 from streams.kafka_config import KafkaConfig
-from streams.kafka_sink import KafkaSink
-from streams.kafka_source import KafkaSource, SourceConfig
+from streams.kafka_source import SourceConfig
 from streams.replay import ReplayConfig, replay
 
 pytestmark = pytest.mark.kafka
@@ -37,7 +37,7 @@ def _topics(kafka, unique_topic) -> tuple[str, str]:
     return raw, preds
 
 
-def _worker(kafka_broker, unique_topic, tmp_path, data, raw, preds):
+def _worker(kafka_broker, unique_topic, tmp_path, data, raw, preds, client):
     """A ``harstream run`` process reading ``raw``, writing ``preds``: (process, log)."""
     model_path = stream_model_file(data, tmp_path / "m.keras")
     config = tmp_path / "worker.toml"
@@ -49,6 +49,7 @@ def _worker(kafka_broker, unique_topic, tmp_path, data, raw, preds):
             input_topic=raw,
             predictions_topic=preds,
             emit="every",
+            kafka={"client": client},
         )  # fmt: skip
     )
     log = tmp_path / "worker.log"
@@ -59,7 +60,7 @@ def _worker(kafka_broker, unique_topic, tmp_path, data, raw, preds):
 
 def _assert_all_predicted(kafka, data, preds, worker, log) -> None:
     expected = {(s.device, int(q)) for s in data.streams for q in s.sequence()}
-    reader = KafkaSource(kafka, [preds], SourceConfig(group_id=f"{preds}-reader"))
+    reader = clients.source(kafka, [preds], SourceConfig(group_id=f"{preds}-reader"))
     got: set[tuple[str, int]] = set()
     deadline = time.monotonic() + 120
     while not expected <= got and time.monotonic() < deadline:
@@ -83,16 +84,16 @@ def _stop(worker, log) -> str:
 
 
 def test_broker_restart_mid_run_loses_nothing_and_the_worker_carries_on(
-    kafka_broker, unique_topic, tmp_path
+    kafka_broker, kafka_client, unique_topic, tmp_path
 ):
-    kafka = KafkaConfig(kafka_broker.bootstrap)
+    kafka = KafkaConfig(kafka_broker.bootstrap, client=kafka_client)
     data = simulate(SyntheticConfig(devices=20, duration_s=24, seed=11))
     raw, preds = _topics(kafka, unique_topic)
-    worker, log = _worker(kafka_broker, unique_topic, tmp_path, data, raw, preds)
+    worker, log = _worker(kafka_broker, unique_topic, tmp_path, data, raw, preds, kafka_client)
     try:
         wait_ready(log, worker)  # assigned and caught up: the restart is mid-run
         # the producer sends in real time x4 (about 6 s) and keeps sending through the restart
-        sink = KafkaSink(kafka)
+        sink = clients.sink(kafka)
         sent: dict = {}
         producer = threading.Thread(
             target=lambda: sent.update(
@@ -117,13 +118,15 @@ def test_broker_restart_mid_run_loses_nothing_and_the_worker_carries_on(
     print(f"broker restart took {restart_s:.1f} s")
 
 
-def test_worker_started_during_an_outage_waits_for_the_broker(kafka_broker, unique_topic, tmp_path):
-    kafka = KafkaConfig(kafka_broker.bootstrap)
+def test_worker_started_during_an_outage_waits_for_the_broker(
+    kafka_broker, kafka_client, unique_topic, tmp_path
+):
+    kafka = KafkaConfig(kafka_broker.bootstrap, client=kafka_client)
     data = simulate(SyntheticConfig(devices=4, duration_s=10, seed=12))
     raw, preds = _topics(kafka, unique_topic)
     kafka_broker.halt()
     try:
-        worker, log = _worker(kafka_broker, unique_topic, tmp_path, data, raw, preds)
+        worker, log = _worker(kafka_broker, unique_topic, tmp_path, data, raw, preds, kafka_client)
     except BaseException:
         kafka_broker.resume()
         raise
@@ -135,7 +138,7 @@ def test_worker_started_during_an_outage_waits_for_the_broker(kafka_broker, uniq
         kafka_broker.resume()
         assert "waiting for Kafka" in log.read_text(), log.read_text()[-3000:]
         wait_ready(log, worker)
-        sink = KafkaSink(kafka)
+        sink = clients.sink(kafka)
         replay(data, sink, ReplayConfig(topic=raw, samples_per_record=10))
         sink.close()
         _assert_all_predicted(kafka, data, preds, worker, log)

@@ -17,10 +17,12 @@ from corpus import TINY_META_ARGS, bad_input, scrape, start_harstream, status_ur
 from models.io import save_model
 from models.spec import ModelMeta, ModelSpec
 from models.zoo import build_model
+from streams import clients
 from streams.admin import TopicSpec, ensure_topics
 from streams.codecs import BinaryCodec, CodecConfig, JsonCodec
 from streams.kafka_config import KafkaConfig
-from streams.kafka_source import KafkaSource, SourceConfig
+from streams.kafka_source import SourceConfig
+from streams.protocols import Source
 from streams.record import Record
 
 pytestmark = pytest.mark.kafka
@@ -39,7 +41,7 @@ def _valid(i: int) -> Record:
     return Record(DEVICE, 5 * i, 1_732_550_400_000 + 100 * i, 50.0, values)
 
 
-def _drain(source: KafkaSource, count: int, timeout_s: float = 60.0) -> list:
+def _drain(source: Source, count: int, timeout_s: float = 60.0) -> list:
     out, deadline = [], time.monotonic() + timeout_s
     while len(out) < count and time.monotonic() < deadline:
         out += source.poll(1000, 0.5)
@@ -47,9 +49,9 @@ def _drain(source: KafkaSource, count: int, timeout_s: float = 60.0) -> list:
 
 
 def test_malformed_records_land_in_the_dlq_with_their_reasons_between_valid_ones(
-    kafka_bootstrap, unique_topic, tmp_path
+    kafka_bootstrap, kafka_client, unique_topic, tmp_path
 ):
-    kafka = KafkaConfig(kafka_bootstrap)
+    kafka = KafkaConfig(kafka_bootstrap, client=kafka_client)
     raw, preds, dlq = unique_topic("raw"), unique_topic("preds"), unique_topic("dlq")
     ensure_topics(kafka, [TopicSpec(raw, 3), TopicSpec(preds, 3), TopicSpec(dlq, 1)])
     spec = ModelSpec(setup="stream", cell="lstm", hidden=4)
@@ -88,6 +90,7 @@ def test_malformed_records_land_in_the_dlq_with_their_reasons_between_valid_ones
             predictions_topic=preds,
             emit="every",
             dlq_topic=dlq,
+            kafka={"client": kafka_client},
         )  # fmt: skip
     )
     log = tmp_path / "worker.log"
@@ -96,11 +99,11 @@ def test_malformed_records_land_in_the_dlq_with_their_reasons_between_valid_ones
     try:
         bad = [(reason, key, value, md) for (reason, key, value), md in zip(sends, where,
                strict=True) if reason is not None]  # fmt: skip
-        reader = KafkaSource(kafka, [dlq], SourceConfig(group_id=unique_topic("r")))
+        reader = clients.source(kafka, [dlq], SourceConfig(group_id=unique_topic("r")))
         letters = [json.loads(m.value) for m in _drain(reader, len(bad))]
         reader.close()
         expected = {(DEVICE, seq) for r in valid for seq in r.sequence().tolist()}
-        reader = KafkaSource(kafka, [preds], SourceConfig(group_id=unique_topic("r")))
+        reader = clients.source(kafka, [preds], SourceConfig(group_id=unique_topic("r")))
         predicted: Counter = Counter()
         deadline = time.monotonic() + 60
         while set(predicted) < expected and time.monotonic() < deadline:

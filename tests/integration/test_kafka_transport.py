@@ -1,4 +1,4 @@
-"""Sources, sinks, codecs and topic admin against the real broker."""
+"""Sources, sinks, codecs and topic admin against the real broker, with each client library."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from corpus import bad_input, sample_record
+from streams import clients
 from streams.admin import TopicSpec, compacted, ensure_topics, partition_count
 from streams.codecs import CodecConfig, make_codec
 from streams.exceptions import DECODE_REASONS, DecodeError
 from streams.kafka_config import KafkaConfig
-from streams.kafka_sink import KafkaSink
-from streams.kafka_source import KafkaSource, SourceConfig
+from streams.kafka_source import SourceConfig
 from streams.protocols import Sink, Source, TopicPartition
 
 pytestmark = pytest.mark.kafka
@@ -22,11 +22,11 @@ CONFIG = CodecConfig(channels=3, max_samples=64, activities=("SIT", "WALK"))
 
 
 @pytest.fixture
-def kafka(kafka_bootstrap) -> KafkaConfig:
-    return KafkaConfig(kafka_bootstrap, client_id="harstream-tests")
+def kafka(kafka_bootstrap, kafka_client) -> KafkaConfig:
+    return KafkaConfig(kafka_bootstrap, client_id="harstream-tests", client=kafka_client)
 
 
-def _drain(source: KafkaSource, want: int, timeout_s: float = 30.0):
+def _drain(source: Source, want: int, timeout_s: float = 30.0):
     got, deadline = [], time.monotonic() + timeout_s
     while len(got) < want and time.monotonic() < deadline:
         got += source.poll(max_records=1000, timeout_s=0.5)
@@ -47,14 +47,14 @@ def test_codec_round_trip_through_the_broker(kafka, unique_topic, codec_name):
     ensure_topics(kafka, [TopicSpec(topic, partitions=3)])
     codec = make_codec(codec_name, CONFIG)
     sent = [sample_record(n=1 + i % 5, seqs=i % 3 == 0, device=f"dev-{i % 7}") for i in range(60)]
-    sink = KafkaSink(kafka)
+    sink = clients.sink(kafka)
     assert isinstance(sink, Sink)
     for rec in sent:
         sink.send(topic, rec.device.encode(), codec.encode(rec))
     sink.flush(10)
     sink.close()
 
-    source = KafkaSource(kafka, [topic], SourceConfig(group_id=unique_topic("g")))
+    source = clients.source(kafka, [topic], SourceConfig(group_id=unique_topic("g")))
     assert isinstance(source, Source)
     msgs = _drain(source, len(sent))
     source.commit()
@@ -85,14 +85,14 @@ def test_every_bad_input_is_rejected_with_its_reason_after_the_broker(kafka, uni
         for reason in DECODE_REASONS
         if (data := bad_input(codec, reason, CONFIG)) is not None
     ]
-    sink = KafkaSink(kafka)
+    sink = clients.sink(kafka)
     for _, _, data in cases:
         sink.send(topic, b"dev-bad", data)
     sink.send(topic, b"phone-7", make_codec("binary", CONFIG).encode(sample_record()))
     sink.flush(10)
     sink.close()
 
-    source = KafkaSource(kafka, [topic], SourceConfig(group_id=unique_topic("g")))
+    source = clients.source(kafka, [topic], SourceConfig(group_id=unique_topic("g")))
     msgs = _drain(source, len(cases) + 1)
     source.close()
     decoder = make_codec("auto", CONFIG)
@@ -115,7 +115,7 @@ class _Member:
         self.values: list[bytes] = []
         self._stop = threading.Event()
         cfg = SourceConfig(group_id=group, session_timeout_ms=6000, heartbeat_interval_ms=500)
-        self.source = KafkaSource(kafka, [topic], cfg, listener=self)
+        self.source = clients.source(kafka, [topic], cfg, listener=self)
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
 
@@ -152,7 +152,7 @@ def test_two_consumers_split_and_rebalance_partitions(kafka, unique_topic):
     topic, group = unique_topic("group"), unique_topic("g")
     ensure_topics(kafka, [TopicSpec(topic, partitions=4)])
     everything = {TopicPartition(topic, p) for p in range(4)}
-    sink = KafkaSink(kafka)
+    sink = clients.sink(kafka)
 
     def produce(start: int, count: int) -> None:
         for i in range(start, start + count):
@@ -182,3 +182,26 @@ def test_two_consumers_split_and_rebalance_partitions(kafka, unique_topic):
         sink.close()
     seen = [int(v) for v in a.values + b.values]
     assert sorted(set(seen)) == list(range(500))  # nothing lost across two rebalances
+
+
+def test_both_clients_put_a_device_on_the_same_partition(kafka_bootstrap, unique_topic):
+    """Java's murmur2 in both: a fleet sent through either client library splits alike, so
+    workers of either kind find a device's state on the partition of its records."""
+    pytest.importorskip("confluent_kafka", reason="the fast extra: pip install 'harstream[fast]'")
+    keys = [f"dev-{i}".encode() for i in range(500)] + [b"\xff\x00", "電話-7".encode()]
+    placed = {}
+    for name in ("kafka-python", "confluent"):
+        kafka = KafkaConfig(kafka_bootstrap, client_id="harstream-tests", client=name)
+        topic = unique_topic(name)
+        ensure_topics(kafka, [TopicSpec(topic, partitions=6)])
+        sink = clients.sink(kafka)
+        for key in keys:
+            sink.send(topic, key, b"x")
+        sink.flush(10)
+        sink.close()
+        reader = clients.source(kafka, [topic], SourceConfig(group_id=unique_topic("g")))
+        placed[name] = {m.key: m.partition for m in _drain(reader, len(keys))}
+        reader.close()
+    assert len(placed["kafka-python"]) == len(keys)
+    assert placed["confluent"] == placed["kafka-python"]
+    assert len(set(placed["confluent"].values())) == 6

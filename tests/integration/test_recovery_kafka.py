@@ -2,7 +2,8 @@
 six partitions, served by ``harstream run`` processes of which one is killed (``kill -9``) or
 stopped (SIGTERM) mid-stream. Every device ends in the state an uninterrupted single worker
 leaves it in, and every sample has a prediction equal to that worker's (duplicates allowed after
-a crash, and they agree)."""
+a crash, and they agree). The interrupted runs use each client library; the reference uses
+kafka-python, so the confluent-kafka runs must also end in kafka-python's states."""
 
 from __future__ import annotations
 
@@ -22,12 +23,11 @@ from models.io import save_model
 from models.spec import ModelMeta, ModelSpec
 from models.zoo import build_model
 from pipeline.state.checkpoint import DeviceState, decode_state
+from streams import clients
 from streams.admin import TopicSpec, ensure_topics
 from streams.datasets import HAPT_TEST_USERS, load_uci_hapt
 from streams.kafka_config import KafkaConfig
-from streams.kafka_sink import KafkaSink
-from streams.kafka_source import KafkaSource, SourceConfig
-from streams.kafka_table import KafkaTable
+from streams.kafka_source import SourceConfig
 from streams.replay import ReplayConfig, replay
 
 pytestmark = [pytest.mark.kafka, pytest.mark.dataset]
@@ -52,18 +52,22 @@ def model_path(hapt, tmp_path_factory) -> Path:
 
 class _Deployment:
     """Topics of its own (input, predictions, events, dead letters, state), a consumer group,
-    and the ``harstream run`` workers serving them, each logging to a file."""
+    and the ``harstream run`` workers serving them, each logging to a file; all of them (and
+    the test's own producer and readers) on the Kafka client library ``client``."""
 
-    def __init__(self, bootstrap: str, directory: Path, model_path: Path, data) -> None:
+    def __init__(
+        self, bootstrap: str, directory: Path, model_path: Path, data, client: str
+    ) -> None:
         tag = f"t-recovery-{directory.name}-{uuid.uuid4().hex[:8]}"
         self.directory, self.model_path, self.data = directory, model_path, data
-        self.kafka = KafkaConfig(bootstrap)
+        self.kafka = KafkaConfig(bootstrap, client=client)
         self.raw, self.preds, self.state = f"{tag}-raw", f"{tag}-preds", f"{tag}-state"
         ensure_topics(self.kafka, [TopicSpec(self.raw, PARTITIONS),
                                    TopicSpec(self.preds, PARTITIONS)])  # fmt: skip
         self.config = directory / "worker.toml"
         self.config.write_text(
             f'[kafka]\nbootstrap_servers = "{bootstrap}"\ngroup_id = "{tag}-group"\n'
+            f'client = "{client}"\n'
             f'[worker]\ninput_topic = "{self.raw}"\npredictions_topic = "{self.preds}"\n'
             f'events_topic = "{tag}-events"\ndlq_topic = "{tag}-dlq"\nemit = "every"\n'
             f"max_records = 100\n"  # 2,500 samples a batch: several batches per checkpoint,
@@ -89,7 +93,7 @@ class _Deployment:
 
     def replay(self) -> int:
         """Send the whole dataset as fast as the producer goes; the samples sent."""
-        sink = KafkaSink(self.kafka)
+        sink = clients.sink(self.kafka)
         try:
             config = ReplayConfig(topic=self.raw, samples_per_record=25)
             return replay(self.data, sink, config).samples_sent
@@ -144,7 +148,7 @@ class _Deployment:
 
     def states(self) -> dict[str, DeviceState]:
         """The latest checkpoint of every device, from the state topic."""
-        table = KafkaTable(self.kafka, self.state)
+        table = clients.table(self.kafka, self.state)
         try:
             return {k.decode(): decode_state(v) for k, v in table.read(range(PARTITIONS)).items()}
         finally:
@@ -180,7 +184,7 @@ class _Predictions:
     each was predicted and every repeat that disagreed with the first."""
 
     def __init__(self, kafka: KafkaConfig, topic: str, data) -> None:
-        self.source = KafkaSource(kafka, [topic], SourceConfig(group_id=f"{topic}-reader"))
+        self.source = clients.source(kafka, [topic], SourceConfig(group_id=f"{topic}-reader"))
         starts = np.cumsum([0] + [s.n for s in data.streams])
         self.start = {s.device: int(a) for s, a in zip(data.streams, starts, strict=False)}
         assert all(np.array_equal(s.sequence(), np.arange(s.n)) for s in data.streams)
@@ -212,7 +216,8 @@ class _Predictions:
 @pytest.fixture(scope="module")
 def reference(kafka_bootstrap, hapt, model_path, tmp_path_factory):
     """One worker, never interrupted: its predictions and its devices' final states."""
-    run = _Deployment(kafka_bootstrap, tmp_path_factory.mktemp("reference"), model_path, hapt)
+    run = _Deployment(kafka_bootstrap, tmp_path_factory.mktemp("reference"), model_path, hapt,
+                      "kafka-python")  # fmt: skip
     try:
         run.start("worker")
         assert run.replay() == hapt.n_samples
@@ -250,9 +255,9 @@ def _assert_same_as_reference(run: _Deployment, reference) -> None:
 
 
 @pytest.fixture
-def half_way(kafka_bootstrap, hapt, model_path, tmp_path):
+def half_way(kafka_bootstrap, kafka_client, hapt, model_path, tmp_path):
     """Workers ``a`` and ``b`` in one group, the dataset replayed, 40 % of it predicted."""
-    run = _Deployment(kafka_bootstrap, tmp_path, model_path, hapt)
+    run = _Deployment(kafka_bootstrap, tmp_path, model_path, hapt, kafka_client)
     try:
         run.start("a", "b")
         assert run.replay() == hapt.n_samples

@@ -14,26 +14,34 @@ from pathlib import Path
 import pytest
 
 from corpus import stream_model_file, worker_toml
+from streams import clients
 from streams.admin import TopicSpec, ensure_topics
 from streams.datasets import SyntheticConfig, simulate
 from streams.kafka_config import KafkaConfig
-from streams.kafka_sink import KafkaSink
-from streams.kafka_source import KafkaSource, SourceConfig
+from streams.kafka_source import SourceConfig
 from streams.replay import ReplayConfig, replay
 
 pytestmark = pytest.mark.kafka
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_run_process_predicts_and_stops_cleanly_on_sigterm(kafka_bootstrap, unique_topic, tmp_path):
-    kafka = KafkaConfig(kafka_bootstrap)
+def test_run_process_predicts_and_stops_cleanly_on_sigterm(
+    kafka_bootstrap, kafka_client, unique_topic, tmp_path
+):
+    kafka = KafkaConfig(kafka_bootstrap, client=kafka_client)
     raw, preds = unique_topic("raw"), unique_topic("preds")
     ensure_topics(kafka, [TopicSpec(raw, 3), TopicSpec(preds, 3)])
     data = simulate(SyntheticConfig(devices=30, duration_s=4, seed=9))
     model_path = stream_model_file(data, tmp_path / "m.keras")
     config = tmp_path / "worker.toml"
     config.write_text(
-        worker_toml(kafka_bootstrap, unique_topic, input_topic=raw, predictions_topic=preds)
+        worker_toml(
+            kafka_bootstrap,
+            unique_topic,
+            input_topic=raw,
+            predictions_topic=preds,
+            kafka={"client": kafka_client},
+        )
     )
     worker = subprocess.Popen(
         [sys.executable, "-m", "pipeline.cli", "run", "--config", str(config),
@@ -41,10 +49,10 @@ def test_run_process_predicts_and_stops_cleanly_on_sigterm(kafka_bootstrap, uniq
         stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
     )  # fmt: skip
     try:
-        sink = KafkaSink(kafka)
+        sink = clients.sink(kafka)
         report = replay(data, sink, ReplayConfig(topic=raw, samples_per_record=10))
         sink.close()
-        reader = KafkaSource(kafka, [preds], SourceConfig(group_id=unique_topic("r")))
+        reader = clients.source(kafka, [preds], SourceConfig(group_id=unique_topic("r")))
         expected = data.n_samples // 20 - len(data.streams)
         got, steps, deadline = [], 0, time.monotonic() + 90
         while steps < expected and time.monotonic() < deadline:
@@ -59,14 +67,16 @@ def test_run_process_predicts_and_stops_cleanly_on_sigterm(kafka_bootstrap, uniq
     assert f"{report.samples_sent:,} samples" in err  # processed everything before stopping
 
 
-def test_run_logs_json_lines(kafka_bootstrap, unique_topic, tmp_path):
+def test_run_logs_json_lines(kafka_bootstrap, kafka_client, unique_topic, tmp_path):
     """``--log-format json``: every stderr line is one JSON object (TensorFlow's start-up lines
     included), the start line carries the worker's settings as fields."""
     raw = unique_topic("raw")
     data = simulate(SyntheticConfig(devices=2, duration_s=2, seed=3))
     model_path = stream_model_file(data, tmp_path / "m.keras")
     config = tmp_path / "worker.toml"
-    config.write_text(worker_toml(kafka_bootstrap, unique_topic, input_topic=raw))
+    config.write_text(
+        worker_toml(kafka_bootstrap, unique_topic, input_topic=raw, kafka={"client": kafka_client})
+    )
     done = subprocess.run(
         [sys.executable, "-m", "pipeline.cli", "run", "--log-format", "json", "--config",
          str(config), "--stream-model", str(model_path), "--http-port", "0", "--max-seconds", "8"],

@@ -1,7 +1,7 @@
 """Trainer and worker as separate processes on the real broker, during a full-speed replay: the
 trainer retrains on the stream's labels and promotes, an operator rolls back and promotes again
 (``harstream registry ... --announce``); the worker swaps each time between two batches and
-predicts every sample exactly once."""
+predicts every sample exactly once. Everything runs on each Kafka client library in turn."""
 
 from __future__ import annotations
 
@@ -18,11 +18,11 @@ import pytest
 from corpus import dataset_slice, scrape, status_url, worker_toml
 from models.registry import Registry
 from pipeline import demo_models
+from streams import clients
 from streams.admin import TopicSpec, ensure_topics
 from streams.datasets import SyntheticConfig, simulate
 from streams.kafka_config import KafkaConfig
-from streams.kafka_sink import KafkaSink
-from streams.kafka_source import KafkaSource, SourceConfig
+from streams.kafka_source import SourceConfig
 from streams.replay import ReplayConfig, replay
 
 pytestmark = pytest.mark.kafka
@@ -53,7 +53,7 @@ class _Predictions:
     """Reads the predictions topic: every sample's version, and each batch's versions."""
 
     def __init__(self, kafka, topic, group) -> None:
-        self.source = KafkaSource(kafka, [topic], SourceConfig(group_id=group))
+        self.source = clients.source(kafka, [topic], SourceConfig(group_id=group))
         self.samples: dict[tuple[str, int], list[str]] = {}
         self.batches: dict[int, set[str]] = {}
 
@@ -72,9 +72,9 @@ class _Predictions:
 
 
 def test_three_promotions_during_a_full_speed_replay_lose_and_repeat_nothing(
-    kafka_bootstrap, unique_topic, tmp_path
+    kafka_bootstrap, kafka_client, unique_topic, tmp_path
 ):
-    kafka = KafkaConfig(kafka_bootstrap)
+    kafka = KafkaConfig(kafka_bootstrap, client=kafka_client)
     raw, preds, control = unique_topic("raw"), unique_topic("preds"), unique_topic("control")
     ensure_topics(kafka, [TopicSpec(raw, 6), TopicSpec(preds, 3), TopicSpec(control, 1)])
     registry = Registry(tmp_path / "registry")
@@ -90,12 +90,13 @@ def test_three_promotions_during_a_full_speed_replay_lose_and_repeat_nothing(
             input_topic=raw,
             predictions_topic=preds,
             emit="every",
+            kafka={"client": kafka_client},
             extra=f'[model]\nregistry = "{registry.root}"\nname = "har"\n'
             f'control_topic = "{control}"\npoll_s = 5.0',  # announcements, not polls, swap
         )
     )
     (tmp_path / "trainer.toml").write_text(
-        f'[kafka]\nbootstrap_servers = "{kafka_bootstrap}"\n'
+        f'[kafka]\nbootstrap_servers = "{kafka_bootstrap}"\nclient = "{kafka_client}"\n'
         f'[trainer]\nregistry = "{registry.root}"\ngroup_id = "{unique_topic("t")}"\n'
         f'input_topic = "{raw}"\nlabels_topic = ""\ncontrol_topic = "{control}"\n'
         f'every_windows = 300\ninterval_s = ""\ndrift = false\nmin_windows = 240\nepochs = 4\n'
@@ -111,9 +112,9 @@ def test_three_promotions_during_a_full_speed_replay_lose_and_repeat_nothing(
         logs[1], "trainer", "--config", str(tmp_path / "trainer.toml"), "--http-port", "0"
     )
     predictions = _Predictions(kafka, preds, unique_topic("r"))
-    sink = KafkaSink(kafka)
+    sink = clients.sink(kafka)
     announce = ["--root", str(registry.root), "--announce", kafka_bootstrap,
-                "--control-topic", control]  # fmt: skip
+                "--control-topic", control, "--kafka-client", kafka_client]  # fmt: skip
     sent, start, plan, step, seen = 0, 0, {}, "await training", 0
     deadline = time.monotonic() + 180
     try:

@@ -14,18 +14,20 @@ from models.training import predict_streams
 from models.zoo import build_model
 from pipeline.serving import ServingModel
 from pipeline.worker import Worker, WorkerConfig
+from streams import clients
 from streams.admin import TopicSpec, ensure_topics
 from streams.datasets import SyntheticConfig, simulate
 from streams.kafka_config import KafkaConfig
-from streams.kafka_sink import KafkaSink
-from streams.kafka_source import KafkaSource, SourceConfig
+from streams.kafka_source import SourceConfig
 from streams.replay import FaultConfig, ReplayConfig, replay
 
 pytestmark = pytest.mark.kafka
 
 
-def test_worker_predictions_over_kafka_equal_offline_keras(kafka_bootstrap, unique_topic):
-    kafka = KafkaConfig(kafka_bootstrap)
+def test_worker_predictions_over_kafka_equal_offline_keras(
+    kafka_bootstrap, kafka_client, unique_topic
+):
+    kafka = KafkaConfig(kafka_bootstrap, client=kafka_client)
     raw, preds, events, dlq = (unique_topic(t) for t in ("raw", "preds", "events", "dlq"))
     ensure_topics(kafka, [TopicSpec(raw, 6), TopicSpec(preds, 6), TopicSpec(events, 1),
                           TopicSpec(dlq, 1)])  # fmt: skip
@@ -35,7 +37,7 @@ def test_worker_predictions_over_kafka_equal_offline_keras(kafka_bootstrap, uniq
     meta = ModelMeta(spec, data.channels, data.activities, 50.0, mean, (0.5,) * 6, 128, 1)
     model = build_model(spec, meta)
 
-    sink = KafkaSink(kafka)
+    sink = clients.sink(kafka)
     faults = FaultConfig(duplicate=0.05, reorder=0.05, seed=4)
     report = replay(data, sink, ReplayConfig(topic=raw, samples_per_record=10, faults=faults))
     sink.close()
@@ -43,8 +45,8 @@ def test_worker_predictions_over_kafka_equal_offline_keras(kafka_bootstrap, uniq
 
     config = WorkerConfig(input_topic=raw, predictions_topic=preds, events_topic=events,
                           dlq_topic=dlq, emit="every")  # fmt: skip
-    source = KafkaSource(kafka, [raw], SourceConfig(group_id=unique_topic("workers")))
-    worker = Worker(source, KafkaSink(kafka), ServingModel.load(model, meta, "lstm@v1"),
+    source = clients.source(kafka, [raw], SourceConfig(group_id=unique_topic("workers")))
+    worker = Worker(source, clients.sink(kafka), ServingModel.load(model, meta, "lstm@v1"),
                     config=config)  # fmt: skip
     worker.run(count=report.records_sent, timeout=60)
     worker.sink.close()
@@ -52,7 +54,7 @@ def test_worker_predictions_over_kafka_equal_offline_keras(kafka_bootstrap, uniq
     assert worker.stats.messages == report.records_sent
     assert worker.stats.samples == data.n_samples
 
-    reader = KafkaSource(kafka, [preds], SourceConfig(group_id=unique_topic("reader")))
+    reader = clients.source(kafka, [preds], SourceConfig(group_id=unique_topic("reader")))
     got: dict[str, dict[int, list[float]]] = {}
     deadline = time.monotonic() + 120
     while sum(map(len, got.values())) < data.n_samples and time.monotonic() < deadline:

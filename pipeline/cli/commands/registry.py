@@ -20,6 +20,7 @@ from pipeline.cli.kafka_args import (
     kafka_config_from_args,
 )
 from pipeline.swap.control import announce
+from streams import clients
 
 ROOT_ENV = "HARSTREAM_REGISTRY"
 KEY_METRICS = ("accuracy", "macro_f1")
@@ -256,10 +257,8 @@ def _announce(args: argparse.Namespace, v: ModelVersion, action) -> None:
     """Tell running workers on Kafka (they would otherwise notice at their next registry poll)."""
     if not args.announce:
         return
-    from streams.kafka_sink import KafkaSink  # kafka-python: not at start-up
-
     topic = args.control_topic or "har.control"
-    sink = KafkaSink(kafka_config_from_args(args, args.announce))
+    sink = clients.sink(kafka_config_from_args(args, args.announce))
     try:
         announce(sink, v.name, v.version, action, topic=topic)
     finally:

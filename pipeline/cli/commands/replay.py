@@ -17,7 +17,9 @@ from pipeline.cli.kafka_args import (
 )
 from pipeline.cli.progress import progress_bar, stderr
 from pipeline.exceptions import ConfigError
+from streams import clients
 from streams.accounting import compare_tallies
+from streams.admin import TopicSpec, ensure_topics
 from streams.codecs import CodecConfig, make_codec
 from streams.kafka_config import parse_kafka_url
 from streams.memory import MemoryBus, MemorySink, MemorySource
@@ -84,13 +86,10 @@ def replay_config_from_args(args: argparse.Namespace, topic: str) -> ReplayConfi
 
 
 def _to_kafka(args, data: StreamDataset, show: bool) -> ReplayReport:
-    from streams.admin import TopicSpec, ensure_topics  # kafka-python: not at start-up
-    from streams.kafka_sink import KafkaSink  # kafka-python: not at start-up
-
     bootstrap, topic = parse_kafka_url(args.to)
     kafka = kafka_config_from_args(args, bootstrap)
     ensure_topics(kafka, [TopicSpec(topic, args.partitions)])
-    sink = KafkaSink(kafka)
+    sink = clients.sink(kafka)
     try:
         with progress_bar(f"replay → {topic}", show) as update:
             return replay(data, sink, replay_config_from_args(args, topic), update)

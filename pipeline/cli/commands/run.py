@@ -11,7 +11,12 @@ from __future__ import annotations
 import argparse
 import logging
 
-from pipeline.cli.settings_args import add_http_flags, overrides, run_until_stopped
+from pipeline.cli.settings_args import (
+    add_http_flags,
+    add_kafka_client_flag,
+    overrides,
+    run_until_stopped,
+)
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--config", help="TOML settings file")
     p.add_argument("--bootstrap", dest="kafka.bootstrap_servers", help="Kafka host:port[,...]")
+    add_kafka_client_flag(p)
     p.add_argument("--group", dest="kafka.group_id", help="consumer group")
     p.add_argument("--input-topic", dest="worker.input_topic")
     p.add_argument("--emit", dest="worker.emit", choices=["every", "every_k", "on_change"])

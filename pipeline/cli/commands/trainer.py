@@ -15,7 +15,12 @@ from __future__ import annotations
 import argparse
 import logging
 
-from pipeline.cli.settings_args import add_http_flags, overrides, run_until_stopped
+from pipeline.cli.settings_args import (
+    add_http_flags,
+    add_kafka_client_flag,
+    overrides,
+    run_until_stopped,
+)
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--config", help="TOML settings file")
     p.add_argument("--bootstrap", dest="kafka.bootstrap_servers", help="Kafka host:port[,...]")
+    add_kafka_client_flag(p)
     p.add_argument("--registry", dest="trainer.registry", help="registry root (required)")
     p.add_argument("--name", dest="trainer.name", help="registry model name")
     p.add_argument("--mode", dest="trainer.mode", choices=["finetune", "scratch"])

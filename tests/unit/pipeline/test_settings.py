@@ -124,3 +124,11 @@ def test_a_bad_nested_value_names_its_section(tmp_path):
     path.write_text("[worker.store]\ncolour = 1\n")
     with pytest.raises(ConfigError, match=r"unknown setting.*\[worker.store\]"):
         load_settings(path, {})
+
+
+def test_the_kafka_client_library_is_a_setting(tmp_path):
+    assert load_settings(None, {}).kafka.client == "kafka-python"
+    env = {"HARSTREAM_KAFKA_CLIENT": "confluent"}
+    assert load_settings(None, env).kafka.client == "confluent"
+    with pytest.raises(ConfigError, match=r"kafka.client must be one of \['kafka-python', 'c"):
+        load_settings(None, {"HARSTREAM_KAFKA_CLIENT": "librdkafka"})

@@ -13,8 +13,9 @@ import pytest
 
 from corpus import tiny_model_file
 
-HEAVY = ("tensorflow", "keras", "matplotlib")
-"""packages the CLI must not import unless a command builds, trains, loads or plots a model"""
+HEAVY = ("tensorflow", "keras", "matplotlib", "kafka", "confluent_kafka")
+"""packages the CLI must not import unless a command builds, trains, loads or plots a model, or
+talks to Kafka"""
 
 _RUN = """
 import contextlib, io, json, sys

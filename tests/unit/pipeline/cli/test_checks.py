@@ -3,6 +3,7 @@ one-line ``harstream: error: ...`` and exit code 2, with nothing trained, loaded
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -59,6 +60,7 @@ def _refused(argv: list[str], capsys) -> str:
         (["evaluate", "--model", "m.keras", "--ref", "3"], "--ref applies only with --registry"),
         (["replay", "--to", "kafka://nowhere"], "expected kafka://HOST:PORT/TOPIC or 'memory'"),
         (["replay", "--ssl-cafile", "{file}"], "--ssl-cafile applies only with --to kafka://"),
+        (["replay", "--kafka-client", "confluent"], "--kafka-client applies only with --to kafka://"),
         (["replay", "--to", "kafka://h:9092/t", "--ssl-cafile", "{tmp}/ca"], "no such file"),
         (["replay", "--to", "kafka://h:9092/t", "--sasl-password-env", "HARSTREAM_NO_SUCH_VAR"],
          "$HARSTREAM_NO_SUCH_VAR is not set"),  # fmt: skip
@@ -133,3 +135,15 @@ def test_a_refused_train_imports_no_keras_and_writes_nothing(cli_in_subprocess, 
     assert [r["heavy"] for r in results] == [[], [], []]
     assert [p.name for p in tmp_path.iterdir()] == ["taken"]
     assert list((tmp_path / "taken").iterdir()) == []
+
+
+def test_confluent_without_the_extra_is_refused_before_waiting_for_kafka(
+    tiny_model_path, monkeypatch, capsys
+):
+    monkeypatch.setitem(sys.modules, "confluent_kafka", None)  # as if it were not installed
+    extra = "install the extra: pip install 'harstream[fast]'"
+    run = ["run", "--bootstrap", "127.0.0.1:9", "--stream-model", str(tiny_model_path)]
+    assert extra in _refused([*run, "--kafka-client", "confluent"], capsys)
+    monkeypatch.setenv("HARSTREAM_KAFKA_CLIENT", "confluent")  # [kafka] client, and replay's
+    assert extra in _refused(run, capsys)
+    assert extra in _refused(["replay", "--to", "kafka://127.0.0.1:9/t", *FLEET], capsys)

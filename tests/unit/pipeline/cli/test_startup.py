@@ -1,5 +1,6 @@
-"""A CLI that starts fast: help and the light commands never import TensorFlow, Keras or
-matplotlib (each is imported only where a model is built, trained, loaded or plotted)."""
+"""A CLI that starts fast: help and the light commands never import TensorFlow, Keras,
+matplotlib or a Kafka client library (each is imported only where a model is built, trained,
+loaded or plotted, or a Kafka client made)."""
 
 from __future__ import annotations
 

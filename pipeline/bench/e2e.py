@@ -37,7 +37,7 @@ from pipeline.settings import Settings
 from pipeline.state.checkpoint import CheckpointConfig
 from pipeline.wiring import build_worker
 from pipeline.worker import Worker, WorkerConfig
-from pipeline.worker.emission import sample_payloads
+from pipeline.worker.emission import chosen_steps, sample_payloads
 from streams import clients
 from streams.admin import TopicSpec, ensure_topics
 from streams.codecs import CodecConfig, make_codec
@@ -128,13 +128,14 @@ def _output_ceiling(kafka: KafkaConfig, devices: int, samples_per_record: int,
     probs = rng.dirichlet(np.ones(len(CLASSES)), size=devices * n).astype(np.float32)
     runs = [SimpleNamespace(device=f"device-{i:05d}", seqs=np.arange(n), kafka_ts_ms=0.0,
                             times_ms=np.arange(n) * 20.0) for i in range(devices)]  # fmt: skip
-    chosen = [np.arange(24, n, 25)] * devices
     starts = np.arange(devices) * n
+    steps, per_run = chosen_steps("every_k", 25, np.zeros(devices), np.full(devices, n))
     sink, times = clients.sink(kafka), []
     for batch in range(rounds):
         started = time.perf_counter()
-        payloads = sample_payloads(runs, starts, chosen, probs, probs.argmax(axis=1), None,
-                                   CLASSES, "bench@v1", batch, time.time() * 1000.0)  # fmt: skip
+        payloads = sample_payloads(runs, starts, steps, per_run.tolist(), probs,
+                                   probs.argmax(axis=1), None, CLASSES, "bench@v1", batch,
+                                   time.time() * 1000.0)  # fmt: skip
         for p in payloads:
             sink.send(topic, runs[p.run].device.encode(), p.data)
         sink.flush()

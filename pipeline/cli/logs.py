@@ -35,11 +35,29 @@ def fields(record: logging.LogRecord) -> dict[str, object]:
     return {k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")}
 
 
+def brief(record: logging.LogRecord) -> logging.LogRecord:
+    """``record`` of a third-party client (:data:`NOISY`) with its exception as one line, not a
+    traceback: kafka-python logs every lost connection with one, and a broker restart is no
+    crash of ours. Other records are returned as they are."""
+    if not record.exc_info or record.name.split(".")[0] not in NOISY:
+        return record
+    kind, error = record.exc_info[0], record.exc_info[1]
+    short = logging.makeLogRecord(vars(record))
+    short.msg, short.args = f"{record.getMessage()} ({kind.__name__}: {error})", None
+    short.exc_info = short.exc_text = None
+    return short
+
+
 class TextFormatter(logging.Formatter):
     """``time LEVEL logger: message key=value ...``, readable on a terminal."""
 
-    def __init__(self) -> None:
+    def __init__(self, tracebacks: bool = False) -> None:
         super().__init__("%(asctime)s %(levelname)-5s %(name)s: %(message)s", "%H:%M:%S")
+        self.tracebacks = tracebacks
+        """third-party clients' tracebacks too (``debug``), else :func:`brief`"""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(record if self.tracebacks else brief(record))
 
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's API)
         pairs = (f" {k}={_text(v)}" for k, v in fields(record).items())
@@ -49,7 +67,13 @@ class TextFormatter(logging.Formatter):
 class JsonFormatter(logging.Formatter):
     """One JSON object per record (values JSON cannot hold are written as strings)."""
 
+    def __init__(self, tracebacks: bool = False) -> None:
+        super().__init__()
+        self.tracebacks = tracebacks
+        """third-party clients' tracebacks too (``debug``), else :func:`brief`"""
+
     def format(self, record: logging.LogRecord) -> str:
+        record = record if self.tracebacks else brief(record)
         created = datetime.fromtimestamp(record.created, UTC)
         out: dict[str, object] = {
             "time": created.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
@@ -96,7 +120,8 @@ def configure(level: str = "info", fmt: str = "text") -> None:
     if _handler is not None:
         root.removeHandler(_handler)
     _handler = _Stderr()
-    _handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    formatter = JsonFormatter if fmt == "json" else TextFormatter
+    _handler.setFormatter(formatter(tracebacks=level == "debug"))
     root.addHandler(_handler)
     root.setLevel(level.upper())
     for name in NOISY:

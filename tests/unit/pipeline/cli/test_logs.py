@@ -118,3 +118,19 @@ def test_defaults_come_from_the_environment(monkeypatch):
     args = build_parser().parse_args(["run"])
     assert (args.log_level, args.log_format) == ("warning", "json")
     assert build_parser().parse_args(["run", "--log-level", "info"]).log_level == "info"
+
+
+def test_a_client_librarys_exception_is_one_line_unless_debug(capsys):
+    try:
+        raise ConnectionResetError(104, "Connection reset by peer")
+    except ConnectionResetError:
+        for level in ("info", "debug"):
+            logs.configure(level, "text")
+            logging.getLogger("kafka.net.transport").exception("socket lost")
+            logging.getLogger("pipeline.worker.loop").exception("ours")
+            err = capsys.readouterr().err
+            theirs, ours = err[: err.index("ours")], err[err.index("ours") :]
+            assert "Traceback" in ours  # our own errors keep their traceback
+            assert ("Traceback" in theirs) == (level == "debug")
+            if level == "info":
+                assert "socket lost (ConnectionResetError: [Errno 104] Connection reset" in theirs

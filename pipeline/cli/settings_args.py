@@ -18,6 +18,13 @@ def add_http_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--http-port", dest="http.port", type=int, help="their port (0: a free one)")
 
 
+def add_service_flags(p: argparse.ArgumentParser) -> None:
+    """What the worker and the trainer share: ``--config``, ``--bootstrap``, ``--kafka-client``."""
+    p.add_argument("--config", help="TOML settings file")
+    p.add_argument("--bootstrap", dest="kafka.bootstrap_servers", help="Kafka host:port[,...]")
+    add_kafka_client_flag(p)
+
+
 def add_kafka_client_flag(p: argparse.ArgumentParser) -> None:
     """``--kafka-client``: the Kafka client library (``[kafka] client``)."""
     p.add_argument(

@@ -13,7 +13,7 @@ import logging
 
 from pipeline.cli.settings_args import (
     add_http_flags,
-    add_kafka_client_flag,
+    add_service_flags,
     overrides,
     run_until_stopped,
 )
@@ -28,9 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description=_description,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--config", help="TOML settings file")
-    p.add_argument("--bootstrap", dest="kafka.bootstrap_servers", help="Kafka host:port[,...]")
-    add_kafka_client_flag(p)
+    add_service_flags(p)
     p.add_argument("--group", dest="kafka.group_id", help="consumer group")
     p.add_argument("--input-topic", dest="worker.input_topic")
     p.add_argument("--emit", dest="worker.emit", choices=["every", "every_k", "on_change"])

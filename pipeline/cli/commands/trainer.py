@@ -17,7 +17,7 @@ import logging
 
 from pipeline.cli.settings_args import (
     add_http_flags,
-    add_kafka_client_flag,
+    add_service_flags,
     overrides,
     run_until_stopped,
 )
@@ -32,9 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description=_description,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--config", help="TOML settings file")
-    p.add_argument("--bootstrap", dest="kafka.bootstrap_servers", help="Kafka host:port[,...]")
-    add_kafka_client_flag(p)
+    add_service_flags(p)
     p.add_argument("--registry", dest="trainer.registry", help="registry root (required)")
     p.add_argument("--name", dest="trainer.name", help="registry model name")
     p.add_argument("--mode", dest="trainer.mode", choices=["finetune", "scratch"])

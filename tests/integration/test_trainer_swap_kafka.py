@@ -29,6 +29,8 @@ pytestmark = pytest.mark.kafka
 REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 SLICE = 500  # samples per device sent in one burst (10 s of stream)
+BURST_EVERY_S = 1.0  # once the trainer is stopped: the stream must outlast the slowest step
+DEADLINE_S = 360  # a guard against a hang, not a speed target (CI machines are slow)
 
 
 def _harstream(log: Path, *args: str) -> subprocess.Popen:
@@ -47,6 +49,12 @@ def _cli(*args: str) -> str:
 
 def _tails(logs) -> str:
     return "\n".join(f"--- {log.name}\n{log.read_text()[-3000:]}" for log in logs)
+
+
+def _trainer_records(log: Path) -> float:
+    """Records the trainer has read so far (-1 before its status server is up)."""
+    url = status_url(log.read_text())
+    return scrape(url).get("harstream_trainer_records_total", 0.0) if url else -1.0
 
 
 class _Predictions:
@@ -115,18 +123,25 @@ def test_three_promotions_during_a_full_speed_replay_lose_and_repeat_nothing(
     sink = clients.sink(kafka)
     announce = ["--root", str(registry.root), "--announce", kafka_bootstrap,
                 "--control-topic", control, "--kafka-client", kafka_client]  # fmt: skip
-    sent, start, plan, step, seen = 0, 0, {}, "await training", 0
-    deadline = time.monotonic() + 180
+    sent, start, plan, step, seen, burst_at = 0, 0, {}, "await training", 0, 0.0
+    deadline = time.monotonic() + DEADLINE_S
     try:
         while step != "done":
-            assert time.monotonic() < deadline, (predictions.versions(), step, _tails(logs))
+            if time.monotonic() > deadline or start >= fleet.streams[0].n:
+                pytest.fail(f"stuck at {step!r} after {start} samples per device, served "
+                            f"{predictions.versions()}\n{_tails(logs)}")  # fmt: skip
             assert worker.poll() is None, _tails(logs)
             # the next burst, as fast as the producer goes, once the worker is nearly through
-            if start < fleet.streams[0].n and len(predictions.samples) > sent - 2 * SLICE * 30:
+            # and, while it trains, the trainer too (else the worker would use the stream up)
+            if len(predictions.samples) > sent - 2 * SLICE * 30 and (
+                _trainer_records(logs[1]) >= (sent - SLICE * 30) / 25
+                if step == "await training"
+                else time.monotonic() - burst_at > BURST_EVERY_S
+            ):
                 part = dataset_slice(fleet, start, start + SLICE)
                 config = ReplayConfig(topic=raw, samples_per_record=25)
                 sent += replay(part, sink, config).samples_sent
-                start += SLICE
+                start, burst_at = start + SLICE, time.monotonic()
             predictions.read()
             served = predictions.versions()
             if step == "await training" and len(served) >= 2:  # the trainer promoted: stop it

@@ -106,8 +106,9 @@ class BatchCollector:
         if decode:
             self.report.decode_errors[reason] += 1
 
-    def latency(self, ms: float) -> None:
-        self._latency.append(ms)
+    def latency(self, ms: list[float]) -> None:
+        """The end-to-end latencies of this batch's records."""
+        self._latency.extend(ms)
 
     def predicted(self, kind: str, classes: tuple[str, ...], top: np.ndarray) -> None:
         """Count the predictions (``top`` class indices) of one kind emitted in this batch."""

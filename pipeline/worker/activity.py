@@ -9,22 +9,29 @@ import numpy as np
 
 @dataclass(frozen=True, slots=True)
 class ActivityChange:
-    """A device's confirmed activity changed from ``previous`` (-1: none yet) to ``current``."""
+    """Device ``run`` of a batch: its confirmed activity changed from ``previous`` (-1: none
+    yet) to ``current`` at its new sample ``position``."""
 
+    run: int
     previous: int
     current: int
-    seq: int
-    t_ms: float
+    position: int
 
 
 class ActivityTracker:
     """Per-slot confirmed activity, with a candidate that must last ``min_dwell`` samples.
 
+    Every device of a batch is followed at once: the loop runs over the k-th change of the
+    most likely activity within a batch (a few per device), never over devices or samples.
+
     >>> tracker = ActivityTracker(min_dwell=3)
-    >>> tracker.ensure_capacity(1)
-    >>> top = np.array([2, 2, 2, 0, 0, 2, 0, 0, 0])
-    >>> [(e.previous, e.current, e.seq) for e in tracker.update(0, top, np.arange(9), np.zeros(9))]
-    [(-1, 2, 2), (2, 0, 8)]
+    >>> tracker.ensure_capacity(2)
+    >>> top = np.array([2, 2, 2, 0, 0, 2, 0, 0, 0, 1, 1])
+    >>> events, changed = tracker.update(np.array([0, 1]), top, np.array([9, 2]))
+    >>> [(e.run, e.previous, e.current, e.position) for e in events]
+    [(0, -1, 2, 2), (0, 2, 0, 8)]
+    >>> np.flatnonzero(changed).tolist()  # where the most likely activity differs from before
+    [0, 3, 5, 6, 9]
     """
 
     def __init__(self, min_dwell: int = 50) -> None:
@@ -33,9 +40,6 @@ class ActivityTracker:
         self.candidate = np.zeros(0, np.int64)
         self.run = np.zeros(0, np.int64)
         self.last_top = np.zeros(0, np.int64)
-        self.changed_positions = np.zeros(0, np.int64)
-        """after :meth:`update`: positions where the most likely activity differs from the
-        sample before (for emit="on_change")"""
 
     def ensure_capacity(self, capacity: int) -> None:
         grow = capacity - len(self.current)
@@ -52,38 +56,51 @@ class ActivityTracker:
         self.run[slots] = 0
         self.last_top[slots] = -1
 
-    def steady(self, slots: np.ndarray, top: np.ndarray, counts: np.ndarray) -> np.ndarray:
-        """Per slot: True when its new samples (``top``, ``counts[i]`` each, all >= 1) only
-        repeat its confirmed activity, so :meth:`update` would change nothing."""
-        current = self.current[slots]
-        differs = top != np.repeat(current, counts)
-        moved = np.logical_or.reduceat(differs, np.cumsum(counts) - counts)
-        return ~moved & (self.candidate[slots] == -1) & (self.last_top[slots] == current)
-
     def update(
-        self, slot: int, top: np.ndarray, seqs: np.ndarray, times_ms: np.ndarray
-    ) -> list[ActivityChange]:
-        """Feed one device's per-sample most likely activities; return confirmed changes."""
-        previous = np.concatenate(([self.last_top[slot]], top[:-1]))
-        starts = np.flatnonzero(top != previous)
-        self.changed_positions = starts
-        self.last_top[slot] = top[-1]
-        bounds = np.append(np.flatnonzero(np.diff(top)) + 1, len(top))
-        begins = np.concatenate(([0], bounds[:-1]))
-        events = []
-        current, candidate, run = (
-            int(self.current[slot]), int(self.candidate[slot]), int(self.run[slot])
-        )  # fmt: skip
-        for begin, end in zip(begins.tolist(), bounds.tolist(), strict=True):
-            value, length = int(top[begin]), end - begin
-            if value == current:
-                candidate, run = -1, 0
-                continue
-            run = run + length if value == candidate else length
-            candidate = value
-            if run >= self.min_dwell:
-                at = end - 1 - (run - self.min_dwell)
-                events.append(ActivityChange(current, value, int(seqs[at]), float(times_ms[at])))
-                current, candidate, run = value, -1, 0
-        self.current[slot], self.candidate[slot], self.run[slot] = current, candidate, run
-        return events
+        self, slots: np.ndarray, top: np.ndarray, counts: np.ndarray
+    ) -> tuple[list[ActivityChange], np.ndarray]:
+        """Feed the per-sample most likely activities ``top`` of ``slots`` (``counts[i] >= 1``
+        each, slot after slot): the confirmed changes, in sample order, and per sample whether
+        its activity differs from the sample before it (for ``emit="on_change"``)."""
+        slots, counts = np.asarray(slots, np.intp), np.asarray(counts, np.int64)
+        top = np.asarray(top, np.int64)
+        begins = np.cumsum(counts) - counts
+        previous = np.empty_like(top)
+        previous[1:] = top[:-1]
+        previous[begins] = self.last_top[slots]
+        changed = top != previous
+        self.last_top[slots] = top[begins + counts - 1]
+        # segments: stretches of one activity within a device's new samples
+        cut = np.zeros(len(top), bool)
+        cut[begins] = True
+        cut[1:] |= top[1:] != top[:-1]
+        seg_begin = np.flatnonzero(cut)
+        seg_end = np.append(seg_begin[1:], len(top))
+        seg_owner = np.searchsorted(begins, seg_begin, side="right") - 1
+        seg_rank = np.arange(len(seg_begin)) - np.searchsorted(seg_owner, seg_owner)
+        current, candidate = self.current[slots], self.candidate[slots]
+        run = self.run[slots]
+        found: list[np.ndarray] = []
+        for k in range(int(seg_rank.max(initial=-1)) + 1):
+            seg = np.flatnonzero(seg_rank == k)
+            d, value = seg_owner[seg], top[seg_begin[seg]]
+            length = seg_end[seg] - seg_begin[seg]
+            same = value == current[d]
+            grown = np.where(value == candidate[d], run[d] + length, length)
+            fire = ~same & (grown >= self.min_dwell)
+            if fire.any():
+                at = seg_end[seg[fire]] - 1 - (grown[fire] - self.min_dwell)
+                found.append(np.stack([at, d[fire], current[d[fire]], value[fire]]))
+            settled = same | fire
+            current[d[fire]] = value[fire]
+            candidate[d] = np.where(settled, -1, value)
+            run[d] = np.where(settled, 0, grown)
+        self.current[slots], self.candidate[slots], self.run[slots] = current, candidate, run
+        if not found:
+            return [], changed
+        events = np.concatenate(found, axis=1)
+        events = events[:, np.argsort(events[0], kind="stable")]
+        return [
+            ActivityChange(run, prev, cur, at - int(begins[run]))
+            for at, run, prev, cur in events.T.tolist()
+        ], changed

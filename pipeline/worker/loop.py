@@ -16,7 +16,6 @@ champion; every prediction names its model version and batch.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
@@ -29,7 +28,7 @@ from pipeline.observability.report import BatchCollector, ChangeEvent, Observer,
 from pipeline.serving import ServingModel
 from pipeline.state.checkpoint import Checkpointer
 from pipeline.state.recovery import restore_devices, snapshot_devices
-from pipeline.worker.activity import ActivityTracker
+from pipeline.worker.activity import ActivityChange, ActivityTracker
 from pipeline.worker.emission import (
     Emit,
     chosen_steps,
@@ -372,7 +371,8 @@ class Worker:
             if msg.key != record.device.encode("utf-8"):
                 self._dead_letter(msg, "key_mismatch", f"key {msg.key!r} != {record.device!r}")
                 continue
-            out.append(Pending(record, msg.tp, msg.offset, now, float(msg.timestamp_ms)))
+            tp = TopicPartition(msg.topic, msg.partition)
+            out.append(Pending(record, tp, msg.offset, now, float(msg.timestamp_ms)))
             self.stats.records += 1
         return out
 
@@ -388,8 +388,12 @@ class Worker:
 
     def _advance(self, messages: list[Message]) -> None:
         """Note how far each partition was read; commit (at a checkpoint, when they are on)."""
-        for msg in messages:
-            self._positions[msg.tp] = max(self._positions.get(msg.tp, 0), msg.offset + 1)
+        read: dict[tuple[str, int], int] = {}
+        for msg in messages:  # in offset order per partition: the last is the furthest
+            read[msg.topic, msg.partition] = msg.offset
+        for (topic, partition), offset in read.items():
+            tp = TopicPartition(topic, partition)
+            self._positions[tp] = max(self._positions.get(tp, 0), offset + 1)
         self._since_checkpoint += len(messages)
         if self.checkpoints is None or self.checkpoints.due(self._since_checkpoint):
             self.checkpoint()
@@ -420,28 +424,23 @@ class Worker:
         store.partition[slots] = [r.partition for r in runs]
         store.offset[slots] = [r.offset for r in runs]
         store.dirty[slots] = True
-        now_ms = self._clock() * 1000.0
-        for r in runs:
-            if not math.isnan(r.kafka_ts_ms):
-                self.stats.latency_ms.append(now_ms - r.kafka_ts_ms)
-                self._collect.latency(now_ms - r.kafka_ts_ms)
+        sent_ms = np.array([r.kafka_ts_ms for r in runs])
+        latency = (self._clock() * 1000.0 - sent_ms[~np.isnan(sent_ms)]).tolist()
+        self.stats.latency_ms.extend(latency)
+        self._collect.latency(latency)
 
     def _emit_stream(self, runs, slots, counts, seen_before, probs, anomaly) -> None:
         cfg, model = self.config, self.stream_model
         classes = model.meta.classes
         top = probs.argmax(axis=1)
         starts = np.cumsum(counts) - counts
-        changed = {}
-        for i in np.flatnonzero(~self.tracker.steady(slots, top, counts)).tolist():
-            run, a = runs[i], int(starts[i])
-            events = self.tracker.update(int(slots[i]), top[a : a + len(run.seqs)], run.seqs,
-                                         run.times_ms)  # fmt: skip
-            for event in events:
-                self._send_event(run.device, event, classes, model.version)
-            changed[i] = self.tracker.changed_positions
+        events, changed = self.tracker.update(slots, top, counts)
+        for event in events:
+            self._send_event(runs[event.run], event, classes, model.version)
         if cfg.emit == "on_change":
-            per_run = np.array([len(changed.get(i, ())) for i in range(len(runs))], np.int64)
-            steps = np.concatenate([changed[i] for i in sorted(changed)] or [np.zeros(0, int)])
+            owner = np.repeat(np.arange(len(runs)), counts)
+            steps = (np.arange(len(top)) - np.repeat(starts, counts))[changed]
+            per_run = np.bincount(owner[changed], minlength=len(runs))
         else:
             steps, per_run = chosen_steps(cfg.emit, cfg.every_k, seen_before, counts)
         emitting = np.flatnonzero(per_run)
@@ -498,14 +497,13 @@ class Worker:
             self._send(self.config.predictions_topic, run.device, message)
         self.stats.window_predictions += len(due)
 
-    def _send_event(self, device: str, event, classes, version: str) -> None:
+    def _send_event(self, run: DeviceRun, event: ActivityChange, classes, version: str) -> None:
         self.stats.events += 1
+        device, current = run.device, classes[event.current]
         previous = classes[event.previous] if event.previous >= 0 else None
-        self._collect.event(
-            ChangeEvent(device, previous, classes[event.current], event.seq, event.t_ms, version)
-        )
-        message = event_message(device, previous, classes[event.current], event.seq, event.t_ms,
-                                version)  # fmt: skip
+        seq, t_ms = int(run.seqs[event.position]), float(run.times_ms[event.position])
+        self._collect.event(ChangeEvent(device, previous, current, seq, t_ms, version))
+        message = event_message(device, previous, current, seq, t_ms, version)
         self._send(self.config.events_topic, device, message)
 
     def _send(self, topic: str, device: str, message: dict) -> None:

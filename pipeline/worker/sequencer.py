@@ -144,12 +144,16 @@ class Sequencer:
         cursors = last_seq(devices)
         runs = []
         for device, cursor in zip(devices, cursors.tolist(), strict=True):
-            pending = self._held.pop(device, []) + by_device[device]
-            pending.sort(key=lambda p: p.record.seq)
-            self._ready.discard(device)
+            pending, held = by_device[device], self._held.pop(device, None)
+            if held:
+                pending = held + pending
+                self._ready.discard(device)
+            if len(pending) > 1:
+                pending.sort(key=lambda p: p.record.seq)
             run = self._take(device, pending, int(cursor), now, flush)
             if run is not None:
                 runs.append(run)
+        self.stats.held = self.held_records
         return runs
 
     def _due(self, held: list[Pending], now: float) -> bool:
@@ -165,7 +169,6 @@ class Sequencer:
         if len(pending) == 1 and pending[0].record.seq == cursor + 1:  # the common case
             p, rec = pending[0], pending[0].record
             labels = rec.labels if rec.labels is not None else np.full(rec.n, -1, np.int16)
-            self.stats.held = self.held_records
             return DeviceRun(device, rec.sequence(), rec.values, labels.astype(np.int16),
                              rec.times_ms(), 0, p.timestamp_ms, p.tp.partition,
                              p.offset)  # fmt: skip
@@ -200,7 +203,6 @@ class Sequencer:
             if math.isnan(kafka_ts) or p.timestamp_ms > kafka_ts:
                 kafka_ts = p.timestamp_ms
             partition, offset = p.tp.partition, max(offset, p.offset)
-        stats.held = self.held_records
         if not pieces:
             return None
         seqs = np.concatenate([s for s, _, _ in pieces])

@@ -129,12 +129,13 @@ class StateStore:
 
     def slots_for(self, devices: Sequence[str]) -> np.ndarray:
         """Slots of ``devices``, allocating fresh (zeroed) ones for new devices."""
-        out = np.empty(len(devices), dtype=np.int64)
-        for i, device in enumerate(devices):
-            slot = self._slot.get(device)
-            if slot is None:
-                slot = self._allocate(device)
-            out[i] = slot
+        get = self._slot.get
+        found = [get(device) for device in devices]
+        if None in found:  # new devices, in order (an allocation may evict the least recent)
+            for i, slot in enumerate(found):
+                if slot is None:
+                    found[i] = get(devices[i]) or self._allocate(devices[i])
+        out = np.array(found, dtype=np.int64)
         self.last_seen[out] = self._clock()
         return out
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import math
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -39,6 +40,11 @@ VERSION = 1
 JSON_VERSION = 1
 _HEADER = struct.Struct("<2sBBHHIqqf")
 HEADER_SIZE = _HEADER.size  # 32
+_HEADER_DTYPE = np.dtype([("magic", "S2"), ("version", "u1"), ("flags", "u1"),
+                          ("channels", "<u2"), ("dlen", "<u2"), ("n", "<u4"), ("seq", "<i8"),
+                          ("t0", "<i8"), ("rate", "<f4")])  # fmt: skip
+_BULK_MIN = 16
+"""messages in one call from which the binary codec decodes as arrays"""
 _FLAG_LABELS = 1
 _FLAG_SEQS = 2
 _KNOWN_FLAGS = _FLAG_LABELS | _FLAG_SEQS
@@ -69,6 +75,21 @@ class Codec(Protocol):
     def encode(self, record: Record) -> bytes: ...
 
     def decode(self, data: bytes) -> Record: ...
+
+    def decode_many(self, data: Sequence[bytes]) -> list[Record | DecodeError]:
+        """Each of ``data`` decoded, or the :class:`DecodeError` that says why it cannot be."""
+        ...
+
+
+def _each(codec: Codec, data: Sequence[bytes]) -> list[Record | DecodeError]:
+    """``decode_many`` one message at a time."""
+    out: list[Record | DecodeError] = []
+    for item in data:
+        try:
+            out.append(codec.decode(item))
+        except DecodeError as err:
+            out.append(err)
+    return out
 
 
 def _check_samples(values: np.ndarray, config: CodecConfig) -> None:
@@ -194,6 +215,66 @@ class BinaryCodec:
         _check_seqs(seqs, seq, n)
         return Record(device, seq, t0_ms, float(rate_hz), values, labels, seqs)
 
+    def decode_many(self, data: Sequence[bytes]) -> list[Record | DecodeError]:
+        """:meth:`decode` of each message, the common ones as arrays: records of one sample
+        count, without explicit sequence numbers, are checked together (header fields, sizes,
+        finite samples, label codes) and cut from one buffer; every other message, and any
+        that fails a check, goes through :meth:`decode` (for its precise error)."""
+        out: list[Record | DecodeError | None] = [None] * len(data)
+        if len(data) >= _BULK_MIN:
+            self._bulk(data, out)
+        for i in [i for i, r in enumerate(out) if r is None]:
+            try:
+                out[i] = self.decode(data[i])
+            except DecodeError as err:
+                out[i] = err
+        return out  # type: ignore[return-value]
+
+    def _bulk(self, data: Sequence[bytes], out: list) -> None:
+        cfg = self.config
+        sizes = np.fromiter(map(len, data), np.int64, len(data))
+        candidates = np.flatnonzero((sizes >= HEADER_SIZE) & (sizes <= cfg.max_bytes))
+        if not len(candidates):
+            return
+        buffer = np.frombuffer(b"".join(data), np.uint8)
+        starts = (np.cumsum(sizes) - sizes)[candidates]
+        head = buffer[starts[:, None] + np.arange(HEADER_SIZE)].view(_HEADER_DTYPE)[:, 0]
+        n, flags, dlen = head["n"].astype(np.int64), head["flags"], head["dlen"].astype(np.int64)
+        labelled = (flags & _FLAG_LABELS).astype(np.int64)
+        ok = (
+            (head["magic"] == MAGIC) & (head["version"] == VERSION) & (flags <= _FLAG_LABELS)
+            & (head["channels"] == cfg.channels) & (n > 0) & (n <= cfg.max_samples) & (dlen > 0)
+            & np.isfinite(head["rate"]) & (head["rate"] > 0)
+            & (sizes[candidates] == HEADER_SIZE + dlen + n * (4 * cfg.channels + 2 * labelled))
+        )  # fmt: skip
+        if not ok.any():
+            return
+        common = np.bincount(n[ok]).argmax()  # the usual record length: one gather for all
+        ok &= n == common
+        rows, c = np.flatnonzero(ok), cfg.channels
+        at = starts[rows] + HEADER_SIZE + dlen[rows]
+        width = 4 * common * c
+        values = buffer[at[:, None] + np.arange(width)].view("<f4").reshape(-1, common, c)
+        values.flags.writeable = False  # as decode()'s views of the message bytes
+        good = np.isfinite(values).all(axis=(1, 2))
+        labels = np.zeros((len(rows), common), np.int16)
+        has = labelled[rows] == 1
+        if has.any():
+            lat = at[has][:, None] + width + np.arange(2 * common)
+            labels[has] = buffer[lat].view("<i2").reshape(-1, common)
+            good &= labels.min(axis=1) >= UNLABELLED
+        seq, t0, rate = (head[key][rows].tolist() for key in ("seq", "t0", "rate"))
+        for j, (i, d) in enumerate(zip(candidates[rows].tolist(), dlen[rows].tolist(),
+                                       strict=True)):  # fmt: skip
+            if not good[j]:
+                continue  # decode() names the problem
+            try:
+                device = data[i][HEADER_SIZE : HEADER_SIZE + d].decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+            out[i] = Record(device, seq[j], t0[j], rate[j], values[j],
+                            labels[j] if has[j] else None)  # fmt: skip
+
 
 _JSON_FIELDS: dict[str, type | tuple[type, ...]] = {
     "device": str,
@@ -283,6 +364,10 @@ class JsonCodec:
         _check_seqs(seqs, seq, values.shape[0])
         return Record(device, seq, obj["t0_ms"], rate_hz, values, labels, seqs)
 
+    def decode_many(self, data: Sequence[bytes]) -> list[Record | DecodeError]:
+        """:meth:`decode` of each message."""
+        return _each(self, data)
+
     def _labels(self, labels: object, n: int) -> np.ndarray | None:
         if labels is None:
             return None
@@ -324,6 +409,20 @@ class AutoCodec:
         if data[:1] == MAGIC[:1] or len(data) < 2:
             return self._binary.decode(data)  # says truncated or bad magic precisely
         raise DecodeError("bad_magic", f"neither binary ({MAGIC!r}) nor a JSON object")
+
+    def decode_many(self, data: Sequence[bytes]) -> list[Record | DecodeError]:
+        """:meth:`decode` of each message; the binary ones together (see BinaryCodec)."""
+        binary = [i for i, item in enumerate(data) if item[:2] == MAGIC]
+        if len(binary) < _BULK_MIN:
+            return _each(self, data)
+        out: list[Record | DecodeError | None] = [None] * len(data)
+        for i, record in zip(binary, self._binary.decode_many([data[i] for i in binary]),
+                             strict=True):  # fmt: skip
+            out[i] = record
+        rest = [i for i, record in enumerate(out) if record is None]
+        for i, record in zip(rest, _each(self, [data[i] for i in rest]), strict=True):
+            out[i] = record
+        return out  # type: ignore[return-value]
 
 
 _CODECS = {"binary": BinaryCodec, "json": JsonCodec, "auto": AutoCodec}

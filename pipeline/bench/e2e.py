@@ -119,8 +119,7 @@ def _input_ceiling(kafka: KafkaConfig, topic: str, records: int, samples: int) -
     while seen < records:
         batch = source.poll(5000, 1.0)
         start = start or (time.perf_counter() if batch else None)
-        for msg in batch:
-            codec.decode(msg.value)
+        codec.decode_many([msg.value for msg in batch])
         seen += len(batch)
     elapsed = time.perf_counter() - start
     source.close()

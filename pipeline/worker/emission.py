@@ -3,6 +3,7 @@ of predictions, activity changes and dead letters (the wire format of ``docs``/R
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Literal, NamedTuple
@@ -121,6 +122,7 @@ def _prob_rows(probs: np.ndarray) -> list[str]:
     return text[2:-2].split("],[")
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _json(value: str) -> str:
     """A string as a JSON string literal (device ids are mostly plain: no escaping needed)."""
     if value.isascii() and value.isprintable() and '"' not in value and "\\" not in value:

@@ -359,11 +359,10 @@ class Worker:
     def _decode(self, messages: list[Message]) -> list[Pending]:
         now = time.monotonic()
         out = []
-        for msg in messages:
-            try:
-                record = self.codec.decode(msg.value)
-            except DecodeError as err:
-                self._dead_letter(msg, err.reason, err.detail, decode=True)
+        decoded = self.codec.decode_many([msg.value for msg in messages])
+        for msg, record in zip(messages, decoded, strict=True):
+            if isinstance(record, DecodeError):
+                self._dead_letter(msg, record.reason, record.detail, decode=True)
                 continue
             if msg.key is None:
                 self._dead_letter(msg, "missing_key", "records must be keyed by device id")

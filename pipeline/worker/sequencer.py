@@ -28,7 +28,7 @@ from typing import Literal
 import numpy as np
 
 from streams.protocols import TopicPartition
-from streams.record import Record
+from streams.record import UNLABELLED, Record
 
 LatePolicy = Literal["hold", "drop"]
 
@@ -168,10 +168,13 @@ class Sequencer:
         the last applied sample (the usual case) becomes a run as it is."""
         if len(pending) == 1 and pending[0].record.seq == cursor + 1:  # the common case
             p, rec = pending[0], pending[0].record
-            labels = rec.labels if rec.labels is not None else np.full(rec.n, -1, np.int16)
-            return DeviceRun(device, rec.sequence(), rec.values, labels.astype(np.int16),
-                             rec.times_ms(), 0, p.timestamp_ms, p.tp.partition,
-                             p.offset)  # fmt: skip
+            if rec.seqs is None:  # consecutive: times from one arange
+                steps = np.arange(rec.n)
+                seqs, times = steps + rec.seq, steps * (1000.0 / rec.rate_hz) + rec.t0_ms
+            else:
+                seqs, times = rec.seqs, rec.times_ms()
+            return DeviceRun(device, seqs, rec.values, _labels(rec), times, 0, p.timestamp_ms,
+                             p.tp.partition, p.offset)  # fmt: skip
         stats, cfg = self.stats, self.config
         pieces: list[tuple[np.ndarray, Record, np.ndarray]] = []
         gap_before = 0
@@ -207,10 +210,19 @@ class Sequencer:
             return None
         seqs = np.concatenate([s for s, _, _ in pieces])
         values = np.concatenate([r.values[m] for _, r, m in pieces])
-        labels = np.concatenate(
-            [r.labels[m] if r.labels is not None else np.full(m.sum(), -1, np.int16)
-             for _, r, m in pieces]
-        )  # fmt: skip
+        labels = np.concatenate([_labels(r)[m] for _, r, m in pieces])
         times = np.concatenate([r.times_ms()[m] for _, r, m in pieces])
-        return DeviceRun(device, seqs, values, labels.astype(np.int16), times, gap_before, kafka_ts,
-                         partition, offset)  # fmt: skip
+        return DeviceRun(device, seqs, values, labels, times, gap_before, kafka_ts, partition,
+                         offset)  # fmt: skip
+
+
+_UNLABELLED = np.full(4096, UNLABELLED, np.int16)
+_UNLABELLED.flags.writeable = False
+
+
+def _labels(record: Record) -> np.ndarray:
+    """The record's label codes as int16 (a shared read-only -1 block when it has none)."""
+    if record.labels is None:
+        n = record.n
+        return _UNLABELLED[:n] if n <= len(_UNLABELLED) else np.full(n, UNLABELLED, np.int16)
+    return record.labels.astype(np.int16, copy=False)

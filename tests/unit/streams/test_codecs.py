@@ -134,3 +134,36 @@ def test_max_bytes_limit():
 def test_unknown_codec_name():
     with pytest.raises(ValueError, match="unknown codec"):
         make_codec("avro")
+
+
+@pytest.mark.parametrize("name", ["binary", "json", "auto"])
+def test_decode_many_equals_decode_one_at_a_time(name, monkeypatch):
+    """The batch path (arrays for the common binary records) decides exactly as ``decode``:
+    the same records, the same reasons, in order, whatever the mix."""
+    codec = AutoCodec(CONFIG) if name == "auto" else CODECS[name]
+    binary = codec._binary if name == "auto" else codec
+    one_by_one = []
+    monkeypatch.setattr(binary, "decode", lambda d, f=binary.decode: one_by_one.append(d) or f(d))
+    forms = ["binary", "json"] if name == "auto" else [name]
+    rng = np.random.default_rng(7)
+    batch = []
+    for i in range(120):
+        rec = sample_record(n=[4, 4, 4, 7][i % 4], labels=i % 3 == 0, seqs=i % 11 == 0,
+                            device=f"dev-{i}" if i % 13 else "gerät-ü")  # fmt: skip
+        batch.append(CODECS[forms[i % len(forms)]].encode(rec))
+    for form in forms:
+        batch += [BAD[form](reason) for reason in DECODE_REASONS if BAD[form](reason)]
+    batch = [batch[i] for i in rng.permutation(len(batch))]
+    many = codec.decode_many(batch)
+    assert len(many) == len(batch)
+    if name != "json":  # most binary records went the array way
+        assert len(one_by_one) < len(batch) / 2
+    for data, got in zip(batch, many, strict=True):
+        try:
+            expected = codec.decode(data)
+        except DecodeError as err:
+            assert isinstance(got, DecodeError) and got.reason == err.reason, (got, err)
+            continue
+        assert isinstance(got, Record), got
+        _assert_same(got, expected)
+    assert sum(isinstance(r, Record) for r in many) >= 100

@@ -33,7 +33,7 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -266,7 +266,6 @@ class StreamRuntime:
             "scale": np.tile(w.scale, (block, 1)),
             "normalised": np.empty((block, w.channels), _F32),
             "error": np.empty((block, w.channels), _F32),
-            "carry": np.empty((block, h), _F32),
         }
         self._inputs = [self._ones(m.shape[1] - 1) for m in self._fused] + [self._ones(h)]
         self._gates = [np.empty(m.shape[0] * block * h, _F32) for m in self._fused]
@@ -279,6 +278,11 @@ class StreamRuntime:
         ]
         self._next = np.full((capacity, w.channels), np.nan, _F32) if self.has_next else None
         self._mark = np.zeros(capacity, np.intp)
+        self._step_state = _State(  # h gathered straight into the GEMM inputs, as they are read
+            [a[:, a.shape[1] - 1 - h : a.shape[1] - 1] for a in self._inputs[:-1]],
+            [np.empty((block, h), _F32) for _ in self._c],
+            np.empty((block, w.channels), _F32) if self.has_next else None,
+        )
 
     @classmethod
     def from_keras(
@@ -371,7 +375,11 @@ class StreamRuntime:
         slots = self._slots(slots)
         x = self._samples(x, len(slots))
         probs = np.empty((len(slots), self.weights.classes), _F32)
-        self._forward(slots, x, probs, None, None)
+        for a in range(0, len(slots), self.block):  # into the block buffers: no allocation
+            b = slice(a, a + self.block)
+            state = self._gather(slots[b], self._step_state.rows(slice(0, len(slots[b]))))
+            self._block(state, x[b], probs[b], None, None)
+            self._scatter(slots[b], state)
         return probs
 
     def advance(self, slots, counts, samples) -> StepOutput:
@@ -390,7 +398,8 @@ class StreamRuntime:
         anomaly = np.empty(n, _F32) if self.has_next else None
         if n == 0:
             return StepOutput(probs, nxt, anomaly)
-        # devices by count, descending: those still active at time t are a prefix
+        # devices by count, descending: those still active at time t are a prefix, so their
+        # states, gathered once into batch order, are read and written as contiguous rows
         order = np.argsort(-counts, kind="stable")
         starts = (np.cumsum(counts) - counts)[order]
         by_count = counts[order]
@@ -398,6 +407,7 @@ class StreamRuntime:
         # the samples in time-major order, so that every step reads and writes contiguous rows
         time_major = np.concatenate([starts[:k] + t for t, k in enumerate(active)])
         x, sorted_slots = x[time_major], slots[order]
+        state = self._gather(sorted_slots)
         probs_t = np.empty_like(probs)
         nxt_t = np.empty_like(nxt) if nxt is not None else None
         anomaly_t = np.empty_like(anomaly) if anomaly is not None else None
@@ -405,13 +415,15 @@ class StreamRuntime:
         for k in active.tolist():
             part = slice(start, start + k)
             self._forward(
-                sorted_slots[:k],
+                state,
+                k,
                 x[part],
                 probs_t[part],
                 None if nxt_t is None else nxt_t[part],
                 None if anomaly_t is None else anomaly_t[part],
             )
             start += k
+        self._scatter(sorted_slots, state)
         probs[time_major] = probs_t
         if nxt is not None:
             nxt[time_major] = nxt_t
@@ -445,20 +457,42 @@ class StreamRuntime:
         buffer[:, -1] = 1.0
         return buffer
 
-    def _forward(self, slots, x, probs, nxt, anomaly) -> None:
-        for a in range(0, len(slots), self.block):
-            b = slice(a, a + self.block)
+    def _gather(self, slots: np.ndarray, out: _State | None = None) -> _State:
+        """Copies of the states of ``slots``, in their order (into ``out`` if given)."""
+        if out is None:
+            return _State([h[slots] for h in self._h], [c[slots] for c in self._c],
+                          None if self._next is None else self._next[slots])  # fmt: skip
+        for state, rows in zip(self._h + self._c, out.h + out.c, strict=True):
+            np.take(state, slots, axis=0, out=rows, mode="clip")
+        if self._next is not None:
+            np.take(self._next, slots, axis=0, out=out.next, mode="clip")
+        return out
+
+    def _scatter(self, slots: np.ndarray, state: _State) -> None:
+        """Write ``state`` (as :meth:`_gather` gave it, advanced) back to ``slots``."""
+        for h, rows in zip(self._h, state.h, strict=True):
+            h[slots] = rows
+        for c, rows in zip(self._c, state.c, strict=True):
+            c[slots] = rows
+        if self._next is not None:
+            self._next[slots] = state.next
+
+    def _forward(self, state: _State, k: int, x, probs, nxt, anomaly) -> None:
+        """One step of the first ``k`` devices of ``state``, ``block`` devices at a time."""
+        for a in range(0, k, self.block):
+            b = slice(a, min(a + self.block, k))
             self._block(
-                slots[b],
+                state.rows(b),
                 x[b],
                 probs[b],
                 None if nxt is None else nxt[b],
                 None if anomaly is None else anomaly[b],
             )
 
-    def _block(self, slots, x, probs, nxt, anomaly) -> None:
-        """One step of at most ``block`` devices, in the preallocated buffers."""
-        w, b, h = self.weights, len(slots), self.weights.hidden
+    def _block(self, state: _State, x, probs, nxt, anomaly) -> None:
+        """One step of at most ``block`` devices (``state``: their rows), in the preallocated
+        buffers."""
+        w, b, h = self.weights, len(x), self.weights.hidden
         rows = {key: a[:b] for key, a in self._rows.items()}
         normalised = rows["normalised"]
         np.subtract(x, rows["mean"], out=normalised)
@@ -466,8 +500,7 @@ class StreamRuntime:
         self._inputs[0][:b, : w.channels] = normalised
         if anomaly is not None:
             error = rows["error"]
-            np.take(self._next, slots, axis=0, out=error, mode="clip")
-            np.subtract(error, normalised, out=error)
+            np.subtract(state.next, normalised, out=error)
             np.square(error, out=error)
             np.matmul(error, self._channel_mean, out=anomaly)
         for layer, fused in enumerate(self._fused):
@@ -476,15 +509,16 @@ class StreamRuntime:
             width = inputs.shape[1] - 1 - h
             previous = inputs[:, width : width + h]
             new = self._inputs[layer + 1][:b, :h]
-            np.take(self._h[layer], slots, axis=0, out=previous, mode="clip")
+            if not np.may_share_memory(previous, state.h[layer]):
+                previous[...] = state.h[layer]
             np.matmul(inputs, fused, out=gates)
             if w.cell == "rnn":
                 np.tanh(gates[0], out=new)
             elif w.cell == "lstm":
-                _lstm(gates, self._c[layer], slots, rows["carry"], new)
+                _lstm(gates, state.c[layer], new)
             else:
                 _gru(gates, previous, new)
-            self._h[layer][slots] = new
+            state.h[layer][...] = new
         logits = self._logits[: len(self._head) * b].reshape(-1, b)
         np.matmul(self._head, self._inputs[-1][:b].T, out=logits)
         activity, top = logits[: w.classes], self._top[:b]
@@ -494,25 +528,36 @@ class StreamRuntime:
         np.sum(activity, axis=0, out=top)
         np.divide(activity, top, out=activity)
         probs[...] = activity.T
-        if self._next is not None:
+        if state.next is not None:
             predicted = logits[w.classes :].T
-            self._next[slots] = predicted
+            state.next[...] = predicted
             if nxt is not None:
                 nxt[...] = predicted
 
 
-def _lstm(gates, carry_state, slots, carry, new) -> None:
-    """Gates [i, f, o, c] with i, f, o pre-halved: ``sigmoid(v) = (1 + tanh(v/2)) / 2``."""
+class _State(NamedTuple):
+    """The states of the devices of one call, gathered in batch order (rows, not slots)."""
+
+    h: list[np.ndarray]
+    c: list[np.ndarray]
+    next: np.ndarray | None
+
+    def rows(self, rows: slice) -> _State:
+        return _State([a[rows] for a in self.h], [a[rows] for a in self.c],
+                      None if self.next is None else self.next[rows])  # fmt: skip
+
+
+def _lstm(gates, carry, new) -> None:
+    """Gates [i, f, o, c] with i, f, o pre-halved: ``sigmoid(v) = (1 + tanh(v/2)) / 2``;
+    ``carry`` (the cell state rows) is updated in place."""
     np.tanh(gates, out=gates)
     sigmoids = gates[:3]
     np.multiply(sigmoids, 0.5, out=sigmoids)
     np.add(sigmoids, 0.5, out=sigmoids)
     i, f, o, g = gates
-    np.take(carry_state, slots, axis=0, out=carry, mode="clip")
     np.multiply(carry, f, out=carry)
     np.multiply(i, g, out=i)
     np.add(carry, i, out=carry)
-    carry_state[slots] = carry
     np.tanh(carry, out=g)
     np.multiply(o, g, out=new)
 

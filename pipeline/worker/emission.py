@@ -67,32 +67,37 @@ def sample_payloads(
     ``runs[i]``, run after run. A device far behind has thousands of samples in one batch:
     several messages, each under the broker's size limit, together cover its run.
     Probabilities have :data:`PROB_DECIMALS` decimals."""
-    # every column of the batch converted once, in C; the loop below only slices and joins
-    seqs = np.concatenate([run.seqs for run in runs]).tolist()
-    times = np.concatenate([run.times_ms for run in runs]).tolist()
-    lengths = [len(run.seqs) for run in runs]
-    first = np.cumsum(lengths) - lengths  # where each run starts in ``seqs``
+    # every column the messages need gathered once, in C; the loop below only slices and joins
+    all_seqs = np.concatenate([run.seqs for run in runs])
+    lengths = np.array([len(run.seqs) for run in runs])
+    first = np.cumsum(lengths) - lengths  # where each run starts in ``all_seqs``
     counts = list(counts)
-    rows = (steps + np.repeat(first, counts)).tolist()  # positions in ``seqs``
+    at = steps + np.repeat(first, counts)  # the chosen steps' positions in ``all_seqs``
+    rows = at.tolist()
+    seq_of = dict(zip(rows, all_seqs[at].tolist(), strict=True))
+    time_of = dict(zip(rows, np.concatenate([run.times_ms for run in runs])[at].tolist(),
+                       strict=True))  # fmt: skip
     text = _prob_rows(probs[steps + np.repeat(starts, counts)])
     tops = top[steps + np.repeat(starts, counts)].tolist()
-    seq_text, top_text = [str(seqs[r]) for r in rows], [str(t) for t in tops]
-    first, offsets = first.tolist(), (np.asarray(starts) - first).tolist()
+    seq_text, top_text = [str(seq_of[r]) for r in rows], [str(t) for t in tops]
+    run_first, run_last = all_seqs[first].tolist(), all_seqs[first + lengths - 1].tolist()
+    first, offsets = first.tolist(), (np.asarray(starts) - np.array(first)).tolist()
     labels = [_json(c) for c in classes]
     tail = f',"model":{_json(version)},"batch":{batch},'
     out, k = [], 0
     for i, run in enumerate(runs):
-        n, base, end_of_run = counts[i], first[i], first[i] + lengths[i] - 1
+        n, base, end_of_run = counts[i], first[i], first[i] + int(lengths[i]) - 1
         device = _json(run.device)
         lat = "null" if math.isnan(run.kafka_ts_ms) else repr(round(now_ms - run.kafka_ts_ms, 2))
-        covered = base
+        covered, seq_first = base, run_first[i]
         for lo in range(k, k + n, MAX_STEPS_PER_MESSAGE):
             hi = min(k + n, lo + MAX_STEPS_PER_MESSAGE)  # this message's steps: rows[lo:hi]
             last = rows[hi - 1]
             end = last if hi < k + n else end_of_run
+            seq_last = seq_of[last] if hi < k + n else run_last[i]
             message = (
-                f'{{"kind":"sample","device":{device}{tail}"seq_first":{seqs[covered]},'
-                f'"seq_last":{seqs[end]},"seq":{seqs[last]},"t_ms":{times[last]!r},'
+                f'{{"kind":"sample","device":{device}{tail}"seq_first":{seq_first},'
+                f'"seq_last":{seq_last},"seq":{seq_of[last]},"t_ms":{time_of[last]!r},'
                 f'"activity":{labels[tops[hi - 1]]},"probs":[{text[hi - 1]}],"latency_ms":{lat}'
             )
             if hi - lo > 1:
@@ -108,6 +113,8 @@ def sample_payloads(
                 message += f',"anomaly":{score!r}'
             out.append(Payload(i, (message + "}").encode(), last - base, score))
             covered = end + 1
+            if covered <= end_of_run:  # the run goes on in another message
+                seq_first = int(all_seqs[covered])
         k += n
     return out
 

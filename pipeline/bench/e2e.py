@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import statistics
@@ -36,6 +37,7 @@ from pipeline.bench.timing import percentile
 from pipeline.serving import ServingModel
 from pipeline.settings import Settings
 from pipeline.state.checkpoint import CheckpointConfig
+from pipeline.swap.watcher import one_blas_thread
 from pipeline.wiring import build_worker
 from pipeline.worker import Worker, WorkerConfig
 from pipeline.worker.emission import chosen_steps, sample_payloads
@@ -44,6 +46,7 @@ from streams.admin import TopicSpec, ensure_topics
 from streams.codecs import CodecConfig, make_codec
 from streams.datasets import SyntheticConfig, simulate
 from streams.kafka_config import KafkaConfig
+from streams.kafka_sink import SinkConfig
 from streams.kafka_source import SourceConfig
 from streams.replay import ReplayConfig, replay
 
@@ -127,9 +130,10 @@ def _input_ceiling(kafka: KafkaConfig, topic: str, records: int, samples: int) -
 
 
 def _output_ceiling(kafka: KafkaConfig, devices: int, samples_per_record: int,
-                    rounds: int = 5) -> float:  # fmt: skip
+                    compression: str | None = None, rounds: int = 5) -> float:  # fmt: skip
     """Samples/s of input whose predictions (every 25th sample, as the worker's default) can
-    be built and sent: one batch of one record per device, flushed, ``rounds`` times."""
+    be built and sent (compressed with ``compression``): one batch of one record per device,
+    flushed, ``rounds`` times."""
     topic = f"bench.predictions.{uuid.uuid4().hex[:8]}"
     ensure_topics(kafka, [TopicSpec(topic, 6)])
     rng = np.random.default_rng(0)
@@ -139,7 +143,7 @@ def _output_ceiling(kafka: KafkaConfig, devices: int, samples_per_record: int,
                             times_ms=np.arange(n) * 20.0) for i in range(devices)]  # fmt: skip
     starts = np.arange(devices) * n
     steps, per_run = chosen_steps("every_k", 25, np.zeros(devices), np.full(devices, n))
-    sink, times = clients.sink(kafka), []
+    sink, times = clients.sink(kafka, SinkConfig(compression_type=compression)), []
     for batch in range(rounds):
         started = time.perf_counter()
         payloads = sample_payloads(runs, starts, steps, per_run.tolist(), probs,
@@ -151,6 +155,14 @@ def _output_ceiling(kafka: KafkaConfig, devices: int, samples_per_record: int,
         times.append(time.perf_counter() - started)
     sink.close()
     return devices * n / statistics.median(times)
+
+
+def _compressions(client: str) -> list[str | None]:
+    """The producer compressions to compare: none (the default) and those the client has
+    (kafka-python: gzip always, lz4 with the ``lz4`` package; librdkafka: all built in)."""
+    if client == "confluent":
+        return [None, "lz4", "zstd"]
+    return [None, "gzip"] + (["lz4"] if importlib.util.find_spec("lz4") else [])
 
 
 def _workers(kafka: KafkaConfig, topic: str, hidden: int, count: int) -> dict[str, float]:
@@ -175,7 +187,9 @@ def bench_e2e(
     client_names: tuple[str, ...] = ("kafka-python",), latency_runs: int = 3,
 ) -> list[dict[str, object]]:  # fmt: skip
     """Every row for each client library of ``client_names`` (the one-worker row, a row per
-    worker count of ``workers``, the ceilings, the latency), the same fleet for all."""
+    worker count of ``workers``, the ceilings, the latency), the same fleet for all. NumPy's
+    BLAS runs one thread, as in ``harstream run`` (workers scale out by processes)."""
+    one_blas_thread()
     fleet = SyntheticConfig(devices=devices, duration_s=seconds, gap_prob=0.0, seed=3)
     data = simulate(fleet)
     rows = []
@@ -220,9 +234,11 @@ def _one_client(
     rows.append({"bench": "e2e-input-ceiling", **common,
                  "samples_per_s": round(_input_ceiling(kafka, topic, records, data.n_samples)),
                  "what": "poll + decode every record, nothing else"})  # fmt: skip
-    rows.append({"bench": "e2e-output-ceiling", **common,
-                 "samples_per_s": round(_output_ceiling(kafka, devices, samples_per_record)),
-                 "what": "build, send, flush a batch's predictions"})  # fmt: skip
+    for compression in _compressions(kafka.client):
+        rate_out = _output_ceiling(kafka, devices, samples_per_record, compression)
+        rows.append({"bench": "e2e-output-ceiling", **common, "compression": compression or "none",
+                     "samples_per_s": round(rate_out),
+                     "what": "build, send, flush a batch's predictions"})  # fmt: skip
 
     # 3. latency at half that rate (the median run of several: the producer, the broker and
     # the worker share the machine's cores, so one run can catch the others busy)
@@ -281,8 +297,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--group", required=True)
     parser.add_argument("--hidden", type=int, default=64)
     args = parser.parse_args(argv)
-    from pipeline.swap.watcher import one_blas_thread  # threadpoolctl: the worker's process only
-
     one_blas_thread()
     model, meta = stream_model(args.hidden)
     kafka = KafkaConfig(args.bootstrap, client_id="harstream-bench", client=args.client)

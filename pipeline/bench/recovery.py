@@ -6,7 +6,7 @@ then checkpoints them all to a compacted state topic of ``partitions`` partition
 broker, through the table (:func:`streams.clients.table`) that ``harstream run`` uses. Then,
 ``repeats`` times, a fresh worker (as after a crash) is assigned every partition: the time from
 the assignment to every device restored (read the topic to its end, decode, put the states
-into the store and the runtime) is :meth:`Worker.restore_assigned`'s; the read alone is timed
+into the store and the runtime) is :meth:`Worker.on_assigned`'s; the read alone is timed
 inside the table.
 """
 
@@ -104,7 +104,6 @@ def bench_recovery(
         timed = _TimedTable(table)
         fresh = worker(timed)  # a new process's worker: empty store, runtime of 1024 slots
         fresh.on_assigned(assigned)
-        fresh.restore_assigned()  # as its first batch does
         if fresh.stats.restored_devices != devices or fresh.checkpoints.unreadable:
             raise RuntimeError(f"restored {fresh.stats.restored_devices} of {devices} devices")
         totals.append(fresh.stats.restore_s[-1])

@@ -133,8 +133,6 @@ class Worker:
         if checkpoints is not None:
             self.store.forgotten = []  # evicted devices' checkpoints are deleted
         self._since_checkpoint = 0
-        self._to_restore: set[int] = set()
-        """partitions assigned whose devices' states are still to be read"""
         self._stop = False
         served = (stream_model, window_model)
         self._swaps = tuple(swap.start(served, self.store) for swap in swaps)
@@ -209,21 +207,11 @@ class Worker:
         return written
 
     def on_assigned(self, partitions) -> None:
-        """New partitions: their devices' states are restored before their first record is
-        applied (by :meth:`restore_assigned`, on the worker's thread: a rebalance callback
-        runs inside the consumer's poll and should not read a topic itself)."""
+        """New partitions: restore their devices' states before their first record."""
         ours = sorted(tp.partition for tp in partitions if tp.topic == self.config.input_topic)
         if self.checkpoints is None:
             log.info("partitions assigned", extra={"partitions": ours})
             return
-        self._to_restore.update(ours)
-
-    def restore_assigned(self) -> int:
-        """Restore the states of the devices of the partitions assigned since the last call;
-        the number restored."""
-        if not self._to_restore:
-            return 0
-        ours, self._to_restore = sorted(self._to_restore), set()
         started = time.perf_counter()
         states = self.checkpoints.read(ours)
         restore_devices(self.store, self.tracker, self.stream_model, states)
@@ -238,14 +226,12 @@ class Worker:
                 "seconds": round(self.stats.restore_s[-1], 3),
             },
         )
-        return len(states)
 
     def on_revoked(self, partitions) -> None:
         """Partitions taken away: flush, checkpoint and commit, then forget their devices."""
         gone = {tp for tp in partitions if tp.topic == self.config.input_topic}
         if not gone:
             return
-        self._to_restore -= {tp.partition for tp in gone}  # assigned and gone before a batch
         self.sink.flush()
         self.checkpoint()
         numbers = np.array(sorted(tp.partition for tp in gone))
@@ -302,7 +288,6 @@ class Worker:
         predicted = self.stats.predictions + self.stats.window_predictions
         limit = min([cfg.max_records] + [s.batch_limit for s in self._swaps if s.batch_limit])
         messages = [] if flush else self.source.poll(limit, cfg.poll_timeout_s)
-        self.restore_assigned()  # partitions the poll assigned: their states first
         pending = self._decode(messages)
         runs = self.sequencer.sequence(pending, self._last_seq, flush=flush)
         started = time.perf_counter()

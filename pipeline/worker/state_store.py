@@ -134,7 +134,8 @@ class StateStore:
         if None in found:  # new devices, in order (an allocation may evict the least recent)
             for i, slot in enumerate(found):
                 if slot is None:
-                    found[i] = get(devices[i]) or self._allocate(devices[i])
+                    slot = get(devices[i])  # the same new device twice: allocated just now
+                    found[i] = self._allocate(devices[i]) if slot is None else slot
         out = np.array(found, dtype=np.int64)
         self.last_seen[out] = self._clock()
         return out

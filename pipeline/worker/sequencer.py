@@ -168,13 +168,8 @@ class Sequencer:
         the last applied sample (the usual case) becomes a run as it is."""
         if len(pending) == 1 and pending[0].record.seq == cursor + 1:  # the common case
             p, rec = pending[0], pending[0].record
-            if rec.seqs is None:  # consecutive: times from one arange
-                steps = np.arange(rec.n)
-                seqs, times = steps + rec.seq, steps * (1000.0 / rec.rate_hz) + rec.t0_ms
-            else:
-                seqs, times = rec.seqs, rec.times_ms()
-            return DeviceRun(device, seqs, rec.values, _labels(rec), times, 0, p.timestamp_ms,
-                             p.tp.partition, p.offset)  # fmt: skip
+            return DeviceRun(device, rec.sequence(), rec.values, _labels(rec), rec.times_ms(), 0,
+                             p.timestamp_ms, p.tp.partition, p.offset)  # fmt: skip
         stats, cfg = self.stats, self.config
         pieces: list[tuple[np.ndarray, Record, np.ndarray]] = []
         gap_before = 0

@@ -92,6 +92,16 @@ def _each(codec: Codec, data: Sequence[bytes]) -> list[Record | DecodeError]:
     return out
 
 
+def _each_left(
+    codec: Codec, data: Sequence[bytes], out: list[Record | DecodeError | None]
+) -> list[Record | DecodeError]:
+    """``out`` with its gaps (None) filled by ``codec.decode`` one message at a time."""
+    left = [i for i, record in enumerate(out) if record is None]
+    for i, record in zip(left, _each(codec, [data[i] for i in left]), strict=True):
+        out[i] = record
+    return out  # type: ignore[return-value]
+
+
 def _check_samples(values: np.ndarray, config: CodecConfig) -> None:
     n = values.shape[0]
     if n == 0:
@@ -223,12 +233,7 @@ class BinaryCodec:
         out: list[Record | DecodeError | None] = [None] * len(data)
         if len(data) >= _BULK_MIN:
             self._bulk(data, out)
-        for i in [i for i, r in enumerate(out) if r is None]:
-            try:
-                out[i] = self.decode(data[i])
-            except DecodeError as err:
-                out[i] = err
-        return out  # type: ignore[return-value]
+        return _each_left(self, data, out)
 
     def _bulk(self, data: Sequence[bytes], out: list) -> None:
         cfg = self.config
@@ -419,10 +424,7 @@ class AutoCodec:
         for i, record in zip(binary, self._binary.decode_many([data[i] for i in binary]),
                              strict=True):  # fmt: skip
             out[i] = record
-        rest = [i for i, record in enumerate(out) if record is None]
-        for i, record in zip(rest, _each(self, [data[i] for i in rest]), strict=True):
-            out[i] = record
-        return out  # type: ignore[return-value]
+        return _each_left(self, data, out)
 
 
 _CODECS = {"binary": BinaryCodec, "json": JsonCodec, "auto": AutoCodec}

@@ -30,9 +30,11 @@ class TrainConfig:
     tbptt_steps: int = 128
     """stream models: samples per truncated-BPTT chunk"""
     chunks_per_lane: int = 16
-    """stream models: chunks the state is carried over before it is reset (1 = windows only)"""
+    """stream models: chunks the state is carried over before it is reset (1 = windows only);
+    shorter recordings are padded at the end, the padding out of the loss"""
     lanes: int = 32
-    """stream models: recordings segments trained side by side (the batch)"""
+    """stream models: recording segments trained side by side (the batch; drawn again when
+    there are fewer)"""
     next_step_weight: float = 0.1
     """stream models with a next-step head: weight of its (MSE) loss"""
     tune: Literal["all", "head"] = "all"
@@ -41,9 +43,10 @@ class TrainConfig:
     """fine-tuning: weight of an L2 penalty on the distance from the starting weights (L2-SP),
     so that the model forgets less of what it learnt from its earlier users"""
     rotate_deg: float = 0.0
-    """window models: every epoch also trains on a copy of each window with its x/y/z sensors
-    turned by a fresh random rotation of up to this many degrees (phones worn at other angles),
-    and validates on the held-out users' windows plus one turned copy of each (0 = off)"""
+    """x/y/z sensors turned by fresh random rotations of up to this many degrees every epoch
+    (phones worn at other angles; 180 = any orientation, uniformly): window models also train on
+    a turned copy of each window, stream models turn each segment by one rotation. Validation is
+    on the held-out users' windows or recordings plus one turned copy of each (0 = off)"""
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.lanes < 1:

@@ -4,11 +4,11 @@ Both paths fit the normalisation on the training users only, weight classes agai
 clip the gradient norm (exploding gradients), hold out whole users for early stopping, and fix
 the seeds. Stream models are trained on chunks of ``tbptt_steps`` samples with the hidden state
 carried from chunk to chunk for ``chunks_per_lane`` chunks (random start offsets every epoch), so
-that the state they learn to use is one that keeps running, as it does in a worker for hours.
-Unlabelled samples (label -1) are masked out of every loss and metric. Window models may also
-train on copies of their windows turned by random rotations, drawn afresh every epoch
-(``rotate_deg``, :mod:`models.augment`), so that they learn activities rather than how a phone
-was worn.
+that the state they learn to use is one that keeps running, as it does in a worker for hours;
+recordings shorter than that are padded at the end, the padding out of the loss. Unlabelled
+samples (label -1) are masked out of every loss and metric. Both paths may also train on data
+turned by random rotations, drawn afresh every epoch (``rotate_deg``, :mod:`models.augment`), so
+that models learn activities rather than how a phone was worn.
 """
 
 from __future__ import annotations
@@ -157,10 +157,8 @@ def train_window_model(
     is_val = np.isin(users, val_users)
     X_fit, y_fit = X[~is_val], y[~is_val]
     X_val, y_val = X[is_val], y[is_val]
-    groups = axis_groups(channels) if cfg.rotate_deg else []
-    if cfg.rotate_deg and not groups:
-        raise SpecError("rotate_deg needs x/y/z channels (names ending in x, y and z)")
-    if cfg.rotate_deg:
+    groups = _turned_groups(cfg, channels)
+    if groups:
         # the held-out users' windows are turned too (once, seeded): early stopping then keeps
         # the epoch that copes best with phones worn at other angles
         X_val = np.concatenate([X_val, rotated(X_val, groups, cfg.rotate_deg, cfg.seed)])
@@ -198,6 +196,15 @@ def train_window_model(
         train_users,
         val_users,
     )
+
+
+def _turned_groups(cfg: TrainConfig, channels: Sequence[str]) -> list[tuple[int, int, int]]:
+    """The x/y/z channel groups that ``rotate_deg`` turns; none when it is 0."""
+    if not cfg.rotate_deg:
+        return []
+    if not (groups := axis_groups(channels)):
+        raise SpecError("rotate_deg needs x/y/z channels (names ending in x, y and z)")
+    return groups
 
 
 class _WindowBatches(keras.utils.PyDataset):
@@ -271,16 +278,32 @@ class _BestAccuracy(keras.callbacks.Callback):
 # stream (many-to-many) models: truncated BPTT with carried state
 
 
-def _segments(lengths: Sequence[int], span: int, rng: np.random.Generator) -> list[tuple[int, int]]:
-    """(recording, start) of every whole ``span`` after a random offset, shuffled."""
+def _segments(
+    lengths: Sequence[int], span: int, lanes: int, rng: np.random.Generator
+) -> list[tuple[int, int]]:
+    """(recording, start) of every whole ``span`` after a random offset, shuffled; a recording
+    of ``span`` samples or fewer is one segment from its start (padded by :func:`_lane_batch`).
+    Fewer segments than ``lanes`` are topped up with segments drawn again, so that one batch runs.
+    """
     out = []
     for r, n in enumerate(lengths):
-        if n < span + 1:
+        if n < 2:  # nothing to predict the next sample of
+            continue
+        if n <= span:
+            out.append((r, 0))
             continue
         offset = int(rng.integers(0, min(span, n - span)))
         out += [(r, s) for s in range(offset, n - span, span)]  # keeps one sample for "next"
     rng.shuffle(out)
+    if out and len(out) < lanes:
+        out += [out[i] for i in rng.integers(0, len(out), lanes - len(out))]
     return out
+
+
+def _segment_count(lengths: Sequence[int], span: int) -> int:
+    """Segments :func:`_segments` draws from recordings of ``lengths`` before topping them up:
+    at most this many (random offsets can leave out one per recording)."""
+    return sum(max(1, (n - 1) // span) for n in lengths if n >= 2)
 
 
 def masked_targets(labels: np.ndarray, class_weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -294,13 +317,28 @@ def masked_targets(labels: np.ndarray, class_weight: np.ndarray) -> tuple[np.nda
     return np.maximum(labels, 0).astype(np.int32), weights.astype(np.float32)
 
 
-def _lane_batch(recordings, segments, span, mean, std, class_weight):
-    X = np.stack([recordings[r][0][s : s + span + 1] for r, s in segments])
+def _lane_batch(recordings, segments, span, mean, std, class_weight, groups=(), turns=None):
+    """Inputs ``(lanes, span, C)``, labels, their weights, the normalised next samples and
+    the weights of those, for the ``(recording, start)`` ``segments``.
+
+    A segment running past its recording's end is padded with the last sample (finite values);
+    from the recording's last sample on (it has no next sample) both weights are 0. With
+    ``groups``, segment ``i`` is turned by rotation ``turns[i]`` before it is split into inputs
+    and next samples, so that both see the same orientation.
+    """
+    steps = np.arange(span + 1)
+    ends = np.array([len(recordings[r][0]) - 1 - s for r, s in segments])  # inputs with a next
+    take = [np.minimum(s + steps, s + e) for (_, s), e in zip(segments, ends, strict=True)]
+    X = np.stack([recordings[r][0][i] for (r, _), i in zip(segments, take, strict=True)])
+    if groups:
+        X = turned(X, groups, turns)
+    real = (steps[:-1] < ends[:, None]).astype(np.float32)
     y, w = masked_targets(
-        np.stack([recordings[r][1][s : s + span] for r, s in segments]), class_weight
+        np.stack([recordings[r][1][i[:-1]] for (r, _), i in zip(segments, take, strict=True)]),
+        class_weight,
     )
     nxt = (X[:, 1:] - mean) / std
-    return X[:, :-1], y, w, nxt.astype(np.float32)
+    return X[:, :-1], y, w * real, nxt.astype(np.float32), real
 
 
 def predict_streams(model: keras.Model, recordings: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -348,19 +386,30 @@ def train_stream_model(
 
     Truncated BPTT: ``lanes`` segments of ``tbptt_steps * chunks_per_lane`` samples are trained
     side by side, chunk after chunk, the hidden state carried across chunks and reset between
-    segments. Gradients flow back ``tbptt_steps`` samples; the state carries further.
+    segments. Gradients flow back ``tbptt_steps`` samples; the state carries further. A recording
+    shorter than a segment is one segment, padded at its end (weight 0; the causal state over its
+    samples is unchanged); too few segments for the lanes are drawn again.
+    ``rotate_deg``: each segment is turned by one fresh rotation every epoch; the held-out users'
+    recordings are validated as they are and turned once.
     ``start``: fine-tune this model (same spec; its normalisation is kept).
     """
     cfg = config or TrainConfig()
     if spec.setup != "stream":
         raise SpecError("train_stream_model trains stream (many-to-many) models")
-    if cfg.rotate_deg:
-        raise SpecError("rotate_deg augments window models; stream models train without it")
+    groups = _turned_groups(cfg, channels)
     keras.utils.set_random_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
+    turn_rng = np.random.default_rng((cfg.seed, 1))  # its own: the same segments either way
     train_users, val_users = split_users(users, cfg.validation_users, cfg.seed)
     train = [rec for rec, u in zip(recordings, users, strict=True) if u not in val_users]
     val = [rec for rec, u in zip(recordings, users, strict=True) if u in val_users]
+    lengths = [len(v) for v, _ in train]
+    if max(lengths, default=0) < 2:
+        raise ModelsError("no training recording of 2 samples or more (an input and its next)")
+    val_values, val_labels = [v for v, _ in val], [y for _, y in val]
+    if groups and val:  # turned once, seeded: early stopping keeps what copes with other angles
+        val_values += rotated(val_values, groups, cfg.rotate_deg, cfg.seed)
+        val_labels *= 2
     mean, std = _normalisation(start, np.concatenate([v for v, _ in train]))
     k, span = cfg.tbptt_steps, cfg.tbptt_steps * cfg.chunks_per_lane
     meta = _meta(spec, channels, classes, rate_hz, mean, std, span, 1, provenance)
@@ -368,8 +417,9 @@ def train_stream_model(
     trainer = stateful_copy(model, spec, meta, batch_size=cfg.lanes, steps=k)
     if start is not None:
         _anchor(trainer, cfg)
-    per_epoch = sum(max(0, (len(v) - 1) // span) for v, _ in train) // cfg.lanes
-    _compile(trainer, cfg, spec, steps=max(1, per_epoch * cfg.chunks_per_lane))
+    per_epoch = max(1, _segment_count(lengths, span) // cfg.lanes)  # batches
+    chunks = min(cfg.chunks_per_lane, -(-(max(lengths) - 1) // k))  # all-padding ones are skipped
+    _compile(trainer, cfg, spec, steps=per_epoch * chunks)
     cw = (
         balanced_class_weights(np.concatenate([y for _, y in train]), len(classes))
         if cfg.class_weights
@@ -380,29 +430,30 @@ def train_stream_model(
     best, best_weights, waited = -1.0, None, 0
     started = time.perf_counter()
     for epoch in range(cfg.epochs):
-        segments = _segments([len(v) for v, _ in train], span, rng)
+        segments = _segments(lengths, span, cfg.lanes, rng)
+        turns = random_rotations(len(segments), cfg.rotate_deg, turn_rng) if groups else None
         losses = []
         for g in range(0, len(segments) - cfg.lanes + 1, cfg.lanes):
-            X, y, w, nxt = _lane_batch(train, segments[g : g + cfg.lanes], span, m, s, cw)
+            lane = slice(g, g + cfg.lanes)
+            X, y, w, nxt, nw = _lane_batch(
+                train, segments[lane], span, m, s, cw, groups, turns[lane] if groups else None
+            )
             reset_state(trainer)
             for c in range(0, span, k):
                 part = slice(c, c + k)
+                if not nw[:, part].any():  # padding on every lane from here on
+                    break
                 if spec.next_step:
                     targets = {ACTIVITY: y[:, part], NEXT: nxt[:, part]}
-                    weights = {ACTIVITY: w[:, part], NEXT: np.ones_like(w[:, part])}
+                    weights = {ACTIVITY: w[:, part], NEXT: nw[:, part]}
                     loss = trainer.train_on_batch(X[:, part], targets, sample_weight=weights)
                 else:
                     loss = trainer.train_on_batch(X[:, part], y[:, part], sample_weight=w[:, part])
                 losses.append(float(np.ravel(loss)[0]))
-        if not losses:
-            raise ModelsError(
-                f"no training segment of {span} samples: recordings too short or too few "
-                f"for {cfg.lanes} lanes"
-            )
         model.set_weights(trainer.get_weights())
         logs = {"loss": float(np.mean(losses))}
         if val:
-            acc = masked_accuracy(predict_streams(model, [v for v, _ in val]), [y for _, y in val])
+            acc = masked_accuracy(predict_streams(model, val_values), val_labels)
             logs["val_accuracy"] = acc
             if acc > best:
                 best, best_weights, waited = acc, model.get_weights(), 0

@@ -6,11 +6,13 @@ import keras
 import numpy as np
 import pytest
 
-from models.augment import rotated
+from models.augment import random_rotations, rotated
 from models.exceptions import ModelsError
 from models.spec import ModelSpec
 from models.training import (
     TrainConfig,
+    _lane_batch,
+    _segments,
     _WindowBatches,
     masked_accuracy,
     masked_targets,
@@ -23,15 +25,16 @@ from models.windowing import balanced_class_weights, fit_normalisation, windows_
 from models.zoo import build_model
 
 CHANNELS, CLASSES = ("a", "b"), ("LOW", "HIGH")
+AXES = ("acc_x", "acc_y", "acc_z", "light", "gyro_x", "gyro_y", "gyro_z")
 
 
-def _recordings(n_rec=8, n=600, seed=0):
-    """Two activities told apart by the level of channel a, switching every 100 samples."""
+def _recordings(n_rec=8, n=600, seed=0, channels=2):
+    """Two activities told apart by the level of channel 0, switching every 100 samples."""
     rng = np.random.default_rng(seed)
     recs = []
     for r in range(n_rec):
         labels = ((np.arange(n) + 37 * r) // 100 % 2).astype(np.int16)
-        values = rng.normal(size=(n, 2)).astype(np.float32) * 0.3
+        values = rng.normal(size=(n, channels)).astype(np.float32) * 0.3
         values[:, 0] += np.where(labels == 1, 1.0, -1.0) + 4.0
         labels[rng.random(n) < 0.2] = -1  # unannotated
         recs.append((values, labels))
@@ -152,15 +155,15 @@ def test_bad_configs_and_setups():
             ModelSpec(hidden=4), X, y, g, channels=CHANNELS, classes=CLASSES, rate_hz=50,
             stride=10, config=TrainConfig(rotate_deg=10.0, validation_users=0.0),
         )  # fmt: skip
-    with pytest.raises(ModelsError, match="rotate_deg augments window models"):
+    with pytest.raises(ModelsError, match="rotate_deg needs x/y/z channels"):
         train_stream_model(
             ModelSpec(setup="stream", hidden=4), recs, users, channels=CHANNELS,
             classes=CLASSES, rate_hz=50, config=TrainConfig(rotate_deg=10.0),
         )  # fmt: skip
-    with pytest.raises(ModelsError, match="no training segment"):
+    with pytest.raises(ModelsError, match="no training recording of 2 samples"):
         train_stream_model(
-            ModelSpec(setup="stream", hidden=4), recs, users, channels=CHANNELS,
-            classes=CLASSES, rate_hz=50, config=TrainConfig(epochs=1, tbptt_steps=64),
+            ModelSpec(setup="stream", hidden=4), [(v[:1], y[:1]) for v, y in recs], users,
+            channels=CHANNELS, classes=CLASSES, rate_hz=50, config=TrainConfig(epochs=1),
         )  # fmt: skip
 
 
@@ -219,3 +222,83 @@ def test_rotation_is_a_training_option_within_half_a_turn():
     assert TrainConfig(rotate_deg=20.0).rotate_deg == 20.0
     with pytest.raises(ModelsError, match="rotate_deg"):
         TrainConfig(rotate_deg=200.0)
+
+
+def test_short_recordings_train_as_one_padded_segment_each():
+    """Recordings far shorter than a segment (64 samples here) and fewer than the lanes."""
+    recs, users = _recordings(n_rec=3, n=40)
+    recs = [(v[:n], y[:n]) for (v, y), n in zip(recs, (20, 33, 40), strict=True)]
+    cfg = TrainConfig(epochs=2, tbptt_steps=16, chunks_per_lane=4, lanes=4, validation_users=0.3)
+    spec = ModelSpec(setup="stream", cell="lstm", hidden=8, next_step=True)
+    result = train_stream_model(
+        spec, recs, users, channels=CHANNELS, classes=CLASSES, rate_hz=50.0, config=cfg
+    )
+    assert result.meta.window == 64 and len(result.validation_users) == 1
+    assert len(result.history["loss"]) == 2 and np.all(np.isfinite(result.history["loss"]))
+    segments = _segments([20, 1, 33], 64, 4, np.random.default_rng(0))
+    assert len(segments) == 4 and set(segments) == {(0, 0), (2, 0)}  # topped up; 1 sample: none
+
+
+def test_lane_batch_pads_short_recordings_out_of_the_loss():
+    recs, _ = _recordings(n_rec=2, n=200)
+    recs[0] = (recs[0][0][:10], recs[0][1][:10])
+    mean, std = np.array([4.0, 0.0], np.float32), np.array([2.0, 1.0], np.float32)
+    cw = np.array([1.0, 3.0], np.float32)
+    X, y, w, nxt, nw = _lane_batch(recs, [(0, 0), (1, 50)], 16, mean, std, cw)
+    assert X.shape == (2, 16, 2) and nxt.shape == (2, 16, 2)
+    np.testing.assert_array_equal(X[0, :10], recs[0][0])
+    np.testing.assert_array_equal(X[0, 10:], np.broadcast_to(recs[0][0][-1], (6, 2)))  # finite
+    # the last sample has no next one: weights 0 from there on, for both heads
+    assert nw[0].tolist() == [1.0] * 9 + [0.0] * 7 and not w[0, 9:].any()
+    # a segment within its recording: as before padding existed
+    values, labels = recs[1]
+    np.testing.assert_array_equal(X[1], values[50:66])
+    np.testing.assert_array_equal(nxt[1], ((values[51:67] - mean) / std).astype(np.float32))
+    y1, w1 = masked_targets(labels[50:66], cw)
+    np.testing.assert_array_equal(y[1], y1)
+    np.testing.assert_array_equal(w[1], w1)
+    assert nw[1].tolist() == [1.0] * 16
+
+
+def test_lane_batch_turns_each_segment_by_one_rotation():
+    recs, _ = _recordings(n_rec=2, n=100, channels=len(AXES))
+    groups = [(0, 1, 2), (4, 5, 6)]
+    segments, span, cw = [(0, 3), (1, 70)], 20, np.ones(2, np.float32)
+    zero, one = np.zeros(len(AXES), np.float32), np.ones(len(AXES), np.float32)
+    turns = random_rotations(2, 90.0, np.random.default_rng(0))
+    X, _, w, nxt, _ = _lane_batch(recs, segments, span, zero, one, cw, groups, turns)
+    X0, _, w0, _, _ = _lane_batch(recs, segments, span, zero, one, cw)
+    np.testing.assert_allclose(nxt[:, :-1], X[:, 1:])  # the next-step targets are turned too
+    np.testing.assert_array_equal(w, w0)
+    np.testing.assert_array_equal(X[:, :, 3], X0[:, :, 3])  # not an axis: untouched
+    assert not np.allclose(X, X0, atol=1e-3)
+    whole = np.concatenate([X, nxt[:, -1:]], axis=1)  # the span + 1 samples of each segment
+    whole0 = np.stack([recs[r][0][s : s + span + 1] for r, s in segments])
+    for a in map(list, groups):  # every sample's length kept ...
+        np.testing.assert_allclose(
+            np.linalg.norm(whole[..., a], axis=-1), np.linalg.norm(whole0[..., a], axis=-1),
+            rtol=1e-5,
+        )  # fmt: skip
+    # ... and the angle between any two samples of a segment, of any two sensors: one turn
+    gram = np.einsum("ntgc,nuhc->ntguh", whole[..., groups], whole[..., groups])
+    gram0 = np.einsum("ntgc,nuhc->ntguh", whole0[..., groups], whole0[..., groups])
+    np.testing.assert_allclose(gram, gram0, rtol=1e-4, atol=1e-4)
+
+
+def test_stream_training_turns_segments_and_validates_on_turned_recordings(monkeypatch):
+    seen = []
+
+    def spy(X, groups, max_deg, seed):
+        seen.append((len(X), tuple(groups), max_deg, seed))
+        return rotated(X, groups, max_deg, seed)
+
+    monkeypatch.setattr("models.training.rotated", spy)
+    recs, users = _recordings(n_rec=4, n=60, channels=len(AXES))
+    cfg = TrainConfig(epochs=2, tbptt_steps=16, chunks_per_lane=2, lanes=4, rotate_deg=180.0,
+                      validation_users=0.25, seed=2)  # fmt: skip
+    spec = ModelSpec(setup="stream", cell="gru", hidden=8, next_step=True)
+    result = train_stream_model(
+        spec, recs, users, channels=AXES, classes=CLASSES, rate_hz=50.0, config=cfg
+    )
+    assert np.all(np.isfinite(result.history["loss"])) and len(result.validation_users) == 1
+    assert seen == [(1, ((0, 1, 2), (4, 5, 6)), 180.0, 2)]  # its 1 recording, turned once

@@ -69,6 +69,9 @@ class ModelSpec:
         return f"{self.setup}-{kind}{conv}-{self.layers}x{self.hidden}"
 
 
+DEFAULT_UNITS = {"acceleration": "g", "angular_rate": "rad/s"}
+
+
 @dataclass(frozen=True)
 class ModelMeta:
     """What a trained model expects and where it came from; saved inside the model file.
@@ -87,6 +90,9 @@ class ModelMeta:
     window: int
     stride: int
     provenance: dict[str, Any] = field(default_factory=dict)
+    units: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_UNITS))
+    """the channels' units by kind (``acceleration``: g | m/s2, ``angular_rate``: rad/s |
+    deg/s; metadata of earlier versions has none: g and rad/s)"""
 
     def __post_init__(self) -> None:
         c = len(self.channels)

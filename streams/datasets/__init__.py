@@ -47,7 +47,7 @@ def load_dataset(spec: str, **kw: Any) -> StreamDataset:
       ``split="all"`` (default, both halves; split by user later), ``"train"`` or ``"test"``;
     - ``"uci_hapt"`` or a path ending ``uci_hapt_raw.npz``: the UCI HAPT recordings;
     - any other ``.csv`` / ``.npz`` path: :func:`load_generic` (``channels``, ``activities``,
-      ``rate_hz``).
+      ``rate_hz``, ``options``: :class:`~streams.datasets.generic.LoadOptions`).
 
     The bare names read from :func:`data_dir`. A missing file or an unknown spec raises
     :class:`DatasetError`; an option the reader does not take raises ``TypeError``.

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from streams.exceptions import DatasetError
+from streams.units import Units
+
+if TYPE_CHECKING:
+    from streams.datasets.resample import ResampleReport
 
 
 @dataclass(frozen=True, eq=False)
@@ -49,13 +54,20 @@ class DeviceStream:
 
 @dataclass(frozen=True, eq=False)
 class StreamDataset:
-    """Named channels and activities plus the streams that use them."""
+    """Named channels and activities plus the streams that use them.
+
+    ``units`` are those of the values; ``notes`` say what the reader converted or resampled,
+    ``resampling`` how, device by device.
+    """
 
     name: str
     channels: tuple[str, ...]
     activities: tuple[str, ...]
     rate_hz: float
     streams: tuple[DeviceStream, ...] = field(default_factory=tuple)
+    units: Units = Units()
+    notes: tuple[str, ...] = ()
+    resampling: ResampleReport | None = None
 
     def __post_init__(self) -> None:
         for s in self.streams:
@@ -75,5 +87,8 @@ class StreamDataset:
     def select_users(self, users: Iterable[int]) -> StreamDataset:
         """The streams worn by ``users`` (split by user, never by time inside a stream)."""
         wanted = set(users)
-        kept = tuple(s for s in self.streams if s.user in wanted)
-        return StreamDataset(self.name, self.channels, self.activities, self.rate_hz, kept)
+        return self.with_streams(tuple(s for s in self.streams if s.user in wanted))
+
+    def with_streams(self, streams: tuple[DeviceStream, ...]) -> StreamDataset:
+        """This dataset with only ``streams``."""
+        return replace(self, streams=streams)

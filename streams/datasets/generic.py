@@ -1,8 +1,10 @@
 """The format anyone can bring: one row per sample in a CSV or NPZ file.
 
-Columns: ``device`` (id), ``timestamp`` (ms since the epoch), one column per channel, and
-optionally ``label`` (activity name; empty = not annotated) and ``user`` (integer, for splits).
-An NPZ file holds one 1-D array per column under the same names.
+Columns: ``device`` (id), ``timestamp`` (s, ms, µs or ns; absolute or from any start), one
+column per channel, and optionally ``label`` (activity name; empty = not annotated) and ``user``
+(integer, for splits). An NPZ file holds one 1-D array per column under the same names. The
+timestamps may be irregular (repeats, bursts, jitter, pauses): each device's stream is
+resampled onto a regular grid (:mod:`streams.datasets.resample`).
 
 >>> import tempfile, pathlib
 >>> path = pathlib.Path(tempfile.mkdtemp()) / "fleet.csv"
@@ -19,13 +21,23 @@ import os
 import warnings
 import zipfile
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from streams.datasets.base import DeviceStream, StreamDataset
+from streams.datasets.resample import (
+    DEFAULT_MAX_GAP_MS,
+    ResampleReport,
+    TimeUnit,
+    regularise,
+    to_ms,
+)
 from streams.exceptions import DatasetError
 from streams.record import UNLABELLED
+from streams.units import Units
+from streams.units import detect as detect_units
 
 DEVICE, TIMESTAMP, LABEL, USER = "device", "timestamp", "label", "user"
 RESERVED_COLUMNS = (DEVICE, TIMESTAMP, LABEL, USER)
@@ -34,22 +46,51 @@ RESERVED_COLUMNS = (DEVICE, TIMESTAMP, LABEL, USER)
 _Where = Callable[[int], str]
 
 
+@dataclass(frozen=True)
+class LoadOptions:
+    """How a generic file's timestamps and units are read."""
+
+    rate_hz: float | None = None
+    """the grid to resample onto (default: the native rate, 1000 / the median timestamp step
+    refined by the mean of the regular steps, snapped to a whole Hz within 0.5 %)"""
+    max_gap_ms: float = DEFAULT_MAX_GAP_MS
+    """a pause longer than this is a gap in the sequence numbers, never interpolated"""
+    time_unit: TimeUnit = "auto"
+    """of the ``timestamp`` column: s, ms, us, ns, or auto (the one giving 2-2,000 Hz)"""
+    strict: bool = False
+    """no resampling: timestamps must sit on the grid; two on one grid point are an error"""
+    units: Units | None = None
+    """the file's units (default: detected from the values' magnitudes)"""
+    to_units: Units = Units()
+    """the units the dataset is converted to"""
+
+    def __post_init__(self) -> None:
+        if not self.max_gap_ms > 0:
+            raise DatasetError(f"max_gap_ms must be positive, not {self.max_gap_ms}")
+        if self.rate_hz is not None and not self.rate_hz > 0:
+            raise DatasetError(f"rate_hz must be positive, not {self.rate_hz}")
+
+
 def load_generic(
     path: str | os.PathLike[str],
     *,
     channels: Sequence[str] | None = None,
     activities: Sequence[str] | None = None,
     rate_hz: float | None = None,
+    options: LoadOptions | None = None,
 ) -> StreamDataset:
-    """The streams of a generic CSV or NPZ file, one per device, each sorted by timestamp.
+    """The streams of a generic CSV or NPZ file, one per device, each sorted by timestamp and
+    regularised (:mod:`streams.datasets.resample`) onto a grid at ``rate_hz`` (shorthand for
+    ``options.rate_hz``), in ``options.to_units``.
 
     ``channels`` picks and orders the channel columns (default: every other column, in file
     order). ``activities`` fixes the label codes (default: the sorted distinct names; a name
-    not in the list is an error). ``rate_hz`` defaults to 1000 / the median timestamp step
-    (refined by the mean of the regular steps, snapped to a whole Hz within 0.5 %). Sample
-    sequence numbers are ``round((t - t0) * rate_hz / 1000)``, so gaps become jumps; two
-    samples of a device that round to the same number are an error.
+    not in the list is an error). The dataset's ``notes`` say what was converted and resampled;
+    its ``resampling`` has the figures per device.
     """
+    options = options or LoadOptions()
+    if rate_hz is not None:
+        options = replace(options, rate_hz=rate_hz)
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path}: no such file")
@@ -60,7 +101,7 @@ def load_generic(
         columns, where = _read_npz(path)
     else:
         raise DatasetError(f"{path}: generic datasets are .csv or .npz files")
-    return _build(path, columns, where, channels, activities, rate_hz)
+    return _build(path, columns, where, channels, activities, options)
 
 
 def save_generic(dataset: StreamDataset, path: str | os.PathLike[str]) -> None:
@@ -98,13 +139,19 @@ def save_generic(dataset: StreamDataset, path: str | os.PathLike[str]) -> None:
         columns[channel] = values[:, i]
     # -1 (unlabelled) indexes the trailing "" of names.
     columns[LABEL] = names[np.concatenate([s.labels for s in streams] or [np.zeros(0, np.int16)])]
+    write_columns(columns, path)
+
+
+def write_columns(columns: dict[str, np.ndarray], path: Path) -> None:
+    """Write 1-D ``columns`` as a generic ``.csv`` or ``.npz`` file (whole-number timestamps as
+    integers)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    if suffix == ".npz":
+    if path.suffix.lower() == ".npz":
         np.savez_compressed(path, **columns)
         return
     ts = columns[TIMESTAMP]
     if np.all(ts == np.round(ts)):
-        columns[TIMESTAMP] = ts.astype(np.int64)
+        columns = {**columns, TIMESTAMP: ts.astype(np.int64)}
     with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(columns)
@@ -176,7 +223,7 @@ def _build(
     where: _Where,
     channels: Sequence[str] | None,
     activities: Sequence[str] | None,
-    rate_hz: float | None,
+    options: LoadOptions,
 ) -> StreamDataset:
     for required in (DEVICE, TIMESTAMP):
         if required not in columns:
@@ -206,30 +253,67 @@ def _build(
     order = np.lexsort((ts, dev_of_row))
     cuts = np.cumsum(np.bincount(dev_of_row, minlength=dev_names.size))[:-1]
     groups = np.split(order, cuts)
-    rate = float(rate_hz) if rate_hz is not None else _infer_rate(path, ts, groups)
+    ts, unit = to_ms(ts, groups, options.time_unit)
+    rate = float(options.rate_hz) if options.rate_hz is not None else _infer_rate(path, ts, groups)
     if not rate > 0:
         raise DatasetError(f"{path}: rate_hz must be positive, not {rate}")
-    streams = []
+    values, notes = _convert_units(values, channels, options)
+    streams, reports = [], []
     for device, rows in zip(dev_names.tolist(), groups, strict=True):
         t = ts[rows]
-        seq = np.rint((t - t[0]) * (rate / 1000.0)).astype(np.int64)
-        bad = np.flatnonzero(np.diff(seq) <= 0)
-        if bad.size:
-            i = int(bad[0]) + 1
-            raise DatasetError(
-                f"{path}: device {device!r}, {where(int(rows[i]))}: timestamp {float(t[i])!r} "
-                f"repeats sample {seq[i - 1]} at {rate:g} Hz (duplicate or too-close timestamps)"
+        if options.strict:
+            seq, vals, labs = (
+                _on_grid(path, device, t, rate, rows, where),
+                values[rows],
+                labels[rows],
             )
+        else:
+            seq, vals, labs, report = regularise(t, values[rows], labels[rows], rate,
+                                                 options.max_gap_ms, device)  # fmt: skip
+            reports.append(report)
+            if seq.size == 0:
+                continue
         user = None
         if users is not None:
             u = users[rows]
             if np.any(u != u[0]) or u[0] != np.round(u[0]):
                 raise DatasetError(f"{path}: device {device!r} has no single integer user")
             user = int(u[0])
-        streams.append(
-            DeviceStream(device, values[rows], labels[rows], rate, int(round(t[0])), user, seq=seq)
+        streams.append(DeviceStream(device, vals, labs, rate, int(round(t[0])), user, seq=seq))
+    resampling = ResampleReport(rate, unit, options.max_gap_ms, tuple(reports)) if reports else None
+    if resampling is not None and resampling.changed:
+        notes = (*notes, resampling.summary())
+    return StreamDataset(path.stem, tuple(channels), names, rate, tuple(streams),
+                         units=options.to_units, notes=notes, resampling=resampling)  # fmt: skip
+
+
+def _on_grid(path: Path, device: str, t: np.ndarray, rate: float, rows: np.ndarray,
+             where: _Where) -> np.ndarray:  # fmt: skip
+    """Sequence numbers of timestamps ``t`` at ``rate``; two on one grid point are an error."""
+    seq = np.rint((t - t[0]) * (rate / 1000.0)).astype(np.int64)
+    bad = np.flatnonzero(np.diff(seq) <= 0)
+    if bad.size:
+        i = int(bad[0]) + 1
+        raise DatasetError(
+            f"{path}: device {device!r}, {where(int(rows[i]))}: timestamp {float(t[i])!r} "
+            f"repeats sample {seq[i - 1]} at {rate:g} Hz (duplicate or too-close timestamps)"
         )
-    return StreamDataset(path.stem, tuple(channels), names, rate, tuple(streams))
+    return seq
+
+
+def _convert_units(
+    values: np.ndarray, channels: Sequence[str], options: LoadOptions
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """``values`` in ``options.to_units``, from the declared units or those they look like."""
+    if options.units is not None:
+        found, why = options.units, "declared"
+    else:
+        found, why = detect_units(values, channels)
+        why = f"detected: {why}" if why else "assumed"
+    scale = options.to_units.scale_from(found, channels)
+    if np.all(scale == 1.0):
+        return values, (f"units {found} ({why})",)
+    return values * scale, (f"units {found} ({why}) converted to {options.to_units}",)
 
 
 def _numbers(path: Path, name: str, column: np.ndarray, where: _Where, dtype: type) -> np.ndarray:

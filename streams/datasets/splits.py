@@ -20,5 +20,4 @@ def split_by_user(
     """
     test = set(test_users)
     train = tuple(s for s in dataset.streams if s.user not in test)
-    d = dataset
-    return StreamDataset(d.name, d.channels, d.activities, d.rate_hz, train), d.select_users(test)
+    return dataset.with_streams(train), dataset.select_users(test)

@@ -52,12 +52,13 @@ def run(args: argparse.Namespace) -> int:
         train_test_split,
         write_evaluation,
     )
+    from streams.units import Units  # numpy: not at start-up
 
     if args.model:
         model, meta = load_model(args.model)
     else:
         model, meta = Registry(args.registry).load(args.name or "har", args.ref or "champion")
-    data = dataset_from_args(args)
+    data = dataset_from_args(args, meta.rate_hz, Units(**meta.units))
     if args.test_users:
         _, data = train_test_split(data, args.test_users)
     elif data.name in ("uci_har", "uci_hapt"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import asdict, replace
 
 from models.registry import Registry, check_name
 from models.spec import ModelSpec
@@ -21,7 +22,9 @@ from pipeline.cli.checks import (
 from pipeline.cli.dataset_args import add_dataset_arguments, check_dataset_args, dataset_from_args
 from pipeline.cli.progress import progress_bar, stderr
 
-WINDOW_ONLY = {"window": 128, "stride": 64, "rotate_deg": 0.0}
+DEFAULT_RATE_HZ = 50.0
+"""the grid a CSV/NPZ dataset is resampled onto unless --rate says otherwise"""
+WINDOW_ONLY = {"window": 128, "stride": 64}
 STREAM_ONLY = {"tbptt_steps": 128, "chunks_per_lane": 16, "lanes": 32}
 """flags of one --setup and their defaults (the flags are refused with the other one)"""
 
@@ -55,10 +58,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="fraction of training users held out for early stopping")  # fmt: skip
     t.add_argument("--max-minutes", type=positive_float, default=None,
                    help="training time budget")  # fmt: skip
-    t.add_argument("--rotate-deg", type=float,
-                   help="window models: every epoch also trains on a copy of each window "
-                   "turned by a fresh random rotation of up to this many degrees; held-out "
-                   "users are validated with one turned copy too (default 0 = off)")  # fmt: skip
+    t.add_argument("--rotate-deg", type=float, default=0.0,
+                   help="phones worn at other angles: window models also train on a copy of "
+                   "each window, stream models on each segment, turned by a fresh random "
+                   "rotation of up to this many degrees every epoch (180: any orientation); "
+                   "held-out users are validated with one turned copy too "
+                   "(default 0 = off)")  # fmt: skip
     t.add_argument("--tbptt-steps", type=int, help="stream: steps per BPTT chunk (default 128)")
     t.add_argument("--chunks-per-lane", type=int,
                    help="stream: chunks the state is carried over (1 = fixed windows; "
@@ -94,7 +99,7 @@ def _checked(args: argparse.Namespace):
         clipnorm=args.clipnorm or None, patience=args.patience,
         class_weights=not args.no_class_weights, validation_users=args.validation_users,
         seed=args.seed, max_seconds=args.max_minutes * 60 if args.max_minutes else None,
-        rotate_deg=_given(args, "rotate_deg", WINDOW_ONLY), **stream,
+        rotate_deg=args.rotate_deg, **stream,
     )  # fmt: skip
     out = output_file(args.out or f"models-out/{spec.name}.keras", "--out", suffix=".keras")
     output_dir(out.with_suffix(""), "--out (its evaluation directory)")
@@ -122,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     )
 
     window, stride = _given(args, "window", WINDOW_ONLY), _given(args, "stride", WINDOW_ONLY)
-    data = dataset_from_args(args)
+    data = dataset_from_args(args, DEFAULT_RATE_HZ)
     train, test = train_test_split(data, args.test_users, seed=args.seed)
     recs, users = recordings(train)
     provenance = {
@@ -155,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
     stderr.print(evaluation.evaluation.to_text())
     if evaluation.thirds:
         stderr.print("accuracy by third: " + ", ".join(f"{a:.4f}" for a in evaluation.thirds))
-    save_model(result.model, result.meta, out)
+    save_model(result.model, replace(result.meta, units=asdict(data.units)), out)
     written = write_evaluation(evaluation, out.with_suffix(""), f"{spec.name} on {data.name}")
     stderr.print(f"trained in {result.seconds:.0f} s; model → {out}; evaluation → {written[0]}")
     if args.registry:

@@ -43,7 +43,7 @@ def _refused(argv: list[str], capsys) -> str:
         (["train", "--out", "{tmp}/model.h5"], "must end in .keras"),
         (["train", "--out", "{tmp}/file.keras"], "evaluation directory"),  # {tmp}/file: a file
         (["train", "--setup", "stream", "--window", "32"], "--window applies only to --setup"),
-        (["train", "--setup", "stream", "--rotate-deg", "10"], "--rotate-deg applies only"),
+        (["train", "--rotate-deg", "200"], "rotate_deg must be in [0, 180]"),
         (["train", "--tbptt-steps", "50"], "--tbptt-steps applies only to --setup stream"),
         (["train", "--promote"], "--promote applies only with --registry"),
         (["train", "--registry", "{file}"], "is a file, not a registry directory"),
@@ -51,6 +51,10 @@ def _refused(argv: list[str], capsys) -> str:
         (["train", "--dataset", "{tmp}/missing.csv"], "missing.csv: no such file"),
         (["train", "--dataset", "{tmp}/data.parquet"], "unknown dataset"),
         (["train", "--dataset", "{csv}", "--devices", "3"], "--devices applies only to --dataset"),
+        (["train", "--rate", "100"], "--rate applies only to a CSV/NPZ --dataset"),
+        (["train", "--dataset", "{csv}", "--units", "acc=km/h"], "'km/h' is not a unit of"),
+        (["train", "--dataset", "{csv}", "--strict", "--max-gap-ms", "100"],
+         "--max-gap-ms does not apply with --strict"),  # fmt: skip
         (["train", "--epochs", "0"], "epochs"),
         (["train", "--setup", "stream", "--architecture", "mlp"], "unidirectional recurrent"),
         (["evaluate", "--model", "{tmp}/none.keras"], "--model {tmp}/none.keras: no such file"),
@@ -93,6 +97,8 @@ def test_refused_before_any_work(argv, expected, places, capsys):
     [
         (["train", "--users", "2,x"], "argument --users: expected comma-separated integers"),
         (["train", "--window", "0"], "argument --window: must be >= 1"),
+        (["train", "--time-unit", "min"], "argument --time-unit: invalid choice"),
+        (["train", "--rate", "0"], "argument --rate: must be > 0"),
         (["replay", "--gap-prob", "2"], "argument --gap-prob: must be in [0, 1]"),
         (["demo", "--devices", "0"], "argument --devices: must be >= 1"),
         (["demo", "--http-port", "70000"], "argument --http-port: must be a port"),

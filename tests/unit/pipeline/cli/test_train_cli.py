@@ -65,3 +65,25 @@ def test_model_and_dataset_channels_must_match(tmp_path, capsys):
     capsys.readouterr()
     assert main(["evaluate", "--model", str(model), "--dataset", str(csv)]) == 2
     assert "channels" in capsys.readouterr().err
+
+
+def test_train_on_a_phone_export_resamples_and_converts_with_no_extra_flags(tmp_path, capfd):
+    """A 100 Hz, jittery, bursty export in m/s² from phones worn any way up: the stream and the
+    window setup train at 50 Hz in g with nothing but the split, and say what they did."""
+    from pipeline.reports.phone_export import PhoneExport, export
+    from streams.datasets import load_dataset
+    from streams.datasets.generic import write_columns
+
+    fleet = load_dataset("synthetic", devices=6, duration_s=20, seed=4)
+    phone = tmp_path / "phone.csv"
+    write_columns(export(fleet, PhoneExport(seed=1)), phone)
+    for setup in ("stream", "window"):
+        model = tmp_path / f"{setup}.keras"
+        code = main(["train", "--dataset", str(phone), "--setup", setup, "--test-users", "1,2",
+                     "--hidden", "4", "--epochs", "1", "--out", str(model)])  # fmt: skip
+        err = capfd.readouterr().err
+        assert code == 0, err
+        assert "6 of 6 devices resampled to 50 Hz (low-pass before downsampling)" in err
+        assert "converted to acc=g,gyro=rad/s" in err
+        meta = read_meta(model)
+        assert meta.rate_hz == 50.0 and meta.units == {"acceleration": "g", "angular_rate": "rad/s"}

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from streams.datasets import load_generic, save_generic
+from streams.datasets.generic import LoadOptions
 from streams.exceptions import DatasetError
 
 
@@ -101,12 +102,12 @@ def _write(tmp_path: Path, text: str, name: str = "bad.csv") -> Path:
         ("device,timestamp,x\n,0,1\n", {}, "line 2 has an empty device id"),
         (
             "device,timestamp,x\nd,0,1\nd,40,2\nd,40,3\n",
-            {"rate_hz": 50},
+            {"rate_hz": 50, "options": LoadOptions(strict=True)},
             "device 'd', line 4: timestamp 40.0 repeats sample 2",
         ),
         (
             "device,timestamp,x\nd,0,1\nd,20,2\nd,25,3\n",
-            {"rate_hz": 50},
+            {"rate_hz": 50, "options": LoadOptions(strict=True)},
             "device 'd', line 4",
         ),
         (

@@ -5,7 +5,10 @@ Binary (little-endian), version 1::
     offset size  field
     0      2     magic  b"HS"
     2      1     version (1)
-    3      1     flags: bit 0 = labels present, bit 1 = explicit per-sample sequence numbers
+    3      1     flags: bit 0 = labels present, bit 1 = explicit per-sample sequence numbers,
+                 bits 2-5 = declared units, Record.units (streams.units.Units.code: 0 = not
+                 declared, 3 in either 2-bit field is refused); a decoder older than units
+                 refuses records with these bits set, as unknown flags
     4      2     channels C (uint16)
     6      2     device id length D in bytes (uint16)
     8      4     samples n (uint32)
@@ -34,6 +37,7 @@ import numpy as np
 
 from streams.exceptions import ConfigError, DecodeError
 from streams.record import UNLABELLED, Record
+from streams.units import declared_code, declared_text
 
 MAGIC = b"HS"
 VERSION = 1
@@ -47,7 +51,9 @@ _BULK_MIN = 16
 """messages in one call from which the binary codec decodes as arrays"""
 _FLAG_LABELS = 1
 _FLAG_SEQS = 2
-_KNOWN_FLAGS = _FLAG_LABELS | _FLAG_SEQS
+_UNITS_SHIFT = 2
+_FLAG_UNITS = 0xF << _UNITS_SHIFT
+_KNOWN_FLAGS = _FLAG_LABELS | _FLAG_SEQS | _FLAG_UNITS
 
 CodecName = Literal["binary", "json", "auto"]
 
@@ -123,6 +129,19 @@ def _check_meta(device: str, rate_hz: float) -> None:
         raise DecodeError("bad_value", f"sample rate {rate_hz} is not a positive number")
 
 
+def _units_error(code: int) -> DecodeError | None:
+    """Why ``code`` is not a units wire code (:func:`~streams.units.declared_text`), or None."""
+    try:
+        declared_text(code)
+    except ConfigError as exc:
+        return DecodeError("bad_value", str(exc))
+    return None
+
+
+_UNITS_OK = np.array([_units_error(code) is None for code in range(16)])
+"""per 4-bit units code, whether it is valid: the array path's check"""
+
+
 def _check_labels(labels: np.ndarray | None, n: int) -> None:
     if labels is None:
         return
@@ -159,8 +178,12 @@ class BinaryCodec:
 
     def encode(self, record: Record) -> bytes:
         device = record.device.encode("utf-8")
-        flags = (_FLAG_LABELS if record.labels is not None else 0) | (
-            _FLAG_SEQS if record.seqs is not None else 0
+        if record.units != record.units & 0xF:
+            raise ValueError(f"units code {record.units} does not fit the 4 flag bits")
+        flags = (
+            (_FLAG_LABELS if record.labels is not None else 0)
+            | (_FLAG_SEQS if record.seqs is not None else 0)
+            | record.units << _UNITS_SHIFT
         )
         parts = [
             _HEADER.pack(
@@ -199,6 +222,9 @@ class BinaryCodec:
         _, _, flags, channels, dlen, n, seq, t0_ms, rate_hz = _HEADER.unpack_from(data)
         if flags & ~_KNOWN_FLAGS:
             raise DecodeError("bad_value", f"unknown flags 0x{flags:02x}")
+        units = (flags >> _UNITS_SHIFT) & 0xF
+        if (err := _units_error(units)) is not None:
+            raise err
         if n == 0:
             raise DecodeError("empty_chunk", "record has no samples")
         if n > cfg.max_samples:
@@ -223,12 +249,12 @@ class BinaryCodec:
         _check_labels(labels, n)
         seqs = np.frombuffer(data, "<i8", n, seqs_at) if flags & _FLAG_SEQS else None
         _check_seqs(seqs, seq, n)
-        return Record(device, seq, t0_ms, float(rate_hz), values, labels, seqs)
+        return Record(device, seq, t0_ms, float(rate_hz), values, labels, seqs, units)
 
     def decode_many(self, data: Sequence[bytes]) -> list[Record | DecodeError]:
         """:meth:`decode` of each message, the common ones as arrays: records of one sample
-        count, without explicit sequence numbers, are checked together (header fields, sizes,
-        finite samples, label codes) and cut from one buffer; every other message, and any
+        count, without explicit sequence numbers, are checked together (header fields, units,
+        sizes, finite samples, label codes) and cut from one buffer; every other message, and any
         that fails a check, goes through :meth:`decode` (for its precise error)."""
         out: list[Record | DecodeError | None] = [None] * len(data)
         if len(data) >= _BULK_MIN:
@@ -246,8 +272,10 @@ class BinaryCodec:
         head = buffer[starts[:, None] + np.arange(HEADER_SIZE)].view(_HEADER_DTYPE)[:, 0]
         n, flags, dlen = head["n"].astype(np.int64), head["flags"], head["dlen"].astype(np.int64)
         labelled = (flags & _FLAG_LABELS).astype(np.int64)
+        units = (flags >> _UNITS_SHIFT) & 0xF
         ok = (
-            (head["magic"] == MAGIC) & (head["version"] == VERSION) & (flags <= _FLAG_LABELS)
+            (head["magic"] == MAGIC) & (head["version"] == VERSION)
+            & (flags & (0xFF & ~(_FLAG_LABELS | _FLAG_UNITS)) == 0) & _UNITS_OK[units]
             & (head["channels"] == cfg.channels) & (n > 0) & (n <= cfg.max_samples) & (dlen > 0)
             & np.isfinite(head["rate"]) & (head["rate"] > 0)
             & (sizes[candidates] == HEADER_SIZE + dlen + n * (4 * cfg.channels + 2 * labelled))
@@ -269,6 +297,7 @@ class BinaryCodec:
             labels[has] = buffer[lat].view("<i2").reshape(-1, common)
             good &= labels.min(axis=1) >= UNLABELLED
         seq, t0, rate = (head[key][rows].tolist() for key in ("seq", "t0", "rate"))
+        units = units[rows].tolist()
         for j, (i, d) in enumerate(zip(candidates[rows].tolist(), dlen[rows].tolist(),
                                        strict=True)):  # fmt: skip
             if not good[j]:
@@ -278,7 +307,7 @@ class BinaryCodec:
             except UnicodeDecodeError:
                 continue
             out[i] = Record(device, seq[j], t0[j], rate[j], values[j],
-                            labels[j] if has[j] else None)  # fmt: skip
+                            labels[j] if has[j] else None, units=units[j])  # fmt: skip
 
 
 _JSON_FIELDS: dict[str, type | tuple[type, ...]] = {
@@ -301,6 +330,18 @@ def _numeric_array(name: str, items: list, dtype: str, ndim: int) -> np.ndarray:
     if arr.ndim != ndim and arr.size:
         raise DecodeError("bad_field_type", f"{name} must be a {ndim}-D list of numbers")
     return arr.astype(dtype, copy=False)
+
+
+def _json_units(text: object) -> int:
+    """The JSON ``units`` field (e.g. ``"acc=m/s2"``) as a wire code; 0 when absent."""
+    if text is None:
+        return 0
+    if not isinstance(text, str):
+        raise DecodeError("bad_field_type", f"units has type {type(text).__name__}, not string")
+    try:
+        return declared_code(text)
+    except ConfigError as exc:
+        raise DecodeError("bad_value", str(exc)) from exc
 
 
 class JsonCodec:
@@ -331,6 +372,8 @@ class JsonCodec:
             obj["labels"] = np.asarray(record.labels).tolist()
         if record.seqs is not None:
             obj["seqs"] = np.asarray(record.seqs).tolist()
+        if record.units:
+            obj["units"] = declared_text(record.units)
         return json.dumps(obj, separators=(",", ":")).encode("utf-8")
 
     def decode(self, data: bytes) -> Record:
@@ -367,7 +410,8 @@ class JsonCodec:
                 raise DecodeError("bad_field_type", "seqs must be a list")
             seqs = _numeric_array("seqs", seqs, "int64", 1)
         _check_seqs(seqs, seq, values.shape[0])
-        return Record(device, seq, obj["t0_ms"], rate_hz, values, labels, seqs)
+        units = _json_units(obj.get("units"))
+        return Record(device, seq, obj["t0_ms"], rate_hz, values, labels, seqs, units)
 
     def decode_many(self, data: Sequence[bytes]) -> list[Record | DecodeError]:
         """:meth:`decode` of each message."""

@@ -18,7 +18,9 @@ class Record:
     ``seq + 1, seq + 2, ...`` unless ``seqs`` gives them explicitly (strictly increasing, with
     ``seqs[0] == seq``; a jump is a gap the device reports). Sample ``i`` happened at
     ``t0_ms + (seq_i - seq) * 1000 / rate_hz``. ``labels`` holds one activity code per sample,
-    :data:`UNLABELLED` (-1) where there is none.
+    :data:`UNLABELLED` (-1) where there is none. ``units`` is the wire code
+    (:meth:`streams.units.Units.code`) of the units the device declares; a kind at 0 (all at 0
+    by default) is not declared, and the receiver assumes its model's unit for it.
 
     >>> r = Record("dev-1", 10, 1_700_000_000_000, 50.0, np.zeros((4, 6), np.float32))
     >>> r.n, r.channels, r.last_seq
@@ -32,6 +34,7 @@ class Record:
     values: np.ndarray
     labels: np.ndarray | None = None
     seqs: np.ndarray | None = None
+    units: int = 0
 
     @property
     def n(self) -> int:

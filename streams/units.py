@@ -128,6 +128,39 @@ class Units:
         return f"acc={self.acceleration},gyro={self.angular_rate}"
 
 
+_APART = (Units("g", "rad/s"), Units("m/s2", "deg/s"))
+"""two units that differ in every kind: a kind a text or a code leaves out differs between them"""
+
+
+def declared_code(text: str) -> int:
+    """The wire code (:meth:`Units.code`) of the kinds ``text`` names, read as :meth:`Units.parse`
+    reads it; a kind it leaves out is 0 (not declared). :class:`ConfigError` for bad text.
+
+    >>> declared_code("acc=m/s2"), declared_code("gyro=dps, acc=g"), declared_code("")
+    (2, 9, 0)
+    """
+    # A named kind has one code over both bases; a kind left out has 1 over one, 2 over the
+    # other, and 1 & 2 == 0.
+    one, other = (Units.parse(text, base).code() for base in _APART)
+    return one & other
+
+
+def declared_text(code: int) -> str:
+    """The kinds a wire code declares, as :func:`declared_code` reads them ("" for 0);
+    :class:`ConfigError` for a code that is none (a field of 3, more than 4 bits).
+
+    >>> declared_text(2), declared_text(9), declared_text(0)
+    ('acc=m/s2', 'acc=g,gyro=deg/s', '')
+    """
+    if code != code & 0xF or 3 in (code & 3, code >> 2):
+        raise ConfigError(
+            f"units code {code}: bits 0-1 (acceleration) and 2-3 (angular rate) must each be "
+            "0 (not declared), 1 or 2"
+        )
+    one, other = (str(Units.from_code(code, base)).split(",") for base in _APART)
+    return ",".join(part for part, same in zip(one, other, strict=True) if part == same)
+
+
 def detect(values: np.ndarray, channels: Sequence[str]) -> tuple[Units, str]:
     """The units ``values`` ``(n, C)`` look like they are in, and why: acceleration with
     gravity in m/s² when its median magnitude is near 9.8 (near 1 in g); angular rate in deg/s

@@ -9,7 +9,14 @@ import pytest
 
 from harstream import ConfigError
 from models.augment import uniform_rotations
-from streams.units import STANDARD_GRAVITY, Units, channel_kind, detect
+from streams.units import (
+    STANDARD_GRAVITY,
+    Units,
+    channel_kind,
+    declared_code,
+    declared_text,
+    detect,
+)
 
 CHANNELS = ["acc_x", "acc_y", "acc_z", "gyro_x", "gyro_y", "gyro_z"]
 ALL = [Units(a, g) for a, g in itertools.product(("g", "m/s2"), ("rad/s", "deg/s"))]
@@ -57,6 +64,39 @@ def test_an_undeclared_wire_code_keeps_the_base_units():
     base = Units("m/s2", "deg/s")
     assert Units.from_code(0, base) == base
     assert Units.from_code(Units("g", "rad/s").code() & 0b0011, base) == Units("g", "deg/s")
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ("acc=m/s^2", 2),
+        ("gyro=dps", 8),
+        (" acceleration = m/s² , angular_rate=°/s ", 10),
+        ("gyro=rad/s,acc=g", 5),
+        ("", 0),
+    ],
+)
+def test_declared_code_leaves_the_kinds_not_named_undeclared(text, code):
+    assert declared_code(text) == code
+    assert declared_code(declared_text(code)) == code
+    for base in ALL:  # what parse fills in from a base, from_code fills in too
+        assert Units.from_code(code, base) == Units.parse(text, base)
+
+
+@pytest.mark.parametrize("text", ["acc=km/h", "magnet=uT", "acc", "gyro=rad"])
+def test_declared_code_refuses_what_parse_refuses(text):
+    with pytest.raises(ConfigError):
+        declared_code(text)
+
+
+def test_declared_text_names_the_declared_kinds_of_every_code():
+    texts = {code: declared_text(code) for code in range(16) if 3 not in (code & 3, code >> 2)}
+    assert len(texts) == 9 and texts[0] == "" and texts[2] == "acc=m/s2"
+    assert texts[10] == "acc=m/s2,gyro=deg/s" and texts[4] == "gyro=rad/s"
+    assert all(declared_code(text) == code for code, text in texts.items())
+    for bad in (3, 7, 12, 15, 16, -1):
+        with pytest.raises(ConfigError, match="must each be 0"):
+            declared_text(bad)
 
 
 @pytest.mark.parametrize("units", ALL)

@@ -22,6 +22,7 @@ from streams.codecs import CodecConfig, CodecName, make_codec
 from streams.exceptions import ConfigError
 from streams.protocols import Sink
 from streams.record import Record
+from streams.units import Units
 
 if TYPE_CHECKING:
     from streams.datasets.base import StreamDataset
@@ -185,7 +186,8 @@ def replay(
 ) -> ReplayReport:
     """Send ``dataset`` through ``sink`` and report what a consumer must receive.
 
-    ``on_progress(records_done, records_total)`` is called now and then.
+    Records say the dataset's units when they are not g and rad/s (the units every reader
+    converts to). ``on_progress(records_done, records_total)`` is called now and then.
     """
     cfg = config or ReplayConfig()
     faults = cfg.faults
@@ -207,6 +209,7 @@ def replay(
 
     report = ReplayReport(faults=counts)
     keys = [s.device.encode("utf-8") for s in dataset.streams]
+    units = 0 if dataset.units == Units() else dataset.units.code()  # declared unless g, rad/s
     seqs = [s.sequence() for s in dataset.streams]
     started = time.perf_counter()
     first_t = float(plan.t0_ms[order[0]]) if len(order) else 0.0
@@ -233,6 +236,7 @@ def replay(
             rate_hz=float(s.rate_hz),
             values=values,
             labels=s.labels[a:b] if cfg.with_labels else None,
+            units=units,
         )
         data = codec.encode(record)
         if corrupt[i]:

@@ -8,7 +8,7 @@ records, so that the owner of input partition ``p`` restores its devices from st
     offset size  field
     0      2     magic b"HC"
     2      1     version (1)
-    3      1     flags: bit 0 = LSTM cell state, bit 1 = next-step prediction
+    3      1     flags: bit 0 = LSTM cell state, bit 1 = next-step prediction, bit 2 = resampler
     4      2     layers L (uint16)
     6      2     hidden H (uint16)
     8      2     channels C (uint16)
@@ -26,6 +26,9 @@ records, so that the owner of input partition ``p`` restores its devices from st
     ...    4LH   c, float32 (flag bit 0)
     ...    4C    the last next-step prediction, float32 (flag bit 1)
     ...    4RC   ring buffer as the store keeps it (slot ``seen % R`` is the next to write)
+    ...    8K    a device at another rate than the model's: what its resampler carries,
+                 float64, the rest of the message (flag bit 2; see
+                 :meth:`pipeline.worker.resampler.Resampler.snapshot`)
 
 Decoding views the payload with ``np.frombuffer``; nothing is unpickled.
 """
@@ -46,7 +49,7 @@ MAGIC = b"HC"
 VERSION = 1
 STATE_TOPIC = "har.state"
 _HEADER = struct.Struct("<2sBBHHHHHHqdqiq4q")
-_F32 = np.dtype("<f4")
+_F32, _F64 = np.dtype("<f4"), np.dtype("<f8")
 
 
 class CheckpointError(PipelineError):
@@ -87,6 +90,9 @@ class DeviceState:
     """(ring length, channels), as the state store keeps it"""
     c: np.ndarray | None = None
     next: np.ndarray | None = field(default=None)
+    resample: np.ndarray | None = None
+    """float64: what the device's resampler carries (a device at another rate than the
+    model's)"""
 
 
 def encode_state(s: DeviceState) -> bytes:
@@ -94,14 +100,15 @@ def encode_state(s: DeviceState) -> bytes:
     model, device = s.model.encode(), s.device.encode()
     layers, hidden = s.h.shape
     ring_len, channels = s.ring.shape
-    flags = (s.c is not None) | (s.next is not None) << 1
+    flags = (s.c is not None) | (s.next is not None) << 1 | (s.resample is not None) << 2
     header = _HEADER.pack(
         MAGIC, VERSION, flags, layers, hidden, channels, ring_len, len(model), len(device),
         s.last_seq, s.last_time_ms, s.seen, s.partition, s.offset, *s.tracker,
     )  # fmt: skip
     arrays = [s.h] + [a for a in (s.c, s.next) if a is not None] + [s.ring]
+    tail = b"" if s.resample is None else np.ascontiguousarray(s.resample, _F64).tobytes()
     return b"".join([header, model, device, *(np.ascontiguousarray(a, _F32).tobytes()
-                                              for a in arrays)])  # fmt: skip
+                                              for a in arrays), tail])  # fmt: skip
 
 
 def decode_state(data: bytes) -> DeviceState:
@@ -116,11 +123,13 @@ def decode_state(data: bytes) -> DeviceState:
     sizes = [layers * hidden, layers * hidden if flags & 1 else 0, channels if flags & 2 else 0,
              ring_len * channels]  # fmt: skip
     at = _HEADER.size + model_len + device_len
-    if len(data) != at + 4 * sum(sizes):
-        raise CheckpointError(f"{len(data)} bytes, expected {at + 4 * sum(sizes)}")
+    end = at + 4 * sum(sizes)
+    extra = len(data) - end
+    if extra < 0 or (extra and not flags & 4) or (flags & 4 and (extra == 0 or extra % 8)):
+        raise CheckpointError(f"{len(data)} bytes, expected {end} (+ 8 x K with a resampler)")
     model = data[_HEADER.size : _HEADER.size + model_len].decode()
     device = data[_HEADER.size + model_len : at].decode()
-    values = np.frombuffer(data, _F32, offset=at)
+    values = np.frombuffer(data, _F32, count=sum(sizes), offset=at)
     parts, start = [], 0
     for n in sizes:
         parts.append(values[start : start + n])
@@ -130,6 +139,7 @@ def decode_state(data: bytes) -> DeviceState:
         device, model, last_seq, last_time_ms, seen, partition, offset, tuple(tracker),
         h.reshape(layers, hidden), ring.reshape(ring_len, channels),
         c.reshape(layers, hidden) if flags & 1 else None, nxt if flags & 2 else None,
+        np.frombuffer(data, _F64, offset=end) if flags & 4 else None,
     )  # fmt: skip
 
 

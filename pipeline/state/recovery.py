@@ -1,7 +1,8 @@
 """A worker's device states as checkpoints, and back: what moves with a partition.
 
 :func:`snapshot_devices` reads every per-device array a worker keeps (the store's sequence
-number, ring buffer and source position, the runtime's hidden states, the activity tracker);
+number, ring buffer and source position, the runtime's hidden states, the activity tracker,
+the resampler's carried samples);
 :func:`restore_devices` puts them back into another worker. A state written by another model
 version cannot be used by this one's weights: those devices are re-primed from their restored
 ring buffers, as a hot swap does.
@@ -19,11 +20,16 @@ from pipeline.swap.priming import prime
 if TYPE_CHECKING:
     from pipeline.serving import ServingModel
     from pipeline.worker.activity import ActivityTracker
+    from pipeline.worker.resampler import Resampler
     from pipeline.worker.state_store import StateStore
 
 
 def snapshot_devices(
-    store: StateStore, tracker: ActivityTracker, model: ServingModel, slots: np.ndarray
+    store: StateStore,
+    tracker: ActivityTracker,
+    resampler: Resampler,
+    model: ServingModel,
+    slots: np.ndarray,
 ) -> list[DeviceState]:
     """The :class:`DeviceState` of each slot in ``slots`` (slots holding a device); ``model``
     is the one whose version the states carry (the stream model's hidden states with it)."""
@@ -33,6 +39,7 @@ def snapshot_devices(
     version = model.version
     states = model.runtime.get_states(slots) if model.runtime is not None else {}
     h = states.get("h", np.zeros((len(slots), 0, 0), np.float32))
+    carried = resampler.snapshot(slots)
     out = []
     for i, slot in enumerate(slots.tolist()):
         device = store.device(slot)
@@ -45,7 +52,7 @@ def snapshot_devices(
                  int(tracker.run[slot]), int(tracker.last_top[slot])),
                 h[i], kept["ring"],
                 states["c"][i] if "c" in states else None,
-                states["next"][i] if "next" in states else None,
+                states["next"][i] if "next" in states else None, carried[i],
             )
         )  # fmt: skip
     return out
@@ -54,11 +61,12 @@ def snapshot_devices(
 def restore_devices(
     store: StateStore,
     tracker: ActivityTracker,
+    resampler: Resampler,
     model: ServingModel | None,
     states: list[DeviceState],
 ) -> np.ndarray:
-    """Put ``states`` into the store, the tracker and the stream ``model``'s runtime (devices
-    already held are overwritten); their slots."""
+    """Put ``states`` into the store, the tracker, the resampler and the stream ``model``'s
+    runtime (devices already held are overwritten); their slots."""
     if not states:
         return np.zeros(0, np.int64)
     shape = store.ring.shape[1:]
@@ -70,6 +78,7 @@ def restore_devices(
     track = np.array([s.tracker for s in states], np.int64)
     tracker.current[slots], tracker.candidate[slots] = track[:, 0], track[:, 1]
     tracker.run[slots], tracker.last_top[slots] = track[:, 2], track[:, 3]
+    resampler.restore(slots, [s.resample for s in states])
     if model is None or model.runtime is None:
         return slots
     runtime = model.runtime

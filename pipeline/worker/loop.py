@@ -2,7 +2,8 @@
 
 One batch at a time::
 
-    poll -> decode (bad input -> dead letters) -> order and dedupe per device (Sequencer)
+    poll -> decode (bad input, unserved rates -> dead letters; declared units -> the model's)
+    -> order and dedupe per device (Sequencer) -> resample devices at other rates (Resampler)
     -> one batched runtime call for every device with new samples (many-to-many)
     -> window predictions for every device whose window is due (many-to-one, batched)
     -> predictions and activity-change events to the sink -> flush -> commit offsets
@@ -19,7 +20,7 @@ import logging
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -39,11 +40,14 @@ from pipeline.worker.emission import (
     window_message,
 )
 from pipeline.worker.hooks import BatchHook, SwapRecord
+from pipeline.worker.resampler import FASTEST, SLOWEST, Resampler
 from pipeline.worker.sequencer import DeviceRun, Pending, Sequencer, SequencerConfig
 from pipeline.worker.state_store import StateStore, StoreConfig
 from streams.codecs import Codec, CodecConfig, make_codec
 from streams.exceptions import DecodeError
 from streams.protocols import Highwater, Message, Sink, Source, TopicPartition
+from streams.record import Record
+from streams.units import Units
 
 log = logging.getLogger(__name__)
 
@@ -117,9 +121,14 @@ class Worker:
         self.stream_model, self.window_model = stream_model, window_model
         ring = max(cfg.store.ring, window_model.meta.window if window_model else 0)
         store_cfg = StoreConfig(**{**cfg.store.__dict__, "ring": ring})
+        meta = (stream_model or window_model).meta
         self.tracker = ActivityTracker(cfg.min_dwell)
+        self.resampler = Resampler(meta.rate_hz, len(meta.channels))
+        self._units = Units(**meta.units)
+        self._scales: dict[int, np.ndarray | None] = {}
+        """per declared-units wire code: the factors into the model's units (None: none)"""
         self.store = StateStore(
-            len((stream_model or window_model).meta.channels),
+            len(meta.channels),
             store_cfg,
             on_grow=self._grow,
             on_reset=self._reset,
@@ -154,11 +163,13 @@ class Worker:
         if self.stream_model is not None:
             self.stream_model.runtime.ensure_capacity(capacity)
         self.tracker.ensure_capacity(capacity)
+        self.resampler.ensure_capacity(capacity)
 
     def _reset(self, slots: np.ndarray) -> None:
         if self.stream_model is not None:
             self.stream_model.runtime.reset(slots)
         self.tracker.reset(slots)
+        self.resampler.reset(slots)
         for swap in self._swaps:
             swap.note_reset(slots)
 
@@ -192,7 +203,8 @@ class Worker:
             slots = np.flatnonzero(store.dirty)
             deleted, store.forgotten = store.forgotten, []
             model = self.stream_model or self.window_model
-            self.checkpoints.write(snapshot_devices(store, self.tracker, model, slots), deleted)
+            states = snapshot_devices(store, self.tracker, self.resampler, model, slots)
+            self.checkpoints.write(states, deleted)
             store.dirty[slots] = False
             self.stats.checkpoints += 1
             written = len(slots)
@@ -214,7 +226,7 @@ class Worker:
             return
         started = time.perf_counter()
         states = self.checkpoints.read(ours)
-        restore_devices(self.store, self.tracker, self.stream_model, states)
+        restore_devices(self.store, self.tracker, self.resampler, self.stream_model, states)
         self.stats.restored_devices += len(states)
         self.stats.restore_s.append(time.perf_counter() - started)
         self._collect.report.restores.append((len(states), self.stats.restore_s[-1]))
@@ -370,10 +382,32 @@ class Worker:
             if msg.key != record.device.encode("utf-8"):
                 self._dead_letter(msg, "key_mismatch", f"key {msg.key!r} != {record.device!r}")
                 continue
+            if not self.resampler.supports(record.rate_hz):
+                self._dead_letter(msg, "rate_unsupported", self._rates(record.rate_hz))
+                continue
+            if record.units:
+                record = self._in_model_units(record)
             tp = TopicPartition(msg.topic, msg.partition)
             out.append(Pending(record, tp, msg.offset, now, float(msg.timestamp_ms)))
             self.stats.records += 1
         return out
+
+    def _rates(self, rate_hz: float) -> str:
+        r = self.resampler.rate_hz
+        return (f"{rate_hz:g} Hz: this worker serves {SLOWEST * r:g} to {FASTEST * r:g} Hz "
+                f"(its model runs at {r:g} Hz)")  # fmt: skip
+
+    def _in_model_units(self, record: Record) -> Record:
+        """``record`` with its values in the model's units (it declared its own)."""
+        if record.units not in self._scales:
+            declared = Units.from_code(record.units, self._units)
+            scale = self._units.scale_from(declared, (self.stream_model or self.window_model)
+                                           .meta.channels)  # fmt: skip
+            self._scales[record.units] = None if np.all(scale == 1.0) else scale
+        scale = self._scales[record.units]
+        if scale is None:
+            return record
+        return replace(record, values=record.values * scale, units=0)  # in the model's units
 
     def _dead_letter(self, msg: Message, reason: str, detail: str, decode: bool = False) -> None:
         self.stats.rejected[reason] += 1
@@ -405,9 +439,21 @@ class Worker:
         reset = np.array([r.gap_before > store.config.max_gap for r in runs])
         if reset.any():
             store.reset(slots[reset])
+        self.stats.samples += sum(len(r.seqs) for r in runs)
+        store.last_seq[slots] = [int(r.seqs[-1]) for r in runs]
+        store.last_time_ms[slots] = [float(r.times_ms[-1]) for r in runs]
+        store.partition[slots] = [r.partition for r in runs]
+        store.offset[slots] = [r.offset for r in runs]
+        store.dirty[slots] = True
+        sent_ms = np.array([r.kafka_ts_ms for r in runs])
+        latency = (self._clock() * 1000.0 - sent_ms[~np.isnan(sent_ms)]).tolist()
+        self.stats.latency_ms.extend(latency)
+        self._collect.latency(latency)
+        runs, slots = self.resampler.resample(runs, slots)  # to the model's rate
+        if not runs:
+            return
         counts = np.array([len(r.seqs) for r in runs], dtype=np.int64)
         samples = np.concatenate([r.values for r in runs])
-        self.stats.samples += len(samples)
         seen_before = store.seen[slots].copy()
         if self.window_model is not None:
             self._windows(runs, slots, counts, samples)
@@ -418,15 +464,6 @@ class Worker:
             for swap in self._swaps:
                 swap.follow(store, slots, counts, samples)
             self._emit_stream(runs, slots, counts, seen_before, out.probs, out.anomaly)
-        store.last_seq[slots] = [int(r.seqs[-1]) for r in runs]
-        store.last_time_ms[slots] = [float(r.times_ms[-1]) for r in runs]
-        store.partition[slots] = [r.partition for r in runs]
-        store.offset[slots] = [r.offset for r in runs]
-        store.dirty[slots] = True
-        sent_ms = np.array([r.kafka_ts_ms for r in runs])
-        latency = (self._clock() * 1000.0 - sent_ms[~np.isnan(sent_ms)]).tolist()
-        self.stats.latency_ms.extend(latency)
-        self._collect.latency(latency)
 
     def _emit_stream(self, runs, slots, counts, seen_before, probs, anomaly) -> None:
         cfg, model = self.config, self.stream_model

@@ -70,6 +70,8 @@ class DeviceRun:
     partition: int = -1
     offset: int = -1
     """source partition and offset of the last record that contributed (for checkpoints)"""
+    rate_hz: float = 0.0
+    """the device's sample rate (of the last record that contributed; 0: not known)"""
 
 
 @dataclass
@@ -169,7 +171,7 @@ class Sequencer:
         if len(pending) == 1 and pending[0].record.seq == cursor + 1:  # the common case
             p, rec = pending[0], pending[0].record
             return DeviceRun(device, rec.sequence(), rec.values, _labels(rec), rec.times_ms(), 0,
-                             p.timestamp_ms, p.tp.partition, p.offset)  # fmt: skip
+                             p.timestamp_ms, p.tp.partition, p.offset, rec.rate_hz)  # fmt: skip
         stats, cfg = self.stats, self.config
         pieces: list[tuple[np.ndarray, Record, np.ndarray]] = []
         gap_before = 0
@@ -208,7 +210,7 @@ class Sequencer:
         labels = np.concatenate([_labels(r)[m] for _, r, m in pieces])
         times = np.concatenate([r.times_ms()[m] for _, r, m in pieces])
         return DeviceRun(device, seqs, values, labels, times, gap_before, kafka_ts, partition,
-                         offset)  # fmt: skip
+                         offset, pieces[-1][1].rate_hz)  # fmt: skip
 
 
 _UNLABELLED = np.full(4096, UNLABELLED, np.int16)

@@ -180,18 +180,25 @@ def test_checkpoint_bytes_round_trip_and_bad_ones_are_refused():
                         rng.normal(size=(2, 8)).astype(np.float32),
                         rng.normal(size=(128, 6)).astype(np.float32),
                         c=rng.normal(size=(2, 8)).astype(np.float32),
-                        next=rng.normal(size=6).astype(np.float32))  # fmt: skip
+                        next=rng.normal(size=6).astype(np.float32),
+                        resample=np.r_[0.5, 2**40 + 3, 1.7e12 + 0.25,
+                                       rng.normal(size=8)])  # fmt: skip
     back = decode_state(encode_state(state))
     got = (back.device, back.model, back.last_seq, back.seen, back.partition, back.offset)
     assert got == ("phone-é", "har@v0007", 1234, 1240, 4, 99_999)
     assert back.tracker == (2, -1, 0, 2)
-    for name in ("h", "c", "next", "ring"):
+    for name in ("h", "c", "next", "ring", "resample"):
         np.testing.assert_array_equal(getattr(back, name), getattr(state, name))
     gru = DeviceState("d", "m", 0, 0.0, 1, 0, 0, (0, 0, 0, 0), np.zeros((1, 4), np.float32),
                       np.zeros((8, 3), np.float32))  # fmt: skip
-    assert decode_state(encode_state(gru)).c is None
-    data = encode_state(state)
-    for bad in (data[:10], data[:-4], b"XX" + data[2:], data[:2] + b"\x09" + data[3:]):
+    assert (
+        decode_state(encode_state(gru)).c is None
+        and decode_state(encode_state(gru)).resample is None
+    )
+    data, plain = encode_state(state), encode_state(gru)
+    no_flag = data[:3] + bytes([data[3] & ~4]) + data[4:]
+    for bad in (data[:10], data[:-4], b"XX" + data[2:], data[:2] + b"\x09" + data[3:], no_flag,
+                plain + b"\0" * 8):  # fmt: skip
         with pytest.raises(CheckpointError):
             decode_state(bad)
 

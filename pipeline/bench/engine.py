@@ -1,5 +1,7 @@
 """Engine benchmark: device-steps per second of the batched NumPy runtime on one core, against
-the approach users write first (one Keras call per message, carrying that device's state)."""
+the approach users write first (one Keras call per message, carrying that device's state); and
+the worker's own CPU (no Kafka) with devices at the model's rate and at other rates, so that
+what resampling costs shows."""
 
 from __future__ import annotations
 
@@ -125,3 +127,101 @@ def bench_memory(devices: int = 100_000, cell: str = "lstm", hidden: int = 64) -
         "store_bytes_per_device": round(store.memory_bytes() / store.capacity),
         "rss_bytes_per_device": round(grown / devices),
     }
+
+
+class _Replayed:
+    """A :class:`~streams.protocols.Source` handing out prepared messages, batch by batch."""
+
+    def __init__(self, messages: list) -> None:
+        self._messages, self._at = messages, 0
+
+    def poll(self, max_records: int = 500, timeout_s: float = 0.1) -> list:
+        batch = self._messages[self._at : self._at + max_records]
+        self._at += len(batch)
+        return batch
+
+    def commit(self, offsets=None) -> None:
+        pass
+
+    def assignment(self) -> set:
+        return set()
+
+    def close(self) -> None:
+        pass
+
+
+class _Discard:
+    """A :class:`~streams.protocols.Sink` that drops what it is given."""
+
+    def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+        pass
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def bench_rates(
+    devices: int = 10_000, rates: tuple[float, ...] = (50.0, 100.0), seconds: float = 4.0,
+    hidden: int = 64, rounds: int = 3,
+) -> list[dict[str, object]]:  # fmt: skip
+    """The worker alone (prepared messages in, predictions built and dropped) serving a 50 Hz
+    LSTM to ``devices`` devices at each of ``rates``, rounds alternating between the rates:
+    input samples/s, model steps/s, and the share of the time spent resampling (medians)."""
+    from pipeline.serving import ServingModel
+    from pipeline.worker import Worker, WorkerConfig
+    from streams.datasets import SyntheticConfig, simulate
+    from streams.memory import MemoryBus, MemorySink, MemorySource
+    from streams.replay import ReplayConfig, replay
+
+    meta = _meta("lstm", hidden)
+    model = build_model(meta.spec, meta)
+    prepared = {}
+    for rate in rates:
+        data = simulate(SyntheticConfig(devices=devices, duration_s=seconds, rate_hz=rate,
+                                        gap_prob=0.0, seed=3))  # fmt: skip
+        bus = MemoryBus(partitions=6, capacity=10_000_000)
+        replay(data, MemorySink(bus), ReplayConfig(samples_per_record=max(1, round(rate))))
+        prepared[rate] = (MemorySource(bus, ["sensor.raw"]).poll(10_000_000, 0), data.n_samples)
+    measured: dict[float, list[tuple[float, float, float]]] = {rate: [] for rate in rates}
+    with threadpool_limits(limits=1):
+        for _ in range(rounds):
+            for rate in rates:
+                messages, samples = prepared[rate]
+                serving = ServingModel.load(model, meta, "bench@v1", capacity=devices)
+                worker = Worker(_Replayed(messages), _Discard(), serving,
+                                config=WorkerConfig(max_records=5000))  # fmt: skip
+                spent = [0.0]
+                resample = worker.resampler.resample
+
+                def timed(runs, slots, resample=resample, spent=spent):
+                    started = time.perf_counter()
+                    out = resample(runs, slots)
+                    spent[0] += time.perf_counter() - started
+                    return out
+
+                worker.resampler.resample = timed
+                start = time.perf_counter()
+                worker.run(count=len(messages), timeout=1.0)
+                elapsed = time.perf_counter() - start
+                steps = int(worker.store.seen[worker.store.used_slots()].sum())
+                assert worker.stats.samples == samples, (worker.stats.samples, samples)
+                measured[rate].append((samples / elapsed, steps / elapsed, spent[0] / elapsed))
+    return [
+        {
+            "bench": "worker-rates",
+            "cell": "lstm",
+            "hidden": hidden,
+            "devices": devices,
+            "device_rate_hz": rate,
+            "model_rate_hz": meta.rate_hz,
+            "samples_per_s": round(statistics.median(m[0] for m in measured[rate])),
+            "model_steps_per_s": round(statistics.median(m[1] for m in measured[rate])),
+            "resample_share": round(statistics.median(m[2] for m in measured[rate]), 3),
+            "rounds": rounds,
+            "threads": 1,
+        }  # fmt: skip
+        for rate in rates
+    ]

@@ -23,13 +23,9 @@ at the model's rate (within 1 %) passes through untouched and ends any resamplin
 
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import TYPE_CHECKING
-
 import numpy as np
 
-if TYPE_CHECKING:
-    from pipeline.worker.sequencer import DeviceRun
+from pipeline.worker.sequencer import DeviceRun
 
 HISTORY = 7
 """raw samples kept per device for the low-pass (so up to 8× the model's rate is filtered)"""
@@ -114,7 +110,7 @@ class Resampler:
         return [r for r, k in zip(out_runs, keep.tolist(), strict=True) if k], out_slots[keep]
 
     def _resample(self, runs: list[DeviceRun], slots: np.ndarray) -> list[DeviceRun | None]:
-        c, rate = self.channels, self.rate_hz
+        rate = self.rate_hz
         counts = np.array([len(r.seqs) for r in runs], np.int64)
         n_dev = len(runs)
         dev = np.repeat(np.arange(n_dev), counts)
@@ -137,33 +133,27 @@ class Resampler:
         out_dev = np.repeat(np.arange(n_dev), m)
         q = phase[out_dev] + (np.arange(m.sum()) - np.repeat(np.cumsum(m) - m, m))
 
-        # the previous sample (active devices) in front of each device's inputs
-        prev_n = active.astype(np.int64)
-        total = counts + prev_n
-        first = np.cumsum(total) - total
-        at = first[dev] + prev_n[dev] + (np.arange(len(seqs)) - starts[dev])
-        size = int(total.sum())
-        P = np.empty(size)
-        V = np.empty((size, c), np.float32)
-        Y = np.empty(size, np.int16)
-        S = np.empty(size, np.int64)
-        T = np.empty(size)
-        P[at], V[at], Y[at], S[at], T[at] = pos, values, labels, seqs, times
-        lead = first[active]
-        P[lead], V[lead] = 0.0, self.last[slots[active]]
-        Y[lead], S[lead], T[lead] = (self.last_label[slots[active]], self.last_seq[slots[active]],
-                                     self.last_time[slots[active]])  # fmt: skip
-
-        # the input sample at or before each output step, found by one search over all devices
+        # the input sample at or before each output step, found by one search over all
+        # devices; before a device's first input lies its last sample of the previous batch
         width = float(max(end.max(initial=0.0), q.max(initial=0.0))) + 2.0
-        key = np.repeat(np.arange(n_dev), total) * width + P
-        left = np.searchsorted(key, out_dev * width + q + 1e-9, side="right") - 1
-        last_of = first + total - 1
-        right = np.minimum(left + 1, last_of[out_dev])
-        span = P[right] - P[left]
-        w = np.where(span > 0, (q - P[left]) / np.where(span > 0, span, 1.0), 0.0)
-        out_values = V[left] + (V[right] - V[left]) * w[:, None].astype(np.float32)
-        out_times = T[left] + (q - P[left]) * (1000.0 / rate)
+        key = dev * width + pos
+        found = np.searchsorted(key, out_dev * width + q + 1e-9, side="right") - 1
+        first_in = starts[out_dev]
+        carried = found < first_in  # the step lies between the last batch and this one
+        left = np.maximum(found, first_in)
+        right = np.where(carried, first_in, np.minimum(found + 1, (starts + counts - 1)[out_dev]))
+        p_left = np.where(carried, 0.0, pos[left])
+        span = pos[right] - p_left
+        w = np.where(span > 0, (q - p_left) / np.where(span > 0, span, 1.0), 0.0)
+        v_left = values[left]
+        seq_out, label_out, t_left = seqs[left], labels[left], times[left]
+        if carried.any():
+            held = slots[out_dev[carried]]
+            v_left[carried] = self.last[held]
+            seq_out[carried], label_out[carried] = self.last_seq[held], self.last_label[held]
+            t_left[carried] = self.last_time[held]
+        out_values = v_left + (values[right] - v_left) * w[:, None].astype(np.float32)
+        out_times = t_left + (q - p_left) * (1000.0 / rate)
 
         # carried to the next batch
         idx = starts + counts - 1
@@ -173,38 +163,43 @@ class Resampler:
         self.last_label[slots] = labels[idx]
         self.last[slots] = values[idx]
 
-        cuts = np.cumsum(m)[:-1]
-        pieces = zip(np.split(S[left], cuts), np.split(out_values, cuts), np.split(Y[left], cuts),
-                     np.split(out_times, cuts), strict=True)  # fmt: skip
+        ends = np.cumsum(m).tolist()
         return [
-            replace(r, seqs=s, values=v, labels=y, times_ms=t) if len(s) else None
-            for r, (s, v, y, t) in zip(runs, pieces, strict=True)
-        ]
+            DeviceRun(r.device, seq_out[a:b], out_values[a:b], label_out[a:b], out_times[a:b],
+                      r.gap_before, r.kafka_ts_ms, r.partition, r.offset, r.rate_hz)
+            if b > a else None
+            for r, a, b in zip(runs, [0, *ends[:-1]], ends, strict=True)
+        ]  # fmt: skip
 
     def _lowpass(self, raw, dev, starts, counts, slots, step, active) -> np.ndarray:
         """Each input sample as the mean of its last ``round(1 / step)`` raw samples (devices
         more than 1.5× faster than the model), the raw history carried in ``self.history``."""
-        c = raw.shape[1]
+        n_dev = len(slots)
         span = np.where(1.0 / step > ANTI_ALIAS_ABOVE, np.minimum(np.rint(1.0 / step), HISTORY + 1),
                         1).astype(np.int64)  # fmt: skip
         kept = np.where(active, self.kept[slots], 0)
-        # each device's block: its history, then its new samples
-        total = HISTORY + counts
-        first = np.cumsum(total) - total
-        stack = np.empty((int(total.sum()), c), np.float64)
-        stack[(first[:, None] + np.arange(HISTORY)).ravel()] = self.history[slots].reshape(-1, c)
-        within = np.arange(len(raw)) - starts[dev]
-        rows = first[dev] + HISTORY + within
-        stack[rows] = raw
-        self.history[slots] = stack[(first + counts)[:, None] + np.arange(HISTORY)]
+        history = self.history[slots]  # (devices, HISTORY, C), oldest first
+        # the newest HISTORY samples of each device: from this batch, the rest from history
+        newest = counts[:, None] - HISTORY + np.arange(HISTORY)
+        from_batch = newest >= 0
+        carried = np.where(from_batch, 0, newest + HISTORY)
+        taken = raw[np.where(from_batch, starts[:, None] + newest, 0)]
+        self.history[slots] = np.where(from_batch[..., None], taken,
+                                       history[np.arange(n_dev)[:, None], carried])  # fmt: skip
         self.kept[slots] = np.minimum(HISTORY, kept + counts)
-        filtered = span > 1
-        if not filtered.any():
+        widest = int(span.max())
+        if widest == 1:
             return raw
-        csum = np.vstack([np.zeros((1, c)), np.cumsum(stack, axis=0)])
+        within = np.arange(len(raw)) - starts[dev]
         have = np.minimum(span[dev], kept[dev] + within + 1)  # the samples there are to average
-        mean = (csum[rows + 1] - csum[rows + 1 - have]) / have[:, None]
-        return np.where(filtered[dev][:, None], mean, raw).astype(np.float32)
+        total = raw.copy()
+        earlier = np.empty_like(raw)
+        for back in range(1, widest):
+            earlier[back:] = raw[:-back]  # the sample ``back`` before, where it is in the batch
+            early = np.flatnonzero(within < back)  # ... and where it is in the history
+            earlier[early] = history[dev[early], HISTORY - back + within[early]]
+            total += earlier * (have > back)[:, None]
+        return total / have[:, None].astype(np.float32)
 
     # -- checkpoints ------------------------------------------------------------------------
 

@@ -27,13 +27,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     codec.set_defaults(run=run_codec)
     engine = which.add_parser(
         "engine",
-        help="device-steps/s of the NumPy runtime on one core vs one Keras call per message",
+        help="device-steps/s of the NumPy runtime on one core vs one Keras call per message; "
+        "the worker's CPU with devices at other rates than the model's",
     )
     engine.add_argument("--devices", type=positive_int_list, default="1,100,1000,10000,100000",
                         help="comma-separated device counts (%(default)s)")  # fmt: skip
     engine.add_argument("--cells", type=choice_list(("rnn", "lstm", "gru")), default="lstm,gru",
                         help="(%(default)s)")  # fmt: skip
     engine.add_argument("--hidden", type=positive_int, default=64)
+    engine.add_argument("--device-rates", type=positive_int_list, default="50,100",
+                        help="Hz of the devices a 50 Hz model serves in the worker rows, 10,000 "
+                        "devices (%(default)s)")  # fmt: skip
     engine.add_argument("--json", action="store_true", help="one JSON object per row")
     engine.set_defaults(run=run_engine)
     e2e = which.add_parser(
@@ -93,11 +97,15 @@ def run_codec(args: argparse.Namespace) -> int:
 
 
 def run_engine(args: argparse.Namespace) -> int:
-    from pipeline.bench.engine import bench_engine, bench_memory  # Keras: not at start-up
+    from pipeline.bench.engine import bench_engine, bench_memory, bench_rates  # Keras: at run
 
     rows = bench_engine(tuple(args.devices), tuple(args.cells), args.hidden)
     print_rows(rows, "Engine: batched NumPy runtime, 1 core (median of 5 rounds)", args.json)
     print_rows([bench_memory(hidden=args.hidden)], "Memory per device", args.json)
+    rates = bench_rates(rates=tuple(float(r) for r in args.device_rates), hidden=args.hidden)
+    title = ("Worker CPU (no Kafka), devices at other rates than the model's 50 Hz "
+             "(median of 3 rounds; resample_share = time resampling / all)")  # fmt: skip
+    print_rows(rates, title, args.json)
     return 0
 
 

@@ -150,19 +150,6 @@ class _Replayed:
         pass
 
 
-class _Discard:
-    """A :class:`~streams.protocols.Sink` that drops what it is given."""
-
-    def send(self, topic: str, key: bytes | None, value: bytes) -> None:
-        pass
-
-    def flush(self, timeout_s: float | None = None) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 def bench_rates(
     devices: int = 10_000, rates: tuple[float, ...] = (50.0, 100.0), seconds: float = 4.0,
     hidden: int = 64, rounds: int = 3,
@@ -170,6 +157,7 @@ def bench_rates(
     """The worker alone (prepared messages in, predictions built and dropped) serving a 50 Hz
     LSTM to ``devices`` devices at each of ``rates``, rounds alternating between the rates:
     input samples/s, model steps/s, and the share of the time spent resampling (medians)."""
+    from pipeline.bench.swap import Discard
     from pipeline.serving import ServingModel
     from pipeline.worker import Worker, WorkerConfig
     from streams.datasets import SyntheticConfig, simulate
@@ -191,7 +179,7 @@ def bench_rates(
             for rate in rates:
                 messages, samples = prepared[rate]
                 serving = ServingModel.load(model, meta, "bench@v1", capacity=devices)
-                worker = Worker(_Replayed(messages), _Discard(), serving,
+                worker = Worker(_Replayed(messages), Discard(), serving,
                                 config=WorkerConfig(max_records=5000))  # fmt: skip
                 spent = [0.0]
                 resample = worker.resampler.resample

@@ -9,11 +9,12 @@ model's rate before the runtime sees it:
   that), so jittered record timestamps cannot fold time back;
 - values at whole model steps are interpolated linearly between the two input samples around
   them; the label is the one in force (of the input sample at or before the step);
-- when the device is more than 1.5× faster than the model, every input sample is first
-  replaced by the mean of its last ``round(rate / model_rate)`` samples (a causal boxcar
-  low-pass, up to :data:`HISTORY` + 1 samples), so faster motion does not alias;
-- each output step names the input sample at or before it (its sequence number; its event time
-  plus the fraction of a step after it).
+- when the device is more than 1.5× faster than the model, the input first goes through a
+  linear-phase low-pass FIR (:func:`lowpass_taps`, up to :data:`HISTORY` + 1 taps), so faster
+  motion does not alias; the filter's delay (half its length) is taken back out of the times,
+  so a step's value and time still match (its output comes that many samples later);
+- each output step names the input sample at or before the time it stands for (its sequence
+  number; its event time plus the fraction of a step after it).
 
 Everything a device carries between batches (the last input sample, the phase of the next
 model step, the raw samples the low-pass needs) lives in per-slot arrays, checkpointed with the
@@ -27,8 +28,8 @@ import numpy as np
 
 from pipeline.worker.sequencer import DeviceRun
 
-HISTORY = 7
-"""raw samples kept per device for the low-pass (so up to 8× the model's rate is filtered)"""
+HISTORY = 8
+"""raw samples kept per device for the low-pass filter (its taps: at most HISTORY + 1)"""
 SLOWEST, FASTEST = 0.2, 8.0
 """the rates served, as fractions of the model's (10-400 Hz for a 50 Hz model); records at
 other rates are dead letters with reason ``rate_unsupported``"""
@@ -38,6 +39,31 @@ ANTI_ALIAS_ABOVE = 1.5
 """low-pass when the device is more than this times faster than the model"""
 _FIXED = 5
 """state vector: phase, last sequence number, last event time, last label, history length"""
+
+
+def lowpass_taps(ratio: float) -> np.ndarray:
+    """A linear-phase low-pass FIR for a device ``ratio`` times faster than the model: a
+    Hamming-windowed sinc at the model's Nyquist frequency, ``2 * ceil(ratio) + 1`` taps (at
+    most ``HISTORY + 1``), summing to 1; its delay is half its length.
+
+    >>> [round(float(t), 3) for t in lowpass_taps(2.0)]
+    [0.0, 0.204, 0.593, 0.204, 0.0]
+    """
+    n = min(2 * int(np.ceil(ratio)) + 1, HISTORY + 1 - (HISTORY % 2))
+    m = np.arange(n) - (n - 1) / 2
+    h = np.sinc(m / ratio) * np.hamming(n)
+    return (h / h.sum()).astype(np.float32)
+
+
+def _newest(history: np.ndarray, new: np.ndarray, starts: np.ndarray, counts: np.ndarray):
+    """Per device, its newest ``HISTORY`` rows: the last ones of its ``counts[i]`` rows of
+    ``new`` (from ``starts[i]``), the rest from the end of its ``history`` rows (oldest first)."""
+    newest = counts[:, None] - HISTORY + np.arange(HISTORY)
+    from_batch = newest >= 0
+    taken = new[np.where(from_batch, starts[:, None] + newest, 0)]
+    carried = history[np.arange(len(counts))[:, None], np.where(from_batch, 0, newest + HISTORY)]
+    mask = from_batch.reshape(from_batch.shape + (1,) * (new.ndim - 1))
+    return np.where(mask, taken, carried)
 
 
 class Resampler:
@@ -52,10 +78,6 @@ class Resampler:
     def supports(self, rate_hz: float) -> bool:
         """Whether a device at ``rate_hz`` is served."""
         return SLOWEST * self.rate_hz <= rate_hz <= FASTEST * self.rate_hz
-
-    def same_rate(self, rate_hz: float) -> bool:
-        """Whether ``rate_hz`` is the model's (within 1 %; 0 means not known: the model's)."""
-        return rate_hz <= 0 or abs(rate_hz - self.rate_hz) <= SAME_RATE * self.rate_hz
 
     def ensure_capacity(self, capacity: int) -> None:
         if capacity <= self.capacity:
@@ -77,6 +99,9 @@ class Resampler:
         """the last input sample, low-passed"""
         self.history = grown("history", (HISTORY, c), np.float32, 0.0)
         """the last raw input samples, oldest first"""
+        self.history_labels = grown("history_labels", (HISTORY,), np.int16, -1)
+        self.history_seqs = grown("history_seqs", (HISTORY,), np.int64, -1)
+        """their labels and sequence numbers"""
         self.kept = grown("kept", (), np.int64, 0)
         """how many of ``history`` are real samples (the newest ones)"""
         self.capacity = capacity
@@ -91,7 +116,9 @@ class Resampler:
     ) -> tuple[list[DeviceRun], np.ndarray]:
         """``runs`` at the model's rate, and their slots; runs that produced no model step yet
         are left out. Runs already at the model's rate are returned as they are."""
-        other = np.array([not self.same_rate(r.rate_hz) for r in runs], bool)
+        rates = np.fromiter((r.rate_hz for r in runs), np.float64, len(runs))
+        # another rate than the model's (0: not known, taken as the model's)
+        other = (rates > 0) & (np.abs(rates - self.rate_hz) > SAME_RATE * self.rate_hz)
         if not other.any():
             self.reset(slots)
             return runs, slots
@@ -122,12 +149,14 @@ class Resampler:
         step = rate / np.array([r.rate_hz for r in runs])  # model steps per input sample
 
         active = ~np.isnan(self.phase[slots])
-        values = self._lowpass(raw, dev, starts, counts, slots, step, active)
+        values, delay = self._lowpass(raw, dev, starts, counts, slots, step, active)
+        shift = delay * step  # model steps a filtered sample lags the signal
         # positions in model steps, relative to each device's last input sample (or, for a
-        # device starting now, to its first sample, where the first output step lies)
+        # device starting now, to its first sample; its first output step lies where the
+        # filtered signal reaches its first sample)
         ref_seq = np.where(active, self.last_seq[slots], seqs[starts])
         pos = (seqs - ref_seq[dev]) * step[dev]
-        phase = np.where(active, self.phase[slots], 0.0)
+        phase = np.where(active, self.phase[slots], shift)
         end = pos[starts + counts - 1]
         m = np.maximum(0, np.floor(end - phase + 1e-9).astype(np.int64) + 1)
         out_dev = np.repeat(np.arange(n_dev), m)
@@ -145,17 +174,25 @@ class Resampler:
         p_left = np.where(carried, 0.0, pos[left])
         span = pos[right] - p_left
         w = np.where(span > 0, (q - p_left) / np.where(span > 0, span, 1.0), 0.0)
-        v_left = values[left]
-        seq_out, label_out, t_left = seqs[left], labels[left], times[left]
+        v_left, t_left = values[left], times[left]
         if carried.any():
             held = slots[out_dev[carried]]
-            v_left[carried] = self.last[held]
-            seq_out[carried], label_out[carried] = self.last_seq[held], self.last_label[held]
-            t_left[carried] = self.last_time[held]
+            v_left[carried], t_left[carried] = self.last[held], self.last_time[held]
         out_values = v_left + (values[right] - v_left) * w[:, None].astype(np.float32)
-        out_times = t_left + (q - p_left) * (1000.0 / rate)
+        out_times = t_left + (q - p_left - shift[out_dev]) * (1000.0 / rate)
+        # the input sample a step stands for: ``delay`` before the one at or before it
+        k = np.where(carried, -1, left - first_in) - delay[out_dev]  # < 0: an earlier batch
+        early = k < 0
+        at = np.where(early, 0, first_in + k)
+        seq_out, label_out = seqs[at], labels[at]
+        if early.any():
+            held, back = slots[out_dev[early]], HISTORY + k[early]
+            seq_out[early] = self.history_seqs[held, back]
+            label_out[early] = self.history_labels[held, back]
+        for kept, new in ((self.history_seqs, seqs), (self.history_labels, labels)):
+            kept[slots] = _newest(kept[slots], new, starts, counts)
 
-        # carried to the next batch
+        # carried to the next batch (the history of samples and labels: by _lowpass, above)
         idx = starts + counts - 1
         self.phase[slots] = phase + m - end
         self.last_seq[slots] = seqs[idx]
@@ -171,40 +208,75 @@ class Resampler:
             for r, a, b in zip(runs, [0, *ends[:-1]], ends, strict=True)
         ]  # fmt: skip
 
-    def _lowpass(self, raw, dev, starts, counts, slots, step, active) -> np.ndarray:
-        """Each input sample as the mean of its last ``round(1 / step)`` raw samples (devices
-        more than 1.5× faster than the model), the raw history carried in ``self.history``."""
+    def _lowpass(self, raw, dev, starts, counts, slots, step, active):
+        """Devices more than 1.5× faster than the model: each input sample through a causal
+        low-pass FIR (:func:`lowpass_taps`); the raw history it needs is carried in
+        ``self.history``. The filtered samples, and each device's filter delay in samples."""
         n_dev = len(slots)
-        span = np.where(1.0 / step > ANTI_ALIAS_ABOVE, np.minimum(np.rint(1.0 / step), HISTORY + 1),
-                        1).astype(np.int64)  # fmt: skip
+        taps = np.zeros((n_dev, HISTORY + 1), np.float32)
+        taps[:, 0] = 1.0  # no filter
+        delay = np.zeros(n_dev, np.int64)
+        for ratio in np.unique(1.0 / step[1.0 / step > ANTI_ALIAS_ABOVE]).tolist():
+            h = lowpass_taps(ratio)
+            which = 1.0 / step == ratio
+            taps[which, : len(h)], delay[which] = h, (len(h) - 1) // 2
         kept = np.where(active, self.kept[slots], 0)
         history = self.history[slots]  # (devices, HISTORY, C), oldest first
-        # the newest HISTORY samples of each device: from this batch, the rest from history
-        newest = counts[:, None] - HISTORY + np.arange(HISTORY)
-        from_batch = newest >= 0
-        carried = np.where(from_batch, 0, newest + HISTORY)
-        taken = raw[np.where(from_batch, starts[:, None] + newest, 0)]
-        self.history[slots] = np.where(from_batch[..., None], taken,
-                                       history[np.arange(n_dev)[:, None], carried])  # fmt: skip
+        self.history[slots] = _newest(history, raw, starts, counts)
         self.kept[slots] = np.minimum(HISTORY, kept + counts)
-        widest = int(span.max())
-        if widest == 1:
-            return raw
+        if not delay.any():
+            return raw, delay
+        filtered = delay > 0
+        taps[~filtered] = taps[np.argmax(filtered)]  # computed alike, then put back (below)
         within = np.arange(len(raw)) - starts[dev]
-        have = np.minimum(span[dev], kept[dev] + within + 1)  # the samples there are to average
-        total = raw.copy()
-        earlier = np.empty_like(raw)
-        for back in range(1, widest):
-            earlier[back:] = raw[:-back]  # the sample ``back`` before, where it is in the batch
-            early = np.flatnonzero(within < back)  # ... and where it is in the history
-            earlier[early] = history[dev[early], HISTORY - back + within[early]]
-            total += earlier * (have > back)[:, None]
-        return total / have[:, None].astype(np.float32)
+
+        scratch = np.empty_like(raw)
+
+        def before(back: int) -> np.ndarray:
+            """The sample ``back`` before each one (from the history where the batch has none),
+            in a scratch array the next call overwrites."""
+            if back == 0:
+                return raw
+            out = scratch
+            out[back:] = raw[:-back]
+            j = np.flatnonzero(within < back)
+            out[j] = history[dev[j], HISTORY - back + within[j]]
+            return out
+
+        total = np.zeros_like(raw)
+        for back in range(int(delay.max()) * 2 + 1):
+            column = taps[:, back]
+            if not column.any():
+                continue
+            if np.all(column == column[0]):
+                total += np.multiply(before(back), column[0], out=scratch)
+            else:
+                total += before(back) * column[dev][:, None]
+        # a device's first samples meet fewer samples than taps: the taps there are, rescaled
+        have = kept[dev] + within + 1
+        young = kept < 2 * delay  # devices whose first samples are in this batch
+        short = np.flatnonzero(young[dev] & (have < 2 * delay[dev] + 1)) if young.any() else []
+        if len(short):
+            sub_total = np.zeros((len(short), raw.shape[1]), np.float32)
+            sub_weight = np.zeros(len(short), np.float32)
+            for back in range(int(delay.max()) * 2 + 1):
+                w = np.where(have[short] > back, taps[dev[short], back], 0.0).astype(np.float32)
+                sub_total += before(back)[short] * w[:, None]
+                sub_weight += w
+            none = sub_weight == 0  # only zero taps met yet
+            sub_total[none], sub_weight[none] = raw[short[none]], 1.0
+            total[short] = sub_total / sub_weight[:, None]
+        if not filtered.all():
+            plain = np.flatnonzero(~filtered[dev])
+            total[plain] = raw[plain]
+        return total, delay
 
     # -- checkpoints ------------------------------------------------------------------------
 
     def snapshot(self, slots: np.ndarray) -> list[np.ndarray | None]:
-        """Each slot's carried state as one float64 vector (None: nothing carried)."""
+        """Each slot's carried state as one float64 vector (None: nothing carried): phase,
+        last sequence number, event time and label, history length, the last sample, then the
+        history's samples, labels and sequence numbers."""
         out: list[np.ndarray | None] = []
         for slot in np.asarray(slots, np.int64).tolist():
             if np.isnan(self.phase[slot]):
@@ -212,22 +284,22 @@ class Resampler:
                 continue
             fixed = [self.phase[slot], self.last_seq[slot], self.last_time[slot],
                      self.last_label[slot], self.kept[slot]]  # fmt: skip
-            out.append(np.concatenate([np.array(fixed, np.float64), self.last[slot],
-                                       self.history[slot].ravel()]).astype(np.float64))  # fmt: skip
+            parts = (fixed, self.last[slot], self.history[slot].ravel(),
+                     self.history_labels[slot], self.history_seqs[slot])  # fmt: skip
+            out.append(np.concatenate([np.asarray(p, np.float64) for p in parts]))
         return out
 
     def restore(self, slots: np.ndarray, vectors: list[np.ndarray | None]) -> None:
         """Put back what :meth:`snapshot` gave (vectors of another shape are dropped)."""
         c = self.channels
+        cuts = np.cumsum([_FIXED, c, HISTORY * c, HISTORY, HISTORY])
         for slot, v in zip(np.asarray(slots, np.int64).tolist(), vectors, strict=True):
-            if v is None or v.shape != (_FIXED + c + HISTORY * c,):
+            if v is None or v.shape != (cuts[-1],):
                 self.reset(np.array([slot]))
                 continue
-            self.phase[slot], self.last_time[slot] = v[0], v[2]
-            self.last_seq[slot], self.last_label[slot], self.kept[slot] = (
-                int(v[1]),
-                int(v[3]),
-                int(v[4]),
-            )
-            self.last[slot] = v[_FIXED : _FIXED + c]
-            self.history[slot] = v[_FIXED + c :].reshape(HISTORY, c)
+            fixed, last, history, labels, seqs, _ = np.split(v, cuts)
+            self.phase[slot], self.last_time[slot] = fixed[0], fixed[2]
+            self.last_seq[slot], self.last_label[slot] = int(fixed[1]), int(fixed[3])
+            self.kept[slot] = int(fixed[4])
+            self.last[slot], self.history[slot] = last, history.reshape(HISTORY, c)
+            self.history_labels[slot], self.history_seqs[slot] = labels, seqs

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from corpus import worker_toml
 from models.io import save_model
 from models.spec import ModelSpec
 from models.train_config import TrainConfig
@@ -29,8 +30,6 @@ from streams.kafka_config import KafkaConfig
 from streams.kafka_source import SourceConfig
 from streams.replay import ReplayConfig, replay
 from streams.units import Units
-
-from corpus import worker_toml
 
 pytestmark = [pytest.mark.kafka, pytest.mark.dataset]
 REPO = Path(__file__).resolve().parents[2]
@@ -92,8 +91,8 @@ def test_one_worker_serves_every_rate_and_unit_like_the_model_s_own(
     in_si = tuple(replace(s, device=f"{s.device}@si", values=s.values * scale) for s in sources)
 
     config = tmp_path / "worker.toml"
-    config.write_text(worker_toml(kafka_bootstrap, unique_topic, input_topic=raw,
-                                  predictions_topic=preds, dlq_topic=dlq, emit="every"))  # fmt: skip
+    topics = {"input_topic": raw, "predictions_topic": preds, "dlq_topic": dlq}
+    config.write_text(worker_toml(kafka_bootstrap, unique_topic, emit="every", **topics))
     log = tmp_path / "worker.log"
     with log.open("w") as out:
         worker = subprocess.Popen(

@@ -65,8 +65,8 @@ class ConfluentSource:
         except KafkaException as exc:
             raise failure(f"cannot make a consumer for {kafka.bootstrap_servers}", exc) from exc
         self._closed = False
-        self._await_metadata(topics, cfg.metadata_timeout_s)
         self._listener = listener
+        self._await_metadata(topics, cfg.metadata_timeout_s)
         hooks = {} if listener is None else {"on_assign": self._assigned,
                                              "on_revoke": self._revoked}  # fmt: skip
         self._consumer.subscribe(list(topics), **hooks)
@@ -97,6 +97,8 @@ class ConfluentSource:
         self._listener.on_assigned({TopicPartition(p.topic, p.partition) for p in partitions})
 
     def _revoked(self, consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
+        if self._closed:  # close() handed them over already, while the consumer could commit
+            return
         self._listener.on_revoked({TopicPartition(p.topic, p.partition) for p in partitions})
 
     def poll(self, max_records: int = 500, timeout_s: float = 0.1) -> list[Message]:
@@ -174,9 +176,15 @@ class ConfluentSource:
         return out
 
     def close(self) -> None:
-        """Leave the group (the listener sees the revocation) and close the connection."""
+        """Leave the group (the listener sees the revocation) and close the connection.
+
+        The listener is told before librdkafka closes: inside ``Consumer.close`` the consumer
+        is being destroyed and a commit from the revocation hook fails (``_DESTROY``)."""
         if self._closed:
             return
+        owned = self.assignment()
+        if self._listener is not None and owned:
+            self._listener.on_revoked(owned)
         self._closed = True
         try:
             self._consumer.close()

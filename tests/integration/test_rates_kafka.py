@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from corpus import worker_toml
+from corpus import at_rate, worker_toml
 from models.io import save_model
 from models.spec import ModelSpec
 from models.train_config import TrainConfig
@@ -24,7 +24,7 @@ from models.training import train_stream_model
 from pipeline.trainer.modelling import recordings
 from streams import clients
 from streams.admin import TopicSpec, ensure_topics
-from streams.datasets import DeviceStream, load_uci_hapt
+from streams.datasets import load_uci_hapt
 from streams.datasets.paths import default_path
 from streams.kafka_config import KafkaConfig
 from streams.kafka_source import SourceConfig
@@ -35,15 +35,6 @@ pytestmark = [pytest.mark.kafka, pytest.mark.dataset]
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = 3000  # a minute of each test recording at 50 Hz
 RATES = (50.0, 100.0, 200.0, 20.0)
-
-
-def _at(stream: DeviceStream, rate: float, name: str) -> DeviceStream:
-    """``stream`` (50 Hz) as a device at ``rate`` would have recorded it."""
-    t = np.arange(0.0, (stream.n - 1) / stream.rate_hz + 1e-9, 1.0 / rate)
-    src = np.arange(stream.n) / stream.rate_hz
-    values = np.stack([np.interp(t, src, stream.values[:, c]) for c in range(6)], 1)
-    labels = stream.labels[np.searchsorted(src, t, side="right") - 1]
-    return DeviceStream(name, values.astype(np.float32), labels, rate, stream.t0_ms, stream.user)
 
 
 @pytest.fixture(scope="module")
@@ -84,8 +75,8 @@ def test_one_worker_serves_every_rate_and_unit_like_the_model_s_own(
     ensure_topics(kafka, [TopicSpec(raw, 3), TopicSpec(preds, 3), TopicSpec(dlq, 1)])
     sources = [replace(s, values=s.values[:SAMPLES], labels=s.labels[:SAMPLES])
                for s in hapt.select_users([2, 4]).streams]  # fmt: skip
-    devices = [_at(s, r, f"{s.device}@{r:g}hz") for s in sources for r in RATES]
-    devices += [_at(s, 2.0, f"{s.device}@2hz") for s in sources]
+    devices = [at_rate(s, r, f"{s.device}@{r:g}hz") for s in sources for r in RATES]
+    devices += [at_rate(s, 2.0, f"{s.device}@2hz") for s in sources]
     si = Units("m/s2", "deg/s")
     scale = si.scale_from(Units(), hapt.channels)
     in_si = tuple(replace(s, device=f"{s.device}@si", values=s.values * scale) for s in sources)

@@ -1,9 +1,11 @@
 """Crash recovery on the real broker (issue #6): the HAPT test users replayed at full speed into
 six partitions, served by ``harstream run`` processes of which one is killed (``kill -9``) or
-stopped (SIGTERM) mid-stream. Every device ends in the state an uninterrupted single worker
-leaves it in, and every sample has a prediction equal to that worker's (duplicates allowed after
-a crash, and they agree). The interrupted runs use each client library; the reference uses
-kafka-python, so the confluent-kafka runs must also end in kafka-python's states."""
+stopped (SIGTERM) mid-stream. Three of the recordings come from devices at 100 and 200 Hz,
+resampled by the workers to the model's 50 Hz. Every device ends in the state an uninterrupted
+single worker leaves it in (the resampler's included), and every model step has a prediction
+equal to that worker's (duplicates allowed after a crash, and they agree). The interrupted runs
+use each client library; the reference uses kafka-python, so the confluent-kafka runs must
+also end in kafka-python's states."""
 
 from __future__ import annotations
 
@@ -13,12 +15,13 @@ import signal
 import subprocess
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from corpus import scrape, start_harstream, status_url
+from corpus import at_rate, model_steps, scrape, start_harstream, status_url
 from models.io import save_model
 from models.spec import ModelMeta, ModelSpec
 from models.zoo import build_model
@@ -36,9 +39,15 @@ WAIT_S = 180.0
 """the longest any phase may take (start-up, all predictions out, a clean stop)"""
 
 
+FASTER = {0: 100.0, 1: 100.0, 2: 200.0}
+"""recordings (by position) sent by devices at another rate than the model's"""
+
+
 @pytest.fixture(scope="module")
 def hapt():
-    return load_uci_hapt().select_users(HAPT_TEST_USERS)
+    data = load_uci_hapt().select_users(HAPT_TEST_USERS)
+    streams = [at_rate(s, FASTER[i]) if i in FASTER else s for i, s in enumerate(data.streams)]
+    return replace(data, streams=tuple(streams))
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +110,7 @@ class _Deployment:
             sink.close()
 
     def await_predictions(self, samples: int) -> None:
-        """Read predictions until ``samples`` distinct samples have one."""
+        """Read predictions until ``samples`` distinct model steps have one."""
         deadline = time.monotonic() + WAIT_S
         while self.predictions.predicted < samples:
             self.check_alive()
@@ -180,8 +189,9 @@ class _Deployment:
 
 
 class _Predictions:
-    """Every sample's predicted probabilities, read from the predictions topic, with how often
-    each was predicted and every repeat that disagreed with the first."""
+    """Every model step's predicted probabilities, by the input sample it names, read from the
+    predictions topic, with how often each was predicted and every repeat that disagreed with
+    the first."""
 
     def __init__(self, kafka: KafkaConfig, topic: str, data) -> None:
         self.source = clients.source(kafka, [topic], SourceConfig(group_id=f"{topic}-reader"))
@@ -190,6 +200,11 @@ class _Predictions:
         assert all(np.array_equal(s.sequence(), np.arange(s.n)) for s in data.streams)
         self.probs = np.full((data.n_samples, len(data.activities)), np.nan, np.float32)
         self.count = np.zeros(data.n_samples, np.int32)
+        self.wanted = np.zeros(data.n_samples, bool)
+        """the samples a model step stands for (all of them at the model's rate)"""
+        for s in data.streams:
+            self.wanted[self.start[s.device] + model_steps(s)] = True
+        self.expected = int(self.wanted.sum())
         self.predicted = 0
         self.disagreements: list[str] = []
 
@@ -221,12 +236,13 @@ def reference(kafka_bootstrap, hapt, model_path, tmp_path_factory):
     try:
         run.start("worker")
         assert run.replay() == hapt.n_samples
-        run.await_predictions(hapt.n_samples)
+        run.await_predictions(run.predictions.expected)
         run.stop("worker")
         run.predictions.read(1.0)
     finally:
         run.close()
-    assert (run.predictions.count == 1).all(), "the uninterrupted worker predicted twice"
+    got = run.predictions
+    assert (got.count == got.wanted).all(), "the uninterrupted worker predicted twice or off-step"
     states = run.states()
     assert sorted(states) == sorted(s.device for s in hapt.streams)
     return run.predictions, states
@@ -238,8 +254,9 @@ def _assert_same_as_reference(run: _Deployment, reference) -> None:
     expected, expected_states = reference
     got = run.predictions
     assert got.disagreements == [], got.disagreements[:20]
-    assert (got.count >= 1).all(), f"{int((got.count == 0).sum())} samples never predicted"
-    worst = np.abs(got.probs - expected.probs).max(axis=1)
+    missing = int((got.wanted & (got.count == 0)).sum())
+    assert missing == 0 and not (got.count[~got.wanted]).any(), f"{missing} steps never predicted"
+    worst = np.abs(got.probs - expected.probs)[got.wanted].max(axis=1)
     assert worst.max() <= 1e-5, f"{int((worst > 1e-5).sum())} predictions differ, by {worst.max()}"
     states = run.states()
     assert sorted(states) == sorted(expected_states)
@@ -248,7 +265,8 @@ def _assert_same_as_reference(run: _Deployment, reference) -> None:
         fields = ("last_seq", "seen", "partition", "offset", "tracker", "model")
         assert [getattr(have, f) for f in fields] == [getattr(want, f) for f in fields], device
         assert (have.c is None) == (want.c is None)
-        for name in ("h", "c", "ring"):
+        assert (have.resample is None) == (want.resample is None), device
+        for name in ("h", "c", "ring", "resample"):
             if getattr(want, name) is not None:
                 np.testing.assert_allclose(getattr(have, name), getattr(want, name), atol=1e-5,
                                            err_msg=f"{device}: {name}")  # fmt: skip
@@ -261,7 +279,7 @@ def half_way(kafka_bootstrap, kafka_client, hapt, model_path, tmp_path):
     try:
         run.start("a", "b")
         assert run.replay() == hapt.n_samples
-        run.await_predictions(int(0.4 * hapt.n_samples))
+        run.await_predictions(int(0.4 * run.predictions.expected))
         yield run
     finally:
         run.close()
@@ -274,27 +292,28 @@ def test_a_killed_worker_is_replaced_and_the_result_equals_an_uninterrupted_run(
     victim, survivor = run.busier("a", "b")
     run.kill(victim)  # between two of its checkpoints (every 1 s): its latest batches are redone
     run.start("c")
-    run.await_predictions(hapt.n_samples)
+    run.await_predictions(run.predictions.expected)
     restored = run.restored(survivor, "c")
     run.stop(survivor, "c")
     run.predictions.read(1.0)
-    assert at_kill < hapt.n_samples, "everything was predicted before the kill"
+    assert at_kill < run.predictions.expected, "everything was predicted before the kill"
     assert restored > 0, run.tails()
     _assert_same_as_reference(run, reference)
     repeated = int((run.predictions.count > 1).sum())
-    print(f"killed at {at_kill:,} of {hapt.n_samples:,} samples; {repeated:,} predicted again")
+    print(f"killed at {at_kill:,} of {run.predictions.expected:,} steps; {repeated:,} again")
 
 
 def test_a_worker_stopped_mid_stream_hands_over_cleanly(reference, half_way, hapt):
     run, at_stop = half_way, half_way.predictions.predicted
     leaving, staying = run.busier("a", "b")
     run.stop(leaving)  # checkpoints, commits and leaves: the other restores and resumes at once
-    run.await_predictions(hapt.n_samples)
+    run.await_predictions(run.predictions.expected)
     restored = run.restored(staying)
     run.stop(staying)
     run.predictions.read(1.0)
-    assert at_stop < hapt.n_samples, "everything was predicted before the stop"
+    assert at_stop < run.predictions.expected, "everything was predicted before the stop"
     assert restored > 0, run.tails()
     _assert_same_as_reference(run, reference)
-    # a clean handover redoes nothing: every sample was predicted exactly once
-    assert (run.predictions.count == 1).all(), int((run.predictions.count > 1).sum())
+    # a clean handover redoes nothing: every step was predicted exactly once
+    got = run.predictions
+    assert (got.count == got.wanted).all(), int((got.count > 1).sum())

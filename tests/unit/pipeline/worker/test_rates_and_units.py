@@ -10,11 +10,12 @@ import keras
 import numpy as np
 import pytest
 
+from corpus import at_rate
 from models.spec import ModelMeta, ModelSpec
 from models.zoo import build_model
 from pipeline.serving import ServingModel
 from pipeline.worker import Worker, WorkerConfig
-from streams.datasets import DeviceStream, SyntheticConfig, simulate
+from streams.datasets import SyntheticConfig, simulate
 from streams.memory import MemoryBus, MemorySink, MemorySource
 from streams.replay import ReplayConfig, replay
 from streams.units import Units
@@ -35,16 +36,6 @@ def model(fleet):
     mean, std = tuple(values.mean(0).tolist()), tuple(values.std(0).tolist())
     meta = ModelMeta(spec, fleet.channels, fleet.activities, 50.0, mean, std, 128, 1)
     return build_model(spec, meta), meta
-
-
-def _at(stream: DeviceStream, rate: float) -> DeviceStream:
-    """``stream`` as a device at ``rate`` would have recorded it (linear interpolation)."""
-    t = np.arange(0.0, (stream.n - 1) / stream.rate_hz + 1e-9, 1.0 / rate)
-    src = np.arange(stream.n) / stream.rate_hz
-    values = np.stack([np.interp(t, src, stream.values[:, c]) for c in range(6)], 1)
-    labels = stream.labels[np.searchsorted(src, t, side="right") - 1]
-    return DeviceStream(stream.device, values.astype(np.float32), labels, rate, stream.t0_ms,
-                        stream.user)  # fmt: skip
 
 
 def _serve(data, model):
@@ -74,7 +65,7 @@ def test_a_100_hz_device_is_predicted_as_its_50_hz_twin(fleet, model):
     2k): the probabilities differ only by that smoothing (an untrained model's top classes are
     too close to compare; the broker test compares the labels of a trained one)."""
     _, at50 = _serve(fleet, model)
-    fast = replace(fleet, streams=tuple(_at(s, 100.0) for s in fleet.streams), rate_hz=100.0)
+    fast = replace(fleet, streams=tuple(at_rate(s, 100.0) for s in fleet.streams), rate_hz=100.0)
     worker, at100 = _serve(fast, model)
     slow, quick = _steps(at50["har.predictions"]), _steps(at100["har.predictions"])
     diffs = []
@@ -91,7 +82,7 @@ def test_a_100_hz_device_is_predicted_as_its_50_hz_twin(fleet, model):
 def test_devices_at_20_50_and_200_hz_share_a_worker_and_2_hz_is_turned_away(fleet, model):
     rates = [20.0, 50.0, 200.0, 2.0, 400.0, 500.0]
     mixed = replace(
-        fleet, streams=tuple(_at(s, r) for s, r in zip(fleet.streams, rates, strict=True))
+        fleet, streams=tuple(at_rate(s, r) for s, r in zip(fleet.streams, rates, strict=True))
     )
     worker, topics = _serve(mixed, model)
     steps = _steps(topics["har.predictions"])

@@ -16,11 +16,12 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
 from harstream import ConfigError
+from streams.record import Record
 
 ACCELERATION, ANGULAR_RATE = "acceleration", "angular_rate"
 STANDARD_GRAVITY = 9.80665
@@ -159,6 +160,35 @@ def declared_text(code: int) -> str:
         )
     one, other = (str(Units.from_code(code, base)).split(",") for base in _APART)
     return ",".join(part for part, same in zip(one, other, strict=True) if part == same)
+
+
+class ToUnits:
+    """Records in ``target`` units: a record that declares other units (``Record.units``) gets
+    its values converted and no declaration; the others pass as they are.
+
+    >>> import numpy as np
+    >>> from streams.record import Record
+    >>> to_g = ToUnits(Units(), ["acc_x"])
+    >>> r = Record("d", 0, 0, 50.0, np.array([[9.80665]], np.float32), units=Units("m/s2").code())
+    >>> to_g(r).values.tolist(), to_g(r).units
+    ([[1.0]], 0)
+    """
+
+    def __init__(self, target: Units, channels: Sequence[str]) -> None:
+        self.target, self.channels = target, tuple(channels)
+        self._scales: dict[int, np.ndarray | None] = {}
+
+    def __call__(self, record: Record) -> Record:
+        if not record.units:
+            return record
+        if record.units not in self._scales:
+            declared = Units.from_code(record.units, self.target)
+            scale = self.target.scale_from(declared, self.channels)
+            self._scales[record.units] = None if np.all(scale == 1.0) else scale
+        scale = self._scales[record.units]
+        if scale is None:
+            return replace(record, units=0)
+        return replace(record, values=record.values * scale, units=0)
 
 
 def detect(values: np.ndarray, channels: Sequence[str]) -> tuple[Units, str]:

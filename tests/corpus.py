@@ -223,21 +223,6 @@ def stream_model_file(data, path, cell: str = "gru", hidden: int = 8):
     return save_model(build_model(spec, meta), meta, path)
 
 
-def at_rate(stream, rate: float, device: str | None = None):
-    """``stream`` as a device at ``rate`` Hz would have recorded it: linear interpolation of its
-    values, the label in force at each new sample; named ``device`` (default: the same)."""
-    import numpy as np
-
-    from streams.datasets.base import DeviceStream
-
-    t = np.arange(0.0, (stream.n - 1) / stream.rate_hz + 1e-9, 1.0 / rate)
-    src = np.arange(stream.n) / stream.rate_hz
-    values = np.stack([np.interp(t, src, col) for col in stream.values.T], 1)
-    labels = stream.labels[np.searchsorted(src, t, side="right") - 1]
-    return DeviceStream(device or stream.device, values.astype(np.float32), labels, rate,
-                        stream.t0_ms, stream.user)  # fmt: skip
-
-
 def model_steps(stream, model_hz: float = 50.0):
     """The input sample each model step of ``stream`` names once the worker has resampled it
     (all of it, sent in any records): their sequence numbers."""

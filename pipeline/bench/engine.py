@@ -16,7 +16,13 @@ from threadpoolctl import threadpool_limits
 from models.runtime import StreamRuntime
 from models.spec import ModelMeta, ModelSpec
 from models.zoo import build_model
+from pipeline.bench.swap import Discard
+from pipeline.serving import ServingModel
+from pipeline.worker import Worker, WorkerConfig
 from pipeline.worker.state_store import StateStore, StoreConfig
+from streams.datasets import SyntheticConfig, simulate
+from streams.memory import MemoryBus, MemorySink, MemorySource
+from streams.replay import ReplayConfig, replay
 
 CHANNELS = tuple(f"c{i}" for i in range(6))
 CLASSES = ("WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS", "SITTING", "STANDING", "LAYING")
@@ -157,13 +163,6 @@ def bench_rates(
     """The worker alone (prepared messages in, predictions built and dropped) serving a 50 Hz
     LSTM to ``devices`` devices at each of ``rates``, rounds alternating between the rates:
     input samples/s, model steps/s, and the share of the time spent resampling (medians)."""
-    from pipeline.bench.swap import Discard
-    from pipeline.serving import ServingModel
-    from pipeline.worker import Worker, WorkerConfig
-    from streams.datasets import SyntheticConfig, simulate
-    from streams.memory import MemoryBus, MemorySink, MemorySource
-    from streams.replay import ReplayConfig, replay
-
     meta = _meta("lstm", hidden)
     model = build_model(meta.spec, meta)
     prepared = {}

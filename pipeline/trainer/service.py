@@ -3,6 +3,7 @@
 One loop, in a process of its own so that workers never wait for it::
 
     poll sensor records (labels inside) and label ranges (``sensor.labels``)
+    -> in the champion's units and at its rate (devices at other rates resampled)
     -> LabelJoiner: labelled windows per device
     -> the champion scores each new window: its error feeds a Page-Hinkley drift detector
     -> TrainingBuffer (bounded, balanced across classes and devices, persisted)
@@ -35,9 +36,11 @@ from pipeline.trainer.buffer import BufferConfig, TrainingBuffer, Windows, stitc
 from pipeline.trainer.drift import PageHinkley, PageHinkleyConfig
 from pipeline.trainer.gate import GateConfig, Verdict, judge, scores, window_examples
 from pipeline.trainer.labelling import JoinConfig, LabelError, LabelJoiner, parse_label_message
+from pipeline.worker.resampler import RecordResampler
 from streams.codecs import Codec, CodecConfig, make_codec
 from streams.exceptions import DecodeError
 from streams.protocols import Sink, Source, TopicPartition
+from streams.units import ToUnits, Units
 
 if TYPE_CHECKING:
     import keras
@@ -168,6 +171,9 @@ class Trainer:
         self._load_champion()
         channels = len(self.meta.channels)
         self.codec = codec or make_codec("auto", CodecConfig(channels=channels))
+        self._in_units = ToUnits(Units(**self.meta.units), self.meta.channels)
+        self._at_rate = RecordResampler(self.meta.rate_hz, channels)
+        """records of devices at other rates, at the champion's (as the workers see them)"""
         self.joiner = LabelJoiner(channels, cfg.join)
         self.buffer = self._open_buffer(channels)
         self.drift = PageHinkley(cfg.page_hinkley)
@@ -295,8 +301,13 @@ class Trainer:
         except DecodeError as err:
             self.stats.rejected[err.reason] += 1
             return
-        self.joiner.add_record(record)
+        if not self._at_rate.resampler.supports(record.rate_hz):
+            self.stats.rejected["rate_unsupported"] += 1
+            return
         self.stats.records += 1
+        record = self._at_rate(self._in_units(record))
+        if record is not None:
+            self.joiner.add_record(record)
 
     def _score_online(self, devices, values: np.ndarray, labels: np.ndarray) -> None:
         """The champion's accuracy on each new window feeds the drift detector."""

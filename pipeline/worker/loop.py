@@ -20,7 +20,7 @@ import logging
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -46,8 +46,7 @@ from pipeline.worker.state_store import StateStore, StoreConfig
 from streams.codecs import Codec, CodecConfig, make_codec
 from streams.exceptions import DecodeError
 from streams.protocols import Highwater, Message, Sink, Source, TopicPartition
-from streams.record import Record
-from streams.units import Units
+from streams.units import ToUnits, Units
 
 log = logging.getLogger(__name__)
 
@@ -124,9 +123,7 @@ class Worker:
         meta = (stream_model or window_model).meta
         self.tracker = ActivityTracker(cfg.min_dwell)
         self.resampler = Resampler(meta.rate_hz, len(meta.channels))
-        self._units = Units(**meta.units)
-        self._scales: dict[int, np.ndarray | None] = {}
-        """per declared-units wire code: the factors into the model's units (None: none)"""
+        self._in_model_units = ToUnits(Units(**meta.units), meta.channels)
         self.store = StateStore(
             len(meta.channels),
             store_cfg,
@@ -396,18 +393,6 @@ class Worker:
         r = self.resampler.rate_hz
         return (f"{rate_hz:g} Hz: this worker serves {SLOWEST * r:g} to {FASTEST * r:g} Hz "
                 f"(its model runs at {r:g} Hz)")  # fmt: skip
-
-    def _in_model_units(self, record: Record) -> Record:
-        """``record`` with its values in the model's units (it declared its own)."""
-        if record.units not in self._scales:
-            declared = Units.from_code(record.units, self._units)
-            scale = self._units.scale_from(declared, (self.stream_model or self.window_model)
-                                           .meta.channels)  # fmt: skip
-            self._scales[record.units] = None if np.all(scale == 1.0) else scale
-        scale = self._scales[record.units]
-        if scale is None:
-            return record
-        return replace(record, values=record.values * scale, units=0)  # in the model's units
 
     def _dead_letter(self, msg: Message, reason: str, detail: str, decode: bool = False) -> None:
         self.stats.rejected[reason] += 1

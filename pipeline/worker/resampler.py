@@ -27,6 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.worker.sequencer import DeviceRun
+from streams.record import Record
 
 HISTORY = 8
 """raw samples kept per device for the low-pass filter (its taps: at most HISTORY + 1)"""
@@ -303,3 +304,53 @@ class Resampler:
             self.kept[slot] = int(fixed[4])
             self.last[slot], self.history[slot] = last, history.reshape(HISTORY, c)
             self.history_labels[slot], self.history_seqs[slot] = labels, seqs
+
+
+class RecordResampler:
+    """Records at any rate as records at ``rate_hz``, device by device, for a consumer without
+    a sequencer (the trainer): samples at or before a device's last one are dropped first, and
+    the model steps of a device are numbered on from its first (``Record.seq``).
+
+    >>> import numpy as np
+    >>> from streams.record import Record
+    >>> to_50 = RecordResampler(50.0, 1)
+    >>> r = to_50(Record("d", 0, 1_000, 100.0, np.arange(9, dtype=np.float32)[:, None]))
+    >>> more = Record("d", 9, 1_090, 100.0, np.ones((4, 1), np.float32))
+    >>> r.seq, r.rate_hz, r.n, to_50(more).seq
+    (0, 50.0, 4, 4)
+    """
+
+    def __init__(self, rate_hz: float, channels: int) -> None:
+        self.resampler = Resampler(rate_hz, channels)
+        self._slot: dict[str, int] = {}
+        self._steps: list[int] = []
+        """model steps made so far, per slot"""
+
+    def __call__(self, record: Record) -> Record | None:
+        """``record`` at the model's rate (itself if it is), or None if it made no step yet."""
+        resampler = self.resampler
+        if abs(record.rate_hz - resampler.rate_hz) <= SAME_RATE * resampler.rate_hz:
+            return record
+        slot = self._slot.get(record.device)
+        if slot is None:
+            slot = self._slot[record.device] = len(self._steps)
+            self._steps.append(0)
+            resampler.ensure_capacity(2 * len(self._steps))
+        seqs = record.sequence()
+        fresh = seqs > resampler.last_seq[slot] if not np.isnan(resampler.phase[slot]) else None
+        labels = record.labels if record.labels is not None else np.full(record.n, -1, np.int16)
+        run = DeviceRun(record.device, seqs, record.values, labels.astype(np.int16),
+                        record.times_ms(), rate_hz=record.rate_hz)  # fmt: skip
+        if fresh is not None:
+            if not fresh.any():
+                return None
+            run = DeviceRun(run.device, seqs[fresh], run.values[fresh], run.labels[fresh],
+                            run.times_ms[fresh], rate_hz=run.rate_hz)  # fmt: skip
+        runs, _ = resampler.resample([run], np.array([slot]))
+        if not runs:
+            return None
+        made = runs[0]
+        first = self._steps[slot]
+        self._steps[slot] += len(made.seqs)
+        return Record(record.device, first, int(round(made.times_ms[0])), resampler.rate_hz,
+                      made.values, made.labels)  # fmt: skip

@@ -10,8 +10,8 @@ device stream is turned into samples on a grid at the target rate:
   new Nyquist frequency) when the rate drops by more than 1.5×, so that faster motion does not
   alias into the slower grid;
 - the label of a grid point is the label in force then (of the last sample at or before it);
-- a stream already on the grid (every timestamp within 5 % of a period of a grid point, none
-  repeated) is kept sample for sample, its missing grid points gaps.
+- a stream already on the grid (most steps one period, every timestamp within 5 % of a period
+  of a grid point, none repeated) is kept sample for sample, its missing grid points gaps.
 
 >>> t = np.array([0.0, 9.0, 9.0, 21.0, 30.0, 41.0])  # ms: jitter and a repeated timestamp
 >>> x, y = np.arange(6, dtype=np.float32)[:, None], np.zeros(6, np.int16)
@@ -28,6 +28,7 @@ from typing import Literal
 
 import numpy as np
 
+from streams.datasets.base import DeviceStream
 from streams.exceptions import DatasetError
 
 TimeUnit = Literal["auto", "s", "ms", "us", "ns"]
@@ -145,7 +146,8 @@ def regularise(
                   repeats=int(repeats), gaps=int(breaks.size))  # fmt: skip
     seq = np.rint((times - times[0]) / period).astype(np.int64)
     on_grid = np.abs(times - times[0] - seq * period).max(initial=0.0) <= ON_GRID * period
-    if not repeats and on_grid and np.all(np.diff(seq) > 0):
+    at_rate = steps.size == 0 or np.mean(np.abs(steps - period) <= ON_GRID * period) >= 0.5
+    if not repeats and on_grid and at_rate and np.all(np.diff(seq) > 0):
         out = DeviceReport(samples_out=int(seq.size), kept=True, **report)
         return seq, values.astype(np.float32), labels.astype(np.int16), out
     filtered = native > ANTI_ALIAS_ABOVE * rate_hz
@@ -192,3 +194,19 @@ def _lowpass(
     return fine, np.stack(
         [np.convolve(padded[:, c], h, mode="valid") for c in range(x.shape[1])], axis=1
     )
+
+
+def at_rate(stream: DeviceStream, rate_hz: float, device: str | None = None) -> DeviceStream:
+    """``stream`` as a device at ``rate_hz`` would have recorded it (by :func:`regularise`:
+    interpolated, low-passed first when the rate drops by more than 1.5×, the label in force at
+    each sample); named ``device`` (default: the same).
+
+    >>> s = DeviceStream("d", np.arange(5, dtype=np.float32)[:, None], np.zeros(5, np.int16), 50.0)
+    >>> at_rate(s, 100.0).values[:, 0].tolist()
+    [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0]
+    """
+    times = stream.t0_ms + stream.sequence() * (1000.0 / stream.rate_hz)
+    seq, values, labels, _ = regularise(times, stream.values, stream.labels, rate_hz,
+                                        max_gap_ms=float("inf"))  # fmt: skip
+    return DeviceStream(device or stream.device, values, labels, rate_hz, stream.t0_ms,
+                        stream.user, seq=seq)  # fmt: skip

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from corpus import at_rate, worker_toml
+from corpus import worker_toml
 from models.io import save_model
 from models.spec import ModelSpec
 from models.train_config import TrainConfig
@@ -26,6 +26,7 @@ from streams import clients
 from streams.admin import TopicSpec, ensure_topics
 from streams.datasets import load_uci_hapt
 from streams.datasets.paths import default_path
+from streams.datasets.resample import at_rate
 from streams.kafka_config import KafkaConfig
 from streams.kafka_source import SourceConfig
 from streams.replay import ReplayConfig, replay

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from corpus import at_rate, model_steps, scrape, start_harstream, status_url
+from corpus import model_steps, scrape, start_harstream, status_url
 from models.io import save_model
 from models.spec import ModelMeta, ModelSpec
 from models.zoo import build_model
@@ -29,6 +29,7 @@ from pipeline.state.checkpoint import DeviceState, decode_state
 from streams import clients
 from streams.admin import TopicSpec, ensure_topics
 from streams.datasets import HAPT_TEST_USERS, load_uci_hapt
+from streams.datasets.resample import at_rate
 from streams.kafka_config import KafkaConfig
 from streams.kafka_source import SourceConfig
 from streams.replay import ReplayConfig, replay

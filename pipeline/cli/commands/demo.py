@@ -3,7 +3,8 @@
 A synthetic fleet the models never saw is replayed (with a few injected faults) through the
 in-memory bus into the same worker that runs on Kafka: a stream model keeps a recurrent state per
 device and labels every sample (many-to-many), a window model labels each window (many-to-one).
-The fleet carries its phones at new angles (``--carry-deg``), so the stream model drifts; the
+Its devices send at 50, 100 and 200 Hz (``--rates``), resampled by the worker to the models'
+50 Hz. The fleet carries its phones at new angles (``--carry-deg``), so the stream model drifts; the
 trainer, beside the worker, learns from the stream's labels, and when a candidate beats the
 champion on held-out devices it is promoted in a temporary registry and the worker swaps to it
 live. A console view shows the fleet; the run ends with accuracy per model version.
@@ -25,7 +26,7 @@ from rich.live import Live
 from rich.table import Table
 
 from models.registry import Registry
-from pipeline.cli.checks import positive_float, positive_int, tcp_port
+from pipeline.cli.checks import positive_float, positive_int, positive_int_list, tcp_port
 from pipeline.cli.progress import stderr
 from pipeline.exceptions import ConfigError
 from streams.memory import MemoryBus, MemorySink, MemorySource
@@ -47,6 +48,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--carry-deg", type=float, default=45.0,
                    help="how far off the devices wear their phones, in degrees; the demo "
                    "models learnt 10 (%(default)s)")  # fmt: skip
+    p.add_argument("--rates", type=positive_int_list, default="50,100,200",
+                   help="Hz of the fleet's devices, taken in turn (the models run at 50 Hz; "
+                   "default %(default)s)")  # fmt: skip
     p.add_argument("--no-trainer", action="store_true", help="no retraining, no swap")
     p.add_argument("--seed", type=int, default=1, help="the fleet to replay (%(default)s)")
     p.add_argument("--no-live", action="store_true", help="no live view, summary only")
@@ -207,6 +211,7 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.swap.watcher import HotSwap, SwapConfig, one_blas_thread  # likewise
     from pipeline.worker import Worker, WorkerConfig  # likewise
     from streams.datasets import SyntheticConfig, simulate  # the datasets: not at start-up
+    from streams.datasets.resample import at_rate  # likewise
 
     console = Console()
     one_blas_thread()
@@ -222,6 +227,10 @@ def run(args: argparse.Namespace) -> int:
     data = simulate(SyntheticConfig(devices=args.devices, duration_s=args.duration_s,
                                     orientation_jitter_deg=args.carry_deg,
                                     seed=args.seed))  # fmt: skip
+    rates = [float(r) for r in args.rates]  # phones at other rates: the worker resamples
+    data = replace(data, streams=tuple(s if s.rate_hz == rates[i % len(rates)] else
+                                       at_rate(s, rates[i % len(rates)])
+                                       for i, s in enumerate(data.streams)))  # fmt: skip
     labels = {
         s.device: dict(zip(s.sequence().tolist(), (data.activities[a] if a >= 0 else None
                                                    for a in s.labels.tolist()), strict=True))

@@ -22,8 +22,10 @@ from pipeline.trainer.labelling import JoinConfig
 from pipeline.trainer.service import TRAINING, Trainer, TrainerConfig, train_candidate
 from streams.datasets import SyntheticConfig, simulate
 from streams.datasets.base import StreamDataset
+from streams.datasets.resample import at_rate
 from streams.memory import MemoryBus, MemorySink, MemorySource
 from streams.replay import ReplayConfig, replay
+from streams.units import Units
 
 NAME = "har"
 WINDOW = 128
@@ -187,3 +189,35 @@ def test_tune_head_fine_tunes_only_the_output_layers(tmp_path, registry, tilted)
     changed = {w.path.split("/")[0] for w, before in zip(model.weights, champion.get_weights(),
                strict=True) if not np.array_equal(w.numpy(), before)}  # fmt: skip
     assert changed == {"activity", "next"}  # the output layers, not gru_0
+
+
+def test_devices_at_other_rates_and_in_other_units_give_the_model_s_windows(
+    tmp_path, registry, tilted
+):
+    """The same devices sent at 50 Hz in g, and at 100 Hz in m/s², fill the buffer with the
+    same number of windows at the champion's rate, alike up to the resampling; 2 Hz is turned
+    away."""
+
+    fleet = replace(tilted, streams=tilted.streams[:6])
+    si = Units("m/s2")
+    scale = si.scale_from(Units(), fleet.channels)
+    fast = replace(fleet, units=si, streams=tuple(
+        replace(at_rate(s, 100.0), values=at_rate(s, 100.0).values * scale)
+        for s in fleet.streams))  # fmt: skip
+    slow = replace(fleet, streams=tuple(at_rate(s, 2.0) for s in fleet.streams))
+    buffers = []
+    for data in (fleet, fast):
+        bus, control = MemoryBus(partitions=2, capacity=1_000_000), MemoryBus(1, 1000)
+        trainer = _trainer(registry, bus, control, _config(tmp_path / str(len(buffers)),
+                                                           drift=False))  # fmt: skip
+        replay(data, MemorySink(bus), ReplayConfig(samples_per_record=25))
+        if data is fast:
+            replay(slow, MemorySink(bus), ReplayConfig(samples_per_record=25))
+        trainer.run(timeout=0.5)
+        trainer.close()
+        buffers.append(trainer)
+    at_50, at_100 = (np.concatenate([t.buffer.windows(h).values for h in (False, True)])
+                     for t in buffers)  # fmt: skip
+    assert len(at_100) >= len(at_50) - 6 > 0  # the filter holds back a few samples a device
+    assert abs(float(at_100[..., 2].mean()) - float(at_50[..., 2].mean())) < 0.02  # in g
+    assert buffers[1].stats.rejected["rate_unsupported"] == sum(-(-s.n // 25) for s in slow.streams)

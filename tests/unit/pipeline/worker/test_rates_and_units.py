@@ -10,12 +10,12 @@ import keras
 import numpy as np
 import pytest
 
-from corpus import at_rate
 from models.spec import ModelMeta, ModelSpec
 from models.zoo import build_model
 from pipeline.serving import ServingModel
 from pipeline.worker import Worker, WorkerConfig
 from streams.datasets import SyntheticConfig, simulate
+from streams.datasets.resample import at_rate
 from streams.memory import MemoryBus, MemorySink, MemorySource
 from streams.replay import ReplayConfig, replay
 from streams.units import Units

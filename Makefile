@@ -43,8 +43,9 @@ bench: $(STAMP) kafka-jars
 	$(VENV)/bin/harstream bench recovery
 
 # Real trainings on ../shared/data (about 100 minutes on 2 cores): writes docs/models.md
+# The model report: only sections that are missing or changed, plus SECTIONS=har,hapt,phones
 report-models: $(STAMP)
-	$(PY) -m pipeline.reports.models_report
+	$(PY) -m pipeline.reports.models_report $(if $(SECTIONS),--only $(SECTIONS))
 
 # Retrain the demo's default models (pipeline/assets/) with the project's own training code
 demo-models: $(STAMP)

@@ -122,10 +122,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.out.suffix.lower() not in (".csv", ".npz"):
         p.error("--out must end in .csv or .npz")
-    users = [int(u) for u in args.users.split(",") if u.strip()]
     config = PhoneExport(rate_hz=args.rate, max_seconds=args.max_seconds,
                          rotate=not args.upright, seed=args.seed)  # fmt: skip
-    data = load_uci_hapt(args.hapt).select_users(users)
+    data = load_uci_hapt(args.hapt)
+    if args.users != "all":
+        data = data.select_users(int(u) for u in args.users.split(",") if u.strip())
     columns = export(data, config)
     write_columns(columns, args.out)
     print(f"{args.out}: {len(data.streams)} recordings, {columns[DEVICE].size:,} rows")

@@ -11,21 +11,41 @@ from pipeline.reports.models_report import main
 pytestmark = pytest.mark.dataset
 
 
-def test_quick_report_writes_tables_and_plots(tmp_path):
+def test_quick_report_writes_tables_plots_and_figures_and_runs_again_only_what_it_is_told(
+    tmp_path,
+):
     out = tmp_path / "docs" / "models.md"
-    assert main(["--quick", "--out", str(out), "--models-dir", str(tmp_path / "models")]) == 0
+    argv = ["--quick", "--out", str(out), "--models-dir", str(tmp_path / "models")]
+    assert main(argv) == 0
     text = out.read_text()
     assert "--quick run" in text
-    for heading in ("UCI HAR, many-to-one", "UCI HAPT, many-to-many", "Vanishing gradients"):
+    for heading in ("UCI HAR, many-to-one", "UCI HAPT, many-to-many", "Vanishing gradients",
+                    "Real phones"):  # fmt: skip
         assert heading in text
     for model in ("LSTM", "GRU", "SimpleRNN", "BiLSTM", "MLP", "1-D CNN", "LSTM, no rotation"):
         assert f"| {model}" in text
     img = out.parent / "img"
     assert (img / "vanishing-gradients.png").is_file() and (img / "hapt-tbptt.png").is_file()
-    report = json.loads((img / "report.json").read_text())
-    assert len(report["har"]) == 7 and len(report["hapt"]) == 2
-    assert all(len(r["thirds"]) == 3 and len(r["long_thirds"]) == 3 for r in report["hapt"])
-    assert {r["variant"] for r in report["hapt"]} == {"tbptt", "windows"}
+    figures = json.loads(out.with_suffix(".json").read_text())
+    assert set(figures["_sections"]) == {"har", "hapt", "phones"}
+    assert len(figures["uci_har"]) == 7 and set(figures["hapt"]) == {"tbptt", "windows"}
+    hapt_rows = [r for v in figures["hapt"].values() for r in v["per_seed"]]
+    assert all(len(r["thirds"]) == 3 and len(r["long_thirds"]) == 3 for r in hapt_rows)
+    assert len(figures["real_phones"]) == 6
+    assert all(0 <= r["macro_f1"] <= 1 for r in figures["real_phones"].values())
+    rows = [*figures["uci_har"].values(), *hapt_rows, *figures["real_phones"].values()]
+    assert all(r["command"].startswith(("harstream train", "python -m")) for r in rows)
     assert "Medians over seeds, truncated BPTT against fixed windows" in text
     assert (img / "har-window-lstm-2x64-unrotated.png").is_file()
     assert len(list((tmp_path / "models").glob("*.keras"))) == 9
+
+    # again: every section is kept (nothing changed); --only runs the named one again
+    measured = {k: v["measured"] for k, v in figures["_sections"].items()}
+    assert main(argv) == 0
+    again = json.loads(out.with_suffix(".json").read_text())
+    assert {k: v["measured"] for k, v in again["_sections"].items()} == measured
+    assert again["uci_har"] == figures["uci_har"]
+    assert main([*argv, "--only", "phones"]) == 0
+    phones = json.loads(out.with_suffix(".json").read_text())
+    assert phones["uci_har"] == figures["uci_har"] and phones["hapt"] == figures["hapt"]
+    assert phones["_sections"]["phones"]["measured"] > measured["phones"]

@@ -37,7 +37,13 @@ class SourceConfig:
     max_partition_fetch_bytes: int = 4 * 1024 * 1024
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 3_000
-    max_poll_interval_ms: int = 300_000
+    max_poll_interval_ms: int = 60_000
+    """a member that has not polled for this long is gone (a worker polls after every batch;
+    the trainer, which trains between polls, sets more). It is also the group's rebalance
+    timeout: how long a rebalance waits for a member that does not rejoin, and (plus 5 s) how
+    long kafka-python waits for a JoinGroup reply. With the clients' default of 5 minutes a
+    worker in CI once stayed without partitions for over 3 minutes after its first
+    rebalance."""
     metadata_timeout_s: float = 30.0
     """how long to wait for the topics' partitions to be known before joining the group"""
 

@@ -9,9 +9,9 @@ resampled onto a regular grid (:mod:`streams.datasets.resample`).
 >>> import tempfile, pathlib
 >>> path = pathlib.Path(tempfile.mkdtemp()) / "fleet.csv"
 >>> _ = path.write_text("device,timestamp,acc_x,label\\nd1,1000,0.5,WALKING\\nd1,1040,0.7,\\n")
->>> ds = load_generic(path, rate_hz=50)
+>>> ds = load_generic(path, rate_hz=50)  # the sample at 1020 ms is missing: interpolated
 >>> ds.channels, ds.activities, ds.streams[0].sequence().tolist(), ds.streams[0].labels.tolist()
-(('acc_x',), ('WALKING',), [0, 2], [0, -1])
+(('acc_x',), ('WALKING',), [0, 1, 2], [0, 0, -1])
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.worker.sequencer import DeviceRun
+from pipeline.worker.sequencer import DeviceRun, labels_of
 from streams.record import Record
 
 HISTORY = 8
@@ -76,6 +76,10 @@ class Resampler:
         self.capacity = 0
         self.ensure_capacity(1024)
 
+    def at_model_rate(self, rates: np.ndarray) -> np.ndarray:
+        """Which of ``rates`` are the model's (within 1 %; 0 means not known: the model's)."""
+        return (rates <= 0) | (np.abs(rates - self.rate_hz) <= SAME_RATE * self.rate_hz)
+
     def supports(self, rate_hz: float) -> bool:
         """Whether a device at ``rate_hz`` is served."""
         return SLOWEST * self.rate_hz <= rate_hz <= FASTEST * self.rate_hz
@@ -117,9 +121,7 @@ class Resampler:
     ) -> tuple[list[DeviceRun], np.ndarray]:
         """``runs`` at the model's rate, and their slots; runs that produced no model step yet
         are left out. Runs already at the model's rate are returned as they are."""
-        rates = np.fromiter((r.rate_hz for r in runs), np.float64, len(runs))
-        # another rate than the model's (0: not known, taken as the model's)
-        other = (rates > 0) & (np.abs(rates - self.rate_hz) > SAME_RATE * self.rate_hz)
+        other = ~self.at_model_rate(np.fromiter((r.rate_hz for r in runs), np.float64, len(runs)))
         if not other.any():
             self.reset(slots)
             return runs, slots
@@ -329,7 +331,7 @@ class RecordResampler:
     def __call__(self, record: Record) -> Record | None:
         """``record`` at the model's rate (itself if it is), or None if it made no step yet."""
         resampler = self.resampler
-        if abs(record.rate_hz - resampler.rate_hz) <= SAME_RATE * resampler.rate_hz:
+        if resampler.at_model_rate(np.array([record.rate_hz])).all():
             return record
         slot = self._slot.get(record.device)
         if slot is None:
@@ -337,15 +339,12 @@ class RecordResampler:
             self._steps.append(0)
             resampler.ensure_capacity(2 * len(self._steps))
         seqs = record.sequence()
-        fresh = seqs > resampler.last_seq[slot] if not np.isnan(resampler.phase[slot]) else None
-        labels = record.labels if record.labels is not None else np.full(record.n, -1, np.int16)
-        run = DeviceRun(record.device, seqs, record.values, labels.astype(np.int16),
-                        record.times_ms(), rate_hz=record.rate_hz)  # fmt: skip
-        if fresh is not None:
-            if not fresh.any():
-                return None
-            run = DeviceRun(run.device, seqs[fresh], run.values[fresh], run.labels[fresh],
-                            run.times_ms[fresh], rate_hz=run.rate_hz)  # fmt: skip
+        started = not np.isnan(resampler.phase[slot])
+        fresh = seqs > resampler.last_seq[slot] if started else np.ones(record.n, bool)
+        if not fresh.any():
+            return None
+        run = DeviceRun(record.device, seqs[fresh], record.values[fresh], labels_of(record)[fresh],
+                        record.times_ms()[fresh], rate_hz=record.rate_hz)  # fmt: skip
         runs, _ = resampler.resample([run], np.array([slot]))
         if not runs:
             return None

@@ -170,7 +170,7 @@ class Sequencer:
         the last applied sample (the usual case) becomes a run as it is."""
         if len(pending) == 1 and pending[0].record.seq == cursor + 1:  # the common case
             p, rec = pending[0], pending[0].record
-            return DeviceRun(device, rec.sequence(), rec.values, _labels(rec), rec.times_ms(), 0,
+            return DeviceRun(device, rec.sequence(), rec.values, labels_of(rec), rec.times_ms(), 0,
                              p.timestamp_ms, p.tp.partition, p.offset, rec.rate_hz)  # fmt: skip
         stats, cfg = self.stats, self.config
         pieces: list[tuple[np.ndarray, Record, np.ndarray]] = []
@@ -207,7 +207,7 @@ class Sequencer:
             return None
         seqs = np.concatenate([s for s, _, _ in pieces])
         values = np.concatenate([r.values[m] for _, r, m in pieces])
-        labels = np.concatenate([_labels(r)[m] for _, r, m in pieces])
+        labels = np.concatenate([labels_of(r)[m] for _, r, m in pieces])
         times = np.concatenate([r.times_ms()[m] for _, r, m in pieces])
         return DeviceRun(device, seqs, values, labels, times, gap_before, kafka_ts, partition,
                          offset, pieces[-1][1].rate_hz)  # fmt: skip
@@ -217,7 +217,7 @@ _UNLABELLED = np.full(4096, UNLABELLED, np.int16)
 _UNLABELLED.flags.writeable = False
 
 
-def _labels(record: Record) -> np.ndarray:
+def labels_of(record: Record) -> np.ndarray:
     """The record's label codes as int16 (a shared read-only -1 block when it has none)."""
     if record.labels is None:
         n = record.n

@@ -27,6 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.worker.sequencer import DeviceRun, labels_of
+from streams.datasets.resample import ANTI_ALIAS_ABOVE
 from streams.record import Record
 
 HISTORY = 8
@@ -36,8 +37,6 @@ SLOWEST, FASTEST = 0.2, 8.0
 other rates are dead letters with reason ``rate_unsupported``"""
 SAME_RATE = 0.01
 """a rate within this fraction of the model's is the model's"""
-ANTI_ALIAS_ABOVE = 1.5
-"""low-pass when the device is more than this times faster than the model"""
 _FIXED = 5
 """state vector: phase, last sequence number, last event time, last label, history length"""
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import keras
 
+from models import layers  # noqa: F401  (registers harstream's layers for loading)
 from models.exceptions import ModelFileError
 from models.spec import ModelMeta
 

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from models.exceptions import ModelsError
+from models.frame import STATE_SIZE, GravityFrame
 from models.spec import CELLS, Cell, ModelMeta
 
 if TYPE_CHECKING:
@@ -60,6 +61,8 @@ class StreamWeights:
     (gates*hidden,), or (2, 3*hidden) for the GRU (input and recurrent bias, ``reset_after``).
     ``scale`` divides the centred input: ``max(sqrt(variance), epsilon)``, as Keras's
     ``Normalization`` computes it. ``next_kernel``/``next_bias`` are the optional next-step head.
+    ``frame``: the model reads its channels in this gravity frame (:mod:`models.frame`); the
+    normalisation, the first layer and the next-step head then see its features.
     """
 
     cell: Cell
@@ -72,6 +75,7 @@ class StreamWeights:
     activity_bias: np.ndarray
     next_kernel: np.ndarray | None = None
     next_bias: np.ndarray | None = None
+    frame: GravityFrame | None = None
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
@@ -88,7 +92,9 @@ class StreamWeights:
         self._check_shapes()
 
     def _check_shapes(self) -> None:
-        layers, c, h = self.layers, self.channels, self.hidden
+        layers, c, h = self.layers, self.inputs, self.hidden
+        if self.frame is not None and self.frame.width != c:
+            raise ModelsError(f"the gravity frame gives {self.frame.width} inputs, not {c}")
         if not 1 <= layers == len(self.recurrent_kernels) == len(self.biases):
             raise ModelsError("need one kernel, recurrent kernel and bias per layer (>= 1)")
         if self.mean.shape != (c,) or self.scale.shape != (c,) or not (self.scale > 0).all():
@@ -111,8 +117,14 @@ class StreamWeights:
                 raise ModelsError(f"{self.cell} weights: {name} is {array.shape}, not {shape}")
 
     @property
-    def channels(self) -> int:
+    def inputs(self) -> int:
+        """Values the first layer reads per sample: the channels, or the frame's features."""
         return self.kernels[0].shape[0]
+
+    @property
+    def channels(self) -> int:
+        """Raw values per sample."""
+        return self.inputs if self.frame is None else self.frame.channels
 
     @property
     def hidden(self) -> int:
@@ -136,15 +148,24 @@ class StreamWeights:
         """
         import keras  # here, so that running the runtime needs only NumPy
 
+        from models.layers import GravityFrameCell
+
         spec = meta.spec
         if spec.setup != "stream" or spec.architecture != "recurrent":
             raise ModelsError(f"{spec.name}: the runtime runs unidirectional stream models only")
         cells = {keras.layers.SimpleRNN: "rnn", keras.layers.LSTM: "lstm", keras.layers.GRU: "gru"}
-        normalise, recurrent, heads = None, [], {}
+        normalise, recurrent, heads, frame = None, [], {}, None
         for layer in model.layers:
             if isinstance(layer, keras.layers.InputLayer | keras.layers.Dropout):
                 continue
-            if type(layer) is keras.layers.Normalization and normalise is None:
+            if (
+                type(layer) is keras.layers.RNN
+                and isinstance(layer.cell, GravityFrameCell)
+                and frame is None
+                and normalise is None
+            ):
+                frame = layer.cell.frame
+            elif type(layer) is keras.layers.Normalization and normalise is None:
                 normalise = layer
             elif type(layer) in cells and cells[type(layer)] == spec.cell:
                 _check_recurrent(layer, spec.cell)
@@ -164,6 +185,8 @@ class StreamWeights:
             )
         if ("next" in heads) != spec.next_step:
             raise ModelsError(f"{spec.name}: the next-step head does not match the spec")
+        if frame != meta.frame:
+            raise ModelsError(f"{spec.name}: the gravity frame does not match the meta")
         mean, scale = _normalisation(normalise, keras.config.epsilon())
         weights = cls(
             cell=spec.cell,
@@ -176,6 +199,7 @@ class StreamWeights:
             activity_bias=heads["activity"][1],
             next_kernel=heads["next"][0] if spec.next_step else None,
             next_bias=heads["next"][1] if spec.next_step else None,
+            frame=frame,
         )
         shape = (weights.channels, weights.hidden, weights.classes)
         if shape != (len(meta.channels), spec.hidden, len(meta.classes)):
@@ -221,7 +245,7 @@ class StepOutput:
     """What :meth:`StreamRuntime.advance` computed: one row per input sample, in input order.
 
     ``probs`` (N, classes) is the activity after each sample. With a next-step head, ``next``
-    (N, channels) predicts the sample that follows each one, in normalised units; ``anomaly``
+    (N, inputs) predicts the sample that follows each one, in normalised units; ``anomaly``
     (N,) is the mean over channels of the squared error between each sample (normalised) and the
     prediction made for it at the device's previous sample: about 1 if the model predicted no
     better than the training mean, far more for a surprising sample, NaN for a device's first
@@ -264,24 +288,27 @@ class StreamRuntime:
         self._rows = {
             "mean": np.tile(w.mean, (block, 1)),
             "scale": np.tile(w.scale, (block, 1)),
-            "normalised": np.empty((block, w.channels), _F32),
-            "error": np.empty((block, w.channels), _F32),
+            "normalised": np.empty((block, w.inputs), _F32),
+            "error": np.empty((block, w.inputs), _F32),
+            "features": np.empty((block, w.inputs), _F32),
         }
         self._inputs = [self._ones(m.shape[1] - 1) for m in self._fused] + [self._ones(h)]
         self._gates = [np.empty(m.shape[0] * block * h, _F32) for m in self._fused]
         self._logits = np.empty(len(self._head) * block, _F32)
         self._top = np.empty(block, _F32)
-        self._channel_mean = np.full(w.channels, 1 / w.channels, _F32)
+        self._channel_mean = np.full(w.inputs, 1 / w.inputs, _F32)
         self._h = [np.zeros((capacity, h), _F32) for _ in range(w.layers)]
         self._c = [
             np.zeros((capacity, h), _F32) for _ in range(w.layers if w.cell == "lstm" else 0)
         ]
-        self._next = np.full((capacity, w.channels), np.nan, _F32) if self.has_next else None
+        self._next = np.full((capacity, w.inputs), np.nan, _F32) if self.has_next else None
+        self._frame = None if w.frame is None else np.zeros((capacity, STATE_SIZE), _F32)
         self._mark = np.zeros(capacity, np.intp)
         self._step_state = _State(  # h gathered straight into the GEMM inputs, as they are read
             [a[:, a.shape[1] - 1 - h : a.shape[1] - 1] for a in self._inputs[:-1]],
             [np.empty((block, h), _F32) for _ in self._c],
-            np.empty((block, w.channels), _F32) if self.has_next else None,
+            np.empty((block, w.inputs), _F32) if self.has_next else None,
+            None if w.frame is None else np.empty((block, STATE_SIZE), _F32),
         )
 
     @classmethod
@@ -307,8 +334,9 @@ class StreamRuntime:
         return self.weights.next_kernel is not None
 
     def memory_bytes(self) -> int:
-        """Bytes of per-slot state held (hidden and cell states, next-step predictions)."""
-        arrays = [*self._h, *self._c] + ([self._next] if self._next is not None else [])
+        """Bytes of per-slot state held (hidden and cell states, next-step predictions, gravity
+        frames)."""
+        arrays = [*self._h, *self._c] + [a for a in (self._next, self._frame) if a is not None]
         return sum(a.nbytes for a in arrays) + self._mark.nbytes
 
     def ensure_capacity(self, slots: int) -> None:
@@ -320,6 +348,8 @@ class StreamRuntime:
         self._c = [_grown(a, size, 0.0) for a in self._c]
         if self._next is not None:
             self._next = _grown(self._next, size, np.nan)
+        if self._frame is not None:
+            self._frame = _grown(self._frame, size, 0.0)
         self._mark = np.zeros(size, np.intp)
 
     def reset(self, slots) -> None:
@@ -329,16 +359,21 @@ class StreamRuntime:
             state[slots] = 0.0
         if self._next is not None:
             self._next[slots] = np.nan
+        if self._frame is not None:
+            self._frame[slots] = 0.0
 
     def get_states(self, slots) -> dict[str, np.ndarray]:
         """Copies of the states of ``slots``: ``h`` (and ``c`` for an LSTM) (B, layers, hidden),
-        and with a next-step head ``next`` (B, channels), the last prediction (NaN if none)."""
+        with a next-step head ``next`` (B, inputs), the last prediction (NaN if none), and with a
+        gravity frame ``frame`` (B, 8), its filters (zeros after a reset)."""
         slots = self._slots(slots)
         out = {"h": np.stack([a[slots] for a in self._h], axis=1)}
         if self._c:
             out["c"] = np.stack([a[slots] for a in self._c], axis=1)
         if self._next is not None:
             out["next"] = self._next[slots]
+        if self._frame is not None:
+            out["frame"] = self._frame[slots]
         return out
 
     def set_states(self, slots, states: dict[str, np.ndarray]) -> None:
@@ -349,7 +384,9 @@ class StreamRuntime:
         if self._c:
             expected["c"] = (b, w.layers, w.hidden)
         if self._next is not None:
-            expected["next"] = (b, w.channels)
+            expected["next"] = (b, w.inputs)
+        if self._frame is not None:
+            expected["frame"] = (b, STATE_SIZE)
         arrays = {key: np.asarray(value, _F32) for key, value in states.items()}
         shapes = {key: a.shape for key, a in arrays.items()}
         if shapes != expected:
@@ -360,6 +397,8 @@ class StreamRuntime:
             a[slots] = arrays["c"][:, layer]
         if self._next is not None:
             self._next[slots] = arrays["next"]
+        if self._frame is not None:
+            self._frame[slots] = arrays["frame"]
 
     def get_state(self, slot: int) -> dict[str, np.ndarray]:
         """The state of one slot: :meth:`get_states` without the batch axis."""
@@ -394,7 +433,7 @@ class StreamRuntime:
         x = self._samples(samples, int(counts.sum()))
         n, w = len(x), self.weights
         probs = np.empty((n, w.classes), _F32)
-        nxt = np.empty((n, w.channels), _F32) if self.has_next else None
+        nxt = np.empty((n, w.inputs), _F32) if self.has_next else None
         anomaly = np.empty(n, _F32) if self.has_next else None
         if n == 0:
             return StepOutput(probs, nxt, anomaly)
@@ -461,11 +500,13 @@ class StreamRuntime:
         """Copies of the states of ``slots``, in their order (into ``out`` if given)."""
         if out is None:
             return _State([h[slots] for h in self._h], [c[slots] for c in self._c],
-                          None if self._next is None else self._next[slots])  # fmt: skip
+                          None if self._next is None else self._next[slots],
+                          None if self._frame is None else self._frame[slots])  # fmt: skip
         for state, rows in zip(self._h + self._c, out.h + out.c, strict=True):
             np.take(state, slots, axis=0, out=rows, mode="clip")
-        if self._next is not None:
-            np.take(self._next, slots, axis=0, out=out.next, mode="clip")
+        for state, rows in ((self._next, out.next), (self._frame, out.frame)):
+            if state is not None:
+                np.take(state, slots, axis=0, out=rows, mode="clip")
         return out
 
     def _scatter(self, slots: np.ndarray, state: _State) -> None:
@@ -476,6 +517,8 @@ class StreamRuntime:
             c[slots] = rows
         if self._next is not None:
             self._next[slots] = state.next
+        if self._frame is not None:
+            self._frame[slots] = state.frame
 
     def _forward(self, state: _State, k: int, x, probs, nxt, anomaly) -> None:
         """One step of the first ``k`` devices of ``state``, ``block`` devices at a time."""
@@ -494,10 +537,13 @@ class StreamRuntime:
         buffers."""
         w, b, h = self.weights, len(x), self.weights.hidden
         rows = {key: a[:b] for key, a in self._rows.items()}
+        if w.frame is not None:
+            w.frame.step(x, state.frame, rows["features"])
+            x = rows["features"]
         normalised = rows["normalised"]
         np.subtract(x, rows["mean"], out=normalised)
         np.divide(normalised, rows["scale"], out=normalised)
-        self._inputs[0][:b, : w.channels] = normalised
+        self._inputs[0][:b, : w.inputs] = normalised
         if anomaly is not None:
             error = rows["error"]
             np.subtract(state.next, normalised, out=error)
@@ -541,10 +587,14 @@ class _State(NamedTuple):
     h: list[np.ndarray]
     c: list[np.ndarray]
     next: np.ndarray | None
+    frame: np.ndarray | None = None
 
     def rows(self, rows: slice) -> _State:
-        return _State([a[rows] for a in self.h], [a[rows] for a in self.c],
-                      None if self.next is None else self.next[rows])  # fmt: skip
+        return _State(
+            [a[rows] for a in self.h],
+            [a[rows] for a in self.c],
+            *(None if a is None else a[rows] for a in (self.next, self.frame)),
+        )
 
 
 def _lstm(gates, carry, new) -> None:

@@ -7,10 +7,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from models.exceptions import ModelFileError, SpecError
+from models.frame import GravityFrame
 
 Cell = Literal["rnn", "lstm", "gru"]
 Architecture = Literal["recurrent", "birnn", "mlp", "cnn"]
 Setup = Literal["window", "stream"]
+Frame = Literal["device", "gravity"]
+FRAMES: tuple[str, ...] = ("device", "gravity")
 CELLS: tuple[str, ...] = ("rnn", "lstm", "gru")
 ARCHITECTURES: tuple[str, ...] = ("recurrent", "birnn", "mlp", "cnn")
 
@@ -24,6 +27,8 @@ class ModelSpec:
     device. ``architecture`` picks a recurrent stack of ``cell`` layers, a bidirectional one
     (windows only), or a memory-less baseline: an MLP over the flattened window or a 1-D CNN.
     ``next_step`` adds a self-supervised head that predicts the next (normalised) sample.
+    ``frame="gravity"`` reads the sensors in the gravity frame (:mod:`models.frame`): inputs no
+    rotation of the device changes, instead of its raw x/y/z axes.
 
     >>> ModelSpec(cell="gru", layers=2, hidden=32).name
     'window-gru-2x32'
@@ -38,8 +43,11 @@ class ModelSpec:
     conv_filters: int = 0
     """recurrent models: a Conv1D front end of this many filters (0 = none)"""
     next_step: bool = False
+    frame: Frame = "device"
 
     def __post_init__(self) -> None:
+        if self.frame not in FRAMES:
+            raise SpecError(f"frame must be one of {FRAMES}, not {self.frame!r}")
         if self.setup not in ("window", "stream"):
             raise SpecError(f"setup must be 'window' or 'stream', not {self.setup!r}")
         if self.architecture not in ARCHITECTURES:
@@ -66,7 +74,8 @@ class ModelSpec:
             self.architecture, self.architecture
         )
         conv = f"-conv{self.conv_filters}" if self.conv_filters else ""
-        return f"{self.setup}-{kind}{conv}-{self.layers}x{self.hidden}"
+        frame = "-gravity" if self.frame == "gravity" else ""
+        return f"{self.setup}-{kind}{conv}{frame}-{self.layers}x{self.hidden}"
 
 
 DEFAULT_UNITS = {"acceleration": "g", "angular_rate": "rad/s"}
@@ -76,9 +85,10 @@ DEFAULT_UNITS = {"acceleration": "g", "angular_rate": "rad/s"}
 class ModelMeta:
     """What a trained model expects and where it came from; saved inside the model file.
 
-    ``mean``/``std`` are the per-channel normalisation fitted on the training data (the model
-    applies it itself); ``window``/``stride`` say how a window model is fed (a stream model
-    reads one sample at a time, ``window`` is then the length its state was trained over).
+    ``mean``/``std`` are the normalisation of each model input (a channel, or a gravity-frame
+    feature, see :attr:`inputs`) fitted on the training data (the model applies it itself);
+    ``window``/``stride`` say how a window model is fed (a stream model reads one sample at a
+    time, ``window`` is then the length its state was trained over).
     """
 
     spec: ModelSpec
@@ -95,15 +105,29 @@ class ModelMeta:
     deg/s; metadata of earlier versions has none: g and rad/s)"""
 
     def __post_init__(self) -> None:
-        c = len(self.channels)
+        c = len(self.inputs)
         if len(self.mean) != c or len(self.std) != c:
-            raise SpecError(f"mean/std need one value per channel ({c})")
+            raise SpecError(f"mean/std need one value per model input ({c})")
         if min(self.std, default=1.0) <= 0:
             raise SpecError("std must be > 0 for every channel")
         if not self.classes:
             raise SpecError("a model needs at least one class")
         if self.window < 1 or self.stride < 1:
             raise SpecError("window and stride must be >= 1")
+
+    @property
+    def frame(self) -> GravityFrame | None:
+        """The gravity frame the model reads its channels in, if ``spec.frame == "gravity"``."""
+        if self.spec.frame != "gravity":
+            return None
+        return GravityFrame.for_channels(self.channels, self.rate_hz)
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """What the model's normalisation and first layer see: the channels, or the gravity
+        frame's features."""
+        frame = self.frame
+        return self.channels if frame is None else frame.names
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)

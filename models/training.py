@@ -23,6 +23,7 @@ import numpy as np
 
 from models.augment import axis_groups, random_rotations, rotated, turned
 from models.exceptions import ModelsError, SpecError
+from models.frame import GravityFrame
 from models.spec import ModelMeta, ModelSpec
 from models.train_config import TrainConfig  # re-exported: training callers import it here
 from models.windowing import balanced_class_weights, fit_normalisation
@@ -85,6 +86,12 @@ def _meta(spec, channels, classes, rate_hz, mean, std, window, stride, provenanc
         stride=int(stride),
         provenance=dict(provenance or {}),
     )
+
+
+def _frame(spec: ModelSpec, channels: Sequence[str], rate_hz: float) -> GravityFrame | None:
+    """The gravity frame the model will read, if it reads one (refused channels fail here,
+    before any training)."""
+    return GravityFrame.for_channels(channels, rate_hz) if spec.frame == "gravity" else None
 
 
 def _normalisation(start: keras.Model | None, X: np.ndarray) -> tuple[tuple[float, ...], ...]:
@@ -163,7 +170,8 @@ def train_window_model(
         # the epoch that copes best with phones worn at other angles
         X_val = np.concatenate([X_val, rotated(X_val, groups, cfg.rotate_deg, cfg.seed)])
         y_val = np.tile(y_val, 2)
-    mean, std = _normalisation(start, X_fit)
+    frame = _frame(spec, channels, rate_hz)
+    mean, std = _normalisation(start, X_fit if frame is None else frame.features_of(X_fit))
     meta = _meta(spec, channels, classes, rate_hz, mean, std, X.shape[1], stride, provenance)
     model = _initial(spec, meta, start)
     if start is not None:
@@ -317,9 +325,15 @@ def masked_targets(labels: np.ndarray, class_weight: np.ndarray) -> tuple[np.nda
     return np.maximum(labels, 0).astype(np.int32), weights.astype(np.float32)
 
 
-def _lane_batch(recordings, segments, span, mean, std, class_weight, groups=(), turns=None):
-    """Inputs ``(lanes, span, C)``, labels, their weights, the normalised next samples and
-    the weights of those, for the ``(recording, start)`` ``segments``.
+def _lane_batch(
+    recordings, segments, span, mean, std, class_weight, groups=(), turns=None,
+    frame=None, next_step=True,
+):  # fmt: skip
+    """Inputs ``(lanes, span, C)``, labels, their weights, the normalised next samples (None
+    without ``next_step``) and the weights of those, for the ``(recording, start)`` ``segments``.
+
+    With a gravity ``frame``, the next samples are the frame's features (from the segment's
+    start, where the model's state is reset too).
 
     A segment running past its recording's end is padded with the last sample (finite values);
     from the recording's last sample on (it has no next sample) both weights are 0. With
@@ -337,8 +351,12 @@ def _lane_batch(recordings, segments, span, mean, std, class_weight, groups=(), 
         np.stack([recordings[r][1][i[:-1]] for (r, _), i in zip(segments, take, strict=True)]),
         class_weight,
     )
-    nxt = (X[:, 1:] - mean) / std
-    return X[:, :-1], y, w * real, nxt.astype(np.float32), real
+    nxt = None
+    if next_step:
+        nxt = (((X if frame is None else frame.features_of(X))[:, 1:] - mean) / std).astype(
+            np.float32
+        )
+    return X[:, :-1], y, w * real, nxt, real
 
 
 def predict_streams(model: keras.Model, recordings: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -410,7 +428,11 @@ def train_stream_model(
     if groups and val:  # turned once, seeded: early stopping keeps what copes with other angles
         val_values += rotated(val_values, groups, cfg.rotate_deg, cfg.seed)
         val_labels *= 2
-    mean, std = _normalisation(start, np.concatenate([v for v, _ in train]))
+    frame = _frame(spec, channels, rate_hz)
+    values = [v for v, _ in train]
+    mean, std = _normalisation(
+        start, np.concatenate(values if frame is None else frame.features_of_each(values))
+    )
     k, span = cfg.tbptt_steps, cfg.tbptt_steps * cfg.chunks_per_lane
     meta = _meta(spec, channels, classes, rate_hz, mean, std, span, 1, provenance)
     model = _initial(spec, meta, start)
@@ -436,8 +458,9 @@ def train_stream_model(
         for g in range(0, len(segments) - cfg.lanes + 1, cfg.lanes):
             lane = slice(g, g + cfg.lanes)
             X, y, w, nxt, nw = _lane_batch(
-                train, segments[lane], span, m, s, cw, groups, turns[lane] if groups else None
-            )
+                train, segments[lane], span, m, s, cw, groups,
+                turns[lane] if groups else None, frame, spec.next_step,
+            )  # fmt: skip
             reset_state(trainer)
             for c in range(0, span, k):
                 part = slice(c, c + k)

@@ -1,7 +1,8 @@
 """The model zoo: plain Keras models built from a :class:`ModelSpec` and :class:`ModelMeta`.
 
 Every model normalises its input itself (a ``Normalization`` layer holding the training mean and
-variance), so a saved model takes raw sensor values. Recurrent layers share their weights over
+variance), after the gravity frame when it reads one (:mod:`models.layers`), so a saved model
+takes raw sensor values. Recurrent layers share their weights over
 time: the same cell is unrolled over every step of the window or stream.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from models.layers import gravity_frame
 from models.spec import ModelMeta, ModelSpec
 
 _CELLS = {"rnn": keras.layers.SimpleRNN, "lstm": keras.layers.LSTM, "gru": keras.layers.GRU}
@@ -35,12 +37,15 @@ def build_model(
     channels, classes = len(meta.channels), len(meta.classes)
     length = meta.window if spec.setup == "window" else steps
     inputs = keras.Input(shape=(length, channels), batch_size=batch_size, name="samples")
+    x = inputs
+    if meta.frame is not None:
+        x = gravity_frame(meta.frame, stateful=stateful)(x)
     x = keras.layers.Normalization(
         axis=-1,
         mean=np.asarray(meta.mean, np.float32),
         variance=np.square(np.asarray(meta.std, np.float32)),
         name="normalise",
-    )(inputs)
+    )(x)
     if spec.architecture == "mlp":
         x = _mlp(spec, x)
     elif spec.architecture == "cnn":
@@ -50,7 +55,7 @@ def build_model(
     activity = keras.layers.Dense(classes, activation="softmax", name=ACTIVITY)(x)
     outputs = activity
     if spec.next_step:
-        outputs = {ACTIVITY: activity, NEXT: keras.layers.Dense(channels, name=NEXT)(x)}
+        outputs = {ACTIVITY: activity, NEXT: keras.layers.Dense(len(meta.inputs), name=NEXT)(x)}
     return keras.Model(inputs, outputs, name=spec.name.replace("-", "_"))
 
 

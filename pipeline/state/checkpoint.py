@@ -8,7 +8,8 @@ records, so that the owner of input partition ``p`` restores its devices from st
     offset size  field
     0      2     magic b"HC"
     2      1     version (1)
-    3      1     flags: bit 0 = LSTM cell state, bit 1 = next-step prediction, bit 2 = resampler
+    3      1     flags: bit 0 = LSTM cell state, bit 1 = next-step prediction, bit 2 = resampler,
+                 bit 3 = gravity frame
     4      2     layers L (uint16)
     6      2     hidden H (uint16)
     8      2     channels C (uint16)
@@ -22,9 +23,11 @@ records, so that the owner of input partition ``p`` restores its devices from st
     44     8     source offset of the last record applied (int64)
     52     32    activity tracker: current, candidate, run, last top (4 x int64)
     84     V+D   model version, device id (UTF-8)
+    ...    2     the model's inputs F (uint16; flag bit 3: the gravity frame's features)
     ...    4LH   h, float32 (L x H)
     ...    4LH   c, float32 (flag bit 0)
-    ...    4C    the last next-step prediction, float32 (flag bit 1)
+    ...    4F    the last next-step prediction, float32 (flag bit 1; F = C without bit 3)
+    ...    32    the gravity frame's filters, float32 (8; flag bit 3)
     ...    4RC   ring buffer as the store keeps it (slot ``seen % R`` is the next to write)
     ...    8K    a device at another rate than the model's: what its resampler carries,
                  float64, the rest of the message (flag bit 2; see
@@ -49,7 +52,10 @@ MAGIC = b"HC"
 VERSION = 1
 STATE_TOPIC = "har.state"
 _HEADER = struct.Struct("<2sBBHHHHHHqdqiq4q")
+_U16 = struct.Struct("<H")
 _F32, _F64 = np.dtype("<f4"), np.dtype("<f8")
+FRAME_STATE = 8
+"""float32 values of a gravity frame's state (:data:`models.frame.STATE_SIZE`)"""
 
 
 class CheckpointError(PipelineError):
@@ -93,6 +99,8 @@ class DeviceState:
     resample: np.ndarray | None = None
     """float64: what the device's resampler carries (a device at another rate than the
     model's)"""
+    frame: np.ndarray | None = None
+    """(8,): the gravity frame's filters, for a model that reads one"""
 
 
 def encode_state(s: DeviceState) -> bytes:
@@ -100,14 +108,19 @@ def encode_state(s: DeviceState) -> bytes:
     model, device = s.model.encode(), s.device.encode()
     layers, hidden = s.h.shape
     ring_len, channels = s.ring.shape
-    flags = (s.c is not None) | (s.next is not None) << 1 | (s.resample is not None) << 2
+    flags = (
+        (s.c is not None) | (s.next is not None) << 1 | (s.resample is not None) << 2
+        | (s.frame is not None) << 3
+    )  # fmt: skip
+    # with a gravity frame, the next-step prediction is of its features: their number
+    inputs = b"" if s.frame is None else _U16.pack(0 if s.next is None else len(s.next))
     header = _HEADER.pack(
         MAGIC, VERSION, flags, layers, hidden, channels, ring_len, len(model), len(device),
         s.last_seq, s.last_time_ms, s.seen, s.partition, s.offset, *s.tracker,
     )  # fmt: skip
-    arrays = [s.h] + [a for a in (s.c, s.next) if a is not None] + [s.ring]
+    arrays = [s.h] + [a for a in (s.c, s.next, s.frame) if a is not None] + [s.ring]
     tail = b"" if s.resample is None else np.ascontiguousarray(s.resample, _F64).tobytes()
-    return b"".join([header, model, device, *(np.ascontiguousarray(a, _F32).tobytes()
+    return b"".join([header, model, device, inputs, *(np.ascontiguousarray(a, _F32).tobytes()
                                               for a in arrays), tail])  # fmt: skip
 
 
@@ -120,26 +133,33 @@ def decode_state(data: bytes) -> DeviceState:
      last_time_ms, seen, partition, offset, *tracker) = _HEADER.unpack_from(data)  # fmt: skip
     if magic != MAGIC or version != VERSION:
         raise CheckpointError(f"not a version-{VERSION} checkpoint ({magic!r}, {version})")
-    sizes = [layers * hidden, layers * hidden if flags & 1 else 0, channels if flags & 2 else 0,
-             ring_len * channels]  # fmt: skip
     at = _HEADER.size + model_len + device_len
+    inputs = channels
+    if flags & 8:
+        if len(data) < at + _U16.size:
+            raise CheckpointError(f"{len(data)} bytes: shorter than a gravity-frame checkpoint")
+        (inputs,) = _U16.unpack_from(data, at)
+        at += _U16.size
+    sizes = [layers * hidden, layers * hidden if flags & 1 else 0, inputs if flags & 2 else 0,
+             FRAME_STATE if flags & 8 else 0, ring_len * channels]  # fmt: skip
     end = at + 4 * sum(sizes)
     extra = len(data) - end
     if extra < 0 or (extra and not flags & 4) or (flags & 4 and (extra == 0 or extra % 8)):
         raise CheckpointError(f"{len(data)} bytes, expected {end} (+ 8 x K with a resampler)")
     model = data[_HEADER.size : _HEADER.size + model_len].decode()
-    device = data[_HEADER.size + model_len : at].decode()
+    device = data[_HEADER.size + model_len : _HEADER.size + model_len + device_len].decode()
     values = np.frombuffer(data, _F32, count=sum(sizes), offset=at)
     parts, start = [], 0
     for n in sizes:
         parts.append(values[start : start + n])
         start += n
-    h, c, nxt, ring = parts
+    h, c, nxt, frame, ring = parts
     return DeviceState(
         device, model, last_seq, last_time_ms, seen, partition, offset, tuple(tracker),
         h.reshape(layers, hidden), ring.reshape(ring_len, channels),
         c.reshape(layers, hidden) if flags & 1 else None, nxt if flags & 2 else None,
         np.frombuffer(data, _F64, offset=end) if flags & 4 else None,
+        frame if flags & 8 else None,
     )  # fmt: skip
 
 

@@ -2,7 +2,7 @@
 
 :func:`snapshot_devices` reads every per-device array a worker keeps (the store's sequence
 number, ring buffer and source position, the runtime's hidden states, the activity tracker,
-the resampler's carried samples);
+the resampler's carried samples, the gravity frame's filters);
 :func:`restore_devices` puts them back into another worker. A state written by another model
 version cannot be used by this one's weights: those devices are re-primed from their restored
 ring buffers, as a hot swap does.
@@ -53,6 +53,7 @@ def snapshot_devices(
                 h[i], kept["ring"],
                 states["c"][i] if "c" in states else None,
                 states["next"][i] if "next" in states else None, carried[i],
+                states["frame"][i] if "frame" in states else None,
             )
         )  # fmt: skip
     return out
@@ -99,6 +100,8 @@ def _arrays(s: DeviceState) -> dict[str, np.ndarray]:
         out["c"] = s.c
     if s.next is not None:
         out["next"] = s.next
+    if s.frame is not None:
+        out["frame"] = s.frame
     return out
 
 

@@ -44,6 +44,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--dropout", type=float, default=0.0)
     m.add_argument("--conv-filters", type=int, default=0, help="Conv1D front end (window models)")
     m.add_argument("--next-step", action="store_true", help="add the next-sample head (stream)")
+    m.add_argument("--frame", choices=["device", "gravity"], default="device",
+                   help="device: the sensors' own x/y/z axes; gravity: quantities no rotation "
+                   "of the phone changes, estimated causally (vertical and horizontal "
+                   "acceleration, uprightness against how the device sat while walking, "
+                   "rotation about the vertical and across it); needs acc_x/y/z (with gravity) "
+                   "and optionally gyro_x/y/z (default device)")  # fmt: skip
     m.add_argument("--window", type=positive_int, help="window: samples per window (default 128)")
     m.add_argument("--stride", type=positive_int,
                    help="window: samples between windows (default 64)")  # fmt: skip
@@ -91,7 +97,7 @@ def _checked(args: argparse.Namespace):
     spec = ModelSpec(
         setup=args.setup, architecture=args.architecture, cell=args.cell, layers=args.layers,
         hidden=args.hidden, dropout=args.dropout, conv_filters=args.conv_filters,
-        next_step=args.next_step,
+        next_step=args.next_step, frame=args.frame,
     )  # fmt: skip
     stream = {key: _given(args, key, STREAM_ONLY) for key in STREAM_ONLY}
     config = TrainConfig(
@@ -117,6 +123,7 @@ def _given(args: argparse.Namespace, key: str, defaults: dict[str, object]) -> o
 
 def run(args: argparse.Namespace) -> int:
     spec, config, out = _checked(args)
+    from models.frame import GravityFrame
     from models.io import save_model  # Keras: not at start-up
     from models.training import train_stream_model, train_window_model  # Keras: not at start-up
     from pipeline.trainer.modelling import (  # the datasets package: not at start-up
@@ -128,6 +135,8 @@ def run(args: argparse.Namespace) -> int:
 
     window, stride = _given(args, "window", WINDOW_ONLY), _given(args, "stride", WINDOW_ONLY)
     data = dataset_from_args(args, DEFAULT_RATE_HZ)
+    if spec.frame == "gravity":  # can it read these channels? (before any training)
+        GravityFrame.for_channels(data.channels, data.rate_hz)
     train, test = train_test_split(data, args.test_users, seed=args.seed)
     recs, users = recordings(train)
     provenance = {

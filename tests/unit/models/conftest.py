@@ -12,6 +12,8 @@ import pytest  # noqa: E402
 from models.spec import ModelMeta, ModelSpec  # noqa: E402
 
 CHANNELS = ("ax", "ay", "az")
+PHONE = ("acc_x", "acc_y", "acc_z", "gyro_x", "gyro_y", "gyro_z")
+"""the channels of a gravity-frame model, whose normalisation is of its five features"""
 CLASSES = ("SIT", "WALK", "LIE")
 
 
@@ -20,13 +22,14 @@ def make_meta():
     """Factory of metadata for ``spec`` with a non-trivial normalisation."""
 
     def make(spec: ModelSpec, window: int = 12) -> ModelMeta:
+        gravity = spec.frame == "gravity"
         return ModelMeta(
             spec=spec,
-            channels=CHANNELS,
+            channels=PHONE if gravity else CHANNELS,
             classes=CLASSES,
             rate_hz=50.0,
-            mean=(0.5, -1.0, 9.81),
-            std=(2.0, 0.5, 1.5),
+            mean=(1.0, 0.2, 0.9, 0.0, 0.5) if gravity else (0.5, -1.0, 9.81),
+            std=(0.3, 0.2, 0.1, 0.5, 0.4) if gravity else (2.0, 0.5, 1.5),
             window=window,
             stride=window // 2,
             provenance={"test": True},

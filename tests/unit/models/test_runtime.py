@@ -1,4 +1,5 @@
-"""Conformance suite of the NumPy stream runtime: every cell type agrees with Keras to 1e-5."""
+"""Conformance suite of the NumPy stream runtime: every cell type, on raw axes and in the gravity
+frame, agrees with Keras to 1e-5."""
 
 from __future__ import annotations
 
@@ -19,11 +20,19 @@ SLOTS = np.array([5, 2, 0, 7, 3])  # not sorted
 COUNTS = np.array([20, 0, 7, 13, 1])  # uneven, one device without samples
 CASES = [ModelSpec(setup="stream", cell=c, layers=n, hidden=8) for c in CELLS for n in (1, 2, 3)]
 NEXT_CASES = [ModelSpec(setup="stream", cell=c, layers=2, hidden=8, next_step=True) for c in CELLS]
+FRAME_CASES = [
+    ModelSpec(setup="stream", cell=c, layers=2, hidden=8, next_step=True, frame="gravity")
+    for c in CELLS
+]
+CASES += FRAME_CASES
+NEXT_CASES += FRAME_CASES
 _BUILT: dict[ModelSpec, tuple] = {}
 
 
 def _reference(spec: ModelSpec, make_meta):
-    """(model, meta, raw sequences (5, STEPS, 3), Keras outputs) with random non-zero weights.
+    """(model, meta, raw sequences (5, STEPS, channels), Keras outputs) with random non-zero
+    weights. Gravity-frame models read a phone: gravity along a random direction per device,
+    moving.
 
     Built once per spec for the whole module: Keras model building dominates the suite's time.
     """
@@ -32,7 +41,12 @@ def _reference(spec: ModelSpec, make_meta):
         model = build_model(spec, meta)
         rng = np.random.default_rng(zlib.crc32(spec.name.encode()))
         model.set_weights([rng.normal(0.0, 0.3, w.shape) for w in model.get_weights()])
-        raw = rng.normal(size=(len(SLOTS), STEPS, 3)) * meta.std + meta.mean
+        if meta.frame is None:
+            raw = rng.normal(size=(len(SLOTS), STEPS, 3)) * meta.std + meta.mean
+        else:
+            down = rng.normal(size=(len(SLOTS), 1, 3))
+            raw = rng.normal(0.0, 0.4, size=(len(SLOTS), STEPS, 6))
+            raw[..., :3] += down / np.linalg.norm(down, axis=-1, keepdims=True)
         raw = raw.astype(np.float32)
         out = model.predict(raw, verbose=0)
         _BUILT[spec] = (model, meta, raw, out if isinstance(out, dict) else {"activity": out})
@@ -56,7 +70,7 @@ def test_advance_with_uneven_counts_matches_keras(spec, make_meta):
     runtime = _runtime(spec, make_meta)
     out = runtime.advance(SLOTS, COUNTS, _flat(raw, COUNTS))
     np.testing.assert_allclose(out.probs, _flat(expected["activity"], COUNTS), **TOL)
-    assert out.next is None and out.anomaly is None
+    assert (out.next is None) == (out.anomaly is None) == (not spec.next_step)
 
 
 CHUNKS = np.array([[3, 0, 1, 9, 20], [0, 11, 19, 1, 0], [17, 9, 0, 10, 0]])  # STEPS per device
@@ -106,7 +120,8 @@ def test_next_step_head_and_anomaly_match_keras(spec, make_meta):
     # the anomaly of sample t compares it with the prediction made at t - 1, across calls
     anomaly = _by_device([o.anomaly for o in outputs])
     assert np.isnan(anomaly[:, 0]).all()
-    normalised = (raw - np.array(meta.mean, np.float32)) / np.array(meta.std, np.float32)
+    inputs = raw if meta.frame is None else meta.frame.features_of(raw)
+    normalised = (inputs - np.array(meta.mean, np.float32)) / np.array(meta.std, np.float32)
     want = np.mean((expected["next"][:, :-1] - normalised[:, 1:]) ** 2, axis=-1)
     np.testing.assert_allclose(anomaly[:, 1:], want, **TOL)
 

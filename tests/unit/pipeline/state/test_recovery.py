@@ -5,6 +5,7 @@ uninterrupted run's, state and predictions alike."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from collections.abc import Collection, Mapping
 
 import numpy as np
@@ -77,9 +78,10 @@ class LogSource:
         self.owned = set()
 
 
-@pytest.fixture(scope="module")
-def stream():
-    """A fleet's messages in 3 partition logs, with duplicates and reordering, and a model."""
+@pytest.fixture(scope="module", params=["device", "gravity"])
+def stream(request):
+    """A fleet's messages in 3 partition logs, with duplicates and reordering, and a model (on
+    the raw axes, or in the gravity frame, whose filters are state too)."""
     data = simulate(SyntheticConfig(devices=18, duration_s=16, seed=4))
     bus = MemoryBus(partitions=3, capacity=1_000_000)
     faults = FaultConfig(duplicate=0.05, reorder=0.05, seed=3)
@@ -87,8 +89,11 @@ def stream():
     log: dict[int, list[Message]] = {0: [], 1: [], 2: []}
     for m in MemorySource(bus, [TOPIC]).poll(10_000_000, 0):
         log[m.partition].append(m)
-    spec = ModelSpec(setup="stream", cell="lstm", layers=2, hidden=8, next_step=True)
-    meta = ModelMeta(spec, data.channels, data.activities, 50.0, (0.0,) * 6, (0.5,) * 6, 64, 1)
+    spec = ModelSpec(setup="stream", cell="lstm", layers=2, hidden=8, next_step=True,
+                     frame=request.param)  # fmt: skip
+    inputs = 5 if request.param == "gravity" else 6
+    meta = ModelMeta(spec, data.channels, data.activities, 50.0, (0.0,) * inputs,
+                     (0.5,) * inputs, 64, 1)  # fmt: skip
     return data, log, build_model(spec, meta), meta
 
 
@@ -189,6 +194,13 @@ def test_checkpoint_bytes_round_trip_and_bad_ones_are_refused():
     assert back.tracker == (2, -1, 0, 2)
     for name in ("h", "c", "next", "ring", "resample"):
         np.testing.assert_array_equal(getattr(back, name), getattr(state, name))
+    assert back.frame is None
+    # a gravity-frame model: the next-step prediction is of its 5 features, its filters kept
+    framed = replace(state, next=state.next[:5], frame=rng.normal(size=8).astype(np.float32))
+    back = decode_state(encode_state(framed))
+    for name in ("h", "c", "next", "ring", "resample", "frame"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(framed, name))
+    assert back.device == "phone-é" and back.next.shape == (5,)
     gru = DeviceState("d", "m", 0, 0.0, 1, 0, 0, (0, 0, 0, 0), np.zeros((1, 4), np.float32),
                       np.zeros((8, 3), np.float32))  # fmt: skip
     assert (

@@ -5,8 +5,8 @@ uninterrupted run's, state and predictions alike."""
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from collections.abc import Collection, Mapping
+from dataclasses import replace
 
 import numpy as np
 import pytest

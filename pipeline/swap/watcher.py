@@ -49,6 +49,7 @@ from streams.protocols import Source
 
 if TYPE_CHECKING:
     from models.runtime import StreamRuntime
+    from models.spec import ModelMeta
     from pipeline.worker.state_store import StateStore
 
 log = logging.getLogger(__name__)
@@ -183,8 +184,7 @@ class HotSwap:
         self._thread: threading.Thread | None = None
         self._serving: int | None = None
         self._failed: set[int] = set()
-        self._kind: str = "stream"
-        self._channels: tuple[str, ...] = ()
+        self._served: ModelMeta | None = None  # what the worker was started with
         self._ring = 0
 
     # -- the watcher thread --------------------------------------------------------------------
@@ -197,7 +197,7 @@ class HotSwap:
             raise SwapError(f"the worker serves no registry version of {self.name!r} to swap")
         serving = served[0]
         self._serving = _number(serving.version, self.name)
-        self._kind, self._channels = serving.meta.spec.setup, serving.meta.channels
+        self._served = serving.meta
         self._ring = store.config.ring
         self._store = store
         self._thread = threading.Thread(target=self._watch, name=f"hot-swap-{self.name}",
@@ -259,10 +259,20 @@ class HotSwap:
         label = self._label(version)
         log.info("hot swap: loading %s", label, extra={"model": self.name, "version": label})
         model, meta = load_model(self.registry.get(self.name, version).model_path)
-        if meta.spec.setup != self._kind:
-            raise SwapError(f"{label} is a {meta.spec.setup} model; this slot serves {self._kind}")
-        if meta.channels != self._channels:
-            raise SwapError(f"{label} reads {meta.channels}, the worker gets {self._channels}")
+        served = self._served
+        if meta.spec.setup != served.spec.setup:
+            raise SwapError(
+                f"{label} is a {meta.spec.setup} model; this slot serves {served.spec.setup}"
+            )
+        if meta.channels != served.channels:
+            raise SwapError(f"{label} reads {meta.channels}, the worker gets {served.channels}")
+        # the worker's rings, resampler and unit conversion are at the served model's rate and
+        # in its units: another model would be primed and fed samples it does not expect
+        if meta.rate_hz != served.rate_hz or meta.units != served.units:
+            raise SwapError(
+                f"{label} reads {meta.rate_hz:g} Hz in {_units(meta)}; the worker runs at "
+                f"{served.rate_hz:g} Hz in {_units(served)}: restart it to serve that model"
+            )
         if meta.spec.setup == "window" and meta.window > self._ring:
             raise SwapError(f"{label} needs {meta.window}-sample windows; the worker keeps "
                             f"{self._ring} samples per device")  # fmt: skip
@@ -432,3 +442,7 @@ def _number(version: str, name: str) -> int | None:
     if version.startswith(prefix) and version[len(prefix) :].isdigit():
         return int(version[len(prefix) :])
     return None
+
+
+def _units(meta: ModelMeta) -> str:
+    return ", ".join(meta.units.values())

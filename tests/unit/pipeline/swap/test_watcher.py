@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from dataclasses import replace
 
 import keras
 import numpy as np
@@ -35,7 +36,8 @@ def fleet():
 
 @pytest.fixture
 def registry(tmp_path, fleet):
-    """Versions 1 and 2 (different weights) and 3 (reads other channels); v1 is champion."""
+    """Versions 1 and 2 (different weights), 3 (reads other channels), 4 (at 100 Hz) and 5 (in
+    m/s²); v1 is champion."""
     registry = Registry(tmp_path / "registry")
     spec = ModelSpec(setup="stream", cell="gru", hidden=8)
     meta = ModelMeta(spec, fleet.channels, fleet.activities, 50.0, (0.0,) * 6, (0.5,) * 6, 64, 1)
@@ -44,6 +46,12 @@ def registry(tmp_path, fleet):
         registry.register(NAME, save_model(build_model(spec, meta), meta, tmp_path / "m.keras"))
     other = ModelMeta(spec, ("a", "b", "c"), fleet.activities, 50.0, (0.0,) * 3, (1.0,) * 3, 64, 1)
     registry.register(NAME, save_model(build_model(spec, other), other, tmp_path / "o.keras"))
+    for changed in (
+        replace(meta, rate_hz=100.0),
+        replace(meta, units={**meta.units, "acceleration": "m/s2"}),
+    ):
+        registry.register(NAME, save_model(build_model(spec, changed), changed,
+                                           tmp_path / "c.keras"))  # fmt: skip
     registry.promote(NAME, 1)
     return registry
 
@@ -158,11 +166,19 @@ def test_reset_policy_starts_the_new_model_from_zero_states(registry, fleet):
         np.testing.assert_allclose(probs, after[i], atol=2e-5)
 
 
-def test_a_champion_the_worker_cannot_serve_is_refused_and_the_old_one_kept(registry, fleet):
+@pytest.mark.parametrize(
+    ("version", "why"),
+    [(3, "reads ('a', 'b', 'c')"), (4, "reads 100 Hz in g, rad/s; the worker runs at 50 Hz"),
+     (5, "reads 50 Hz in m/s2, rad/s; the worker runs at 50 Hz in g, rad/s")],
+    ids=["channels", "rate", "units"],
+)  # fmt: skip
+def test_a_champion_the_worker_cannot_serve_is_refused_and_the_old_one_kept(
+    registry, fleet, version, why
+):
     bus, out = MemoryBus(partitions=3, capacity=1_000_000), MemoryBus(1, 10_000_000)
     worker = _worker(registry, bus, out)
     replay(fleet, MemorySink(bus), ReplayConfig(samples_per_record=5))
-    registry.promote(NAME, 3)  # reads channels a, b, c
+    registry.promote(NAME, version)
     swap = worker._swaps[0]
     deadline = time.monotonic() + 30
     while not swap.errors:
@@ -170,7 +186,7 @@ def test_a_champion_the_worker_cannot_serve_is_refused_and_the_old_one_kept(regi
         worker.step()
     worker.run(timeout=0.1)
     worker.close()
-    assert "reads ('a', 'b', 'c')" in swap.errors[0] and not worker.stats.swaps
+    assert why in swap.errors[0] and not worker.stats.swaps
     assert {v for v, _ in _per_sample(_predictions(out)).values()} == {"har@v0001"}
 
 

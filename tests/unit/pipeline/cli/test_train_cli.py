@@ -48,6 +48,34 @@ def test_train_stream_model_with_truncated_bptt(tmp_path):
     assert saved["unit"] == "sample" and len(saved["accuracy_by_third"]) == 3
 
 
+def test_train_a_gravity_frame_stream_model_and_evaluate_it(tmp_path, capsys):
+    model = tmp_path / "g.keras"
+    code = main(
+        ["train", *FLEET, "--setup", "stream", "--frame", "gravity", "--next-step",
+         "--hidden", "8", "--epochs", "1", "--tbptt-steps", "50", "--chunks-per-lane", "2",
+         "--lanes", "2", "--test-users", "3", "--out", str(model)]
+    )  # fmt: skip
+    assert code == 0
+    meta = read_meta(model)
+    assert meta.spec.frame == "gravity" and len(meta.mean) == 5  # the frame's features
+    capsys.readouterr()
+    code = main(["evaluate", "--model", str(model), *FLEET, "--test-users", "3", "--json",
+                 "--out-dir", str(tmp_path / "ev")])  # fmt: skip
+    assert code == 0 and 0.0 <= json.loads(capsys.readouterr().out.splitlines()[-1])["accuracy"]
+
+
+def test_the_gravity_frame_refuses_channels_it_cannot_read_before_training(tmp_path, capsys):
+    csv = tmp_path / "x.csv"
+    csv.write_text(
+        "device,timestamp,x,y,z,label\n"
+        + "".join(f"d{i % 2},{1000 + 20 * (i // 2)},0.5,0,1,SITTING\n" for i in range(200))
+    )
+    code = main(["train", "--dataset", str(csv), "--frame", "gravity", "--epochs", "1",
+                 "--out", str(tmp_path / "m.keras")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "gravity frame reads one accelerometer" in err and "epoch" not in err
+
+
 def test_evaluate_needs_exactly_one_model_source(capsys):
     assert main(["evaluate", *FLEET]) == 2
     assert "--model" in capsys.readouterr().err

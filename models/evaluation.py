@@ -1,4 +1,5 @@
-"""Classification metrics on annotated samples, as text, JSON and a confusion-matrix PNG."""
+"""Classification metrics on annotated samples, as text, JSON and a confusion-matrix PNG; the
+distribution of a seq2seq model's anomaly scores, as text, JSON and a histogram PNG."""
 
 from __future__ import annotations
 
@@ -131,4 +132,59 @@ def plot_confusion(evaluation: Evaluation, path: str | os.PathLike[str], title: 
             title or f"accuracy {evaluation.accuracy:.3f}, macro-F1 {evaluation.macro_f1:.3f}",
             fontsize=9,
         )
+    return Path(path)
+
+
+@dataclass(frozen=True)
+class ScoreSummary:
+    """The anomaly scores of windows (one each) against the model's threshold, if it has one.
+
+    >>> ScoreSummary(np.array([0.1, 0.2, 0.3, 1.0]), threshold=0.5).to_dict()["above_threshold"]
+    0.25
+    """
+
+    scores: np.ndarray
+    threshold: float | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        s = self.scores
+        empty = not len(s)
+        above = None
+        if self.threshold is not None and not empty:
+            above = float(np.mean(s > self.threshold))
+        return {
+            "windows": int(len(s)),
+            "mean": float("nan") if empty else float(np.mean(s)),
+            "median": float("nan") if empty else float(np.median(s)),
+            "p99": float("nan") if empty else float(np.quantile(s, 0.99)),
+            "threshold": self.threshold,
+            "above_threshold": above,
+        }
+
+    def to_text(self) -> str:
+        d = self.to_dict()
+        text = (
+            f"anomaly score (mean squared error, normalised units) over {d['windows']:,} windows: "
+            f"mean {d['mean']:.4f}   median {d['median']:.4f}   99th percentile {d['p99']:.4f}"
+        )
+        if d["above_threshold"] is not None:
+            share, threshold = d["above_threshold"], self.threshold
+            text += f"\n{share:.2%} of windows above the threshold {threshold:.4f}"
+        return text
+
+
+def plot_scores(summary: ScoreSummary, path: str | os.PathLike[str], title: str = "") -> Path:
+    """Save a histogram of the anomaly scores (log scale), the threshold marked, as a PNG."""
+    scores = np.maximum(summary.scores, 1e-12)
+    with png_axes(path, (6.4, 3.6)) as ax:
+        if len(scores):
+            bins = np.geomspace(scores.min(), max(scores.max(), scores.min() * 1.01), 40)
+            ax.hist(scores, bins=bins, color="C0")
+            ax.set_xscale("log")
+        if summary.threshold is not None:
+            ax.axvline(summary.threshold, color="C3", linestyle="--", label="threshold")
+            ax.legend()
+        ax.set_xlabel("anomaly score (MSE, normalised units)")
+        ax.set_ylabel("windows")
+        ax.set_title(title or "anomaly scores", fontsize=9)
     return Path(path)

@@ -10,12 +10,15 @@ from models.exceptions import ModelFileError, SpecError
 from models.frame import GravityFrame
 
 Cell = Literal["rnn", "lstm", "gru"]
-Architecture = Literal["recurrent", "birnn", "mlp", "cnn"]
-Setup = Literal["window", "stream"]
+Architecture = Literal["recurrent", "birnn", "mlp", "cnn", "attention"]
+Setup = Literal["window", "stream", "seq2seq"]
+Task = Literal["classify", "reconstruct", "forecast"]
 Frame = Literal["device", "gravity"]
 FRAMES: tuple[str, ...] = ("device", "gravity")
 CELLS: tuple[str, ...] = ("rnn", "lstm", "gru")
-ARCHITECTURES: tuple[str, ...] = ("recurrent", "birnn", "mlp", "cnn")
+ARCHITECTURES: tuple[str, ...] = ("recurrent", "birnn", "mlp", "cnn", "attention")
+SETUPS: tuple[str, ...] = ("window", "stream", "seq2seq")
+SEQ2SEQ_TASKS: tuple[str, ...] = ("reconstruct", "forecast")
 
 
 @dataclass(frozen=True)
@@ -25,13 +28,21 @@ class ModelSpec:
     ``setup="window"`` is many-to-one (one activity per window); ``setup="stream"`` is
     many-to-many (one activity per sample), unidirectional so that it can run statefully per
     device. ``architecture`` picks a recurrent stack of ``cell`` layers, a bidirectional one
-    (windows only), or a memory-less baseline: an MLP over the flattened window or a 1-D CNN.
+    (windows only), a recurrent stack pooled by attention over time (windows only), or a
+    memory-less baseline: an MLP over the flattened window or a 1-D CNN.
     ``next_step`` adds a self-supervised head that predicts the next (normalised) sample.
     ``frame="gravity"`` reads the sensors in the gravity frame (:mod:`models.frame`): inputs no
     rotation of the device changes, instead of its raw x/y/z axes.
 
+    ``setup="seq2seq"`` is an unlabelled encoder-decoder (:mod:`models.seq2seq`) whose error is
+    an anomaly score: ``task="reconstruct"`` regenerates the window from one fixed-length vector,
+    ``task="forecast"`` predicts the next ``horizon`` samples, with ``attention`` from every
+    decoder step to the encoder's states. Other setups classify (``task="classify"``).
+
     >>> ModelSpec(cell="gru", layers=2, hidden=32).name
     'window-gru-2x32'
+    >>> ModelSpec(setup="seq2seq", task="forecast", attention=True, horizon=25).name
+    'seq2seq-forecast-attention-lstm-1x64'
     """
 
     setup: Setup = "window"
@@ -44,12 +55,17 @@ class ModelSpec:
     """recurrent models: a Conv1D front end of this many filters (0 = none)"""
     next_step: bool = False
     frame: Frame = "device"
+    task: Task = "classify"
+    attention: bool = False
+    """seq2seq forecasters: dot-product (Luong) attention from each decoder step to the encoder"""
+    horizon: int = 0
+    """seq2seq forecasters: samples predicted after the window"""
 
     def __post_init__(self) -> None:
         if self.frame not in FRAMES:
             raise SpecError(f"frame must be one of {FRAMES}, not {self.frame!r}")
-        if self.setup not in ("window", "stream"):
-            raise SpecError(f"setup must be 'window' or 'stream', not {self.setup!r}")
+        if self.setup not in SETUPS:
+            raise SpecError(f"setup must be one of {SETUPS}, not {self.setup!r}")
         if self.architecture not in ARCHITECTURES:
             raise SpecError(f"architecture must be one of {ARCHITECTURES}")
         if self.cell not in CELLS:
@@ -66,13 +82,43 @@ class ModelSpec:
             )
         if self.next_step and self.setup != "stream":
             raise SpecError("the next-step head belongs to stream (many-to-many) models")
+        if self.architecture == "attention" and self.setup != "window":
+            raise SpecError("architecture 'attention' pools a window (many-to-one) model")
+        if self.setup == "seq2seq":
+            self._check_seq2seq()
+        elif self.task != "classify" or self.attention or self.horizon:
+            raise SpecError(
+                "task, attention and horizon are seq2seq options (setup='seq2seq'); "
+                f"a {self.setup} model classifies"
+            )
+
+    def _check_seq2seq(self) -> None:
+        if self.task not in SEQ2SEQ_TASKS:
+            raise SpecError(f"a seq2seq model's task must be one of {SEQ2SEQ_TASKS}, not "
+                            f"{self.task!r}")  # fmt: skip
+        if self.architecture != "recurrent" or self.conv_filters or self.dropout:
+            raise SpecError(
+                "a seq2seq model is a recurrent encoder and decoder (architecture 'recurrent', "
+                "no conv front end, no dropout)"
+            )
+        if self.task == "forecast" and self.horizon < 1:
+            raise SpecError("a seq2seq forecaster needs horizon >= 1 (samples to predict)")
+        if self.task == "reconstruct" and (self.horizon or self.attention):
+            raise SpecError(
+                "horizon and attention are for seq2seq forecasters (task='forecast'); an "
+                "autoencoder regenerates its window from one vector"
+            )
 
     @property
     def name(self) -> str:
         """A short readable name, e.g. ``stream-lstm-2x64``."""
-        kind = {"recurrent": self.cell, "birnn": f"bi{self.cell}"}.get(
-            self.architecture, self.architecture
-        )
+        kind = {
+            "recurrent": self.cell,
+            "birnn": f"bi{self.cell}",
+            "attention": f"attention-{self.cell}",
+        }.get(self.architecture, self.architecture)
+        if self.setup == "seq2seq":
+            kind = f"{self.task}-{'attention-' if self.attention else ''}{self.cell}"
         conv = f"-conv{self.conv_filters}" if self.conv_filters else ""
         frame = "-gravity" if self.frame == "gravity" else ""
         return f"{self.setup}-{kind}{conv}{frame}-{self.layers}x{self.hidden}"
@@ -88,7 +134,9 @@ class ModelMeta:
     ``mean``/``std`` are the normalisation of each model input (a channel, or a gravity-frame
     feature, see :attr:`inputs`) fitted on the training data (the model applies it itself);
     ``window``/``stride`` say how a window model is fed (a stream model reads one sample at a
-    time, ``window`` is then the length its state was trained over).
+    time, ``window`` is then the length its state was trained over). A seq2seq model has no
+    classes; its ``threshold`` is the anomaly score (:func:`models.seq2seq.anomaly_scores`) at
+    the ``threshold_quantile`` of its training windows' scores: above it, a window is anomalous.
     """
 
     spec: ModelSpec
@@ -103,6 +151,8 @@ class ModelMeta:
     units: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_UNITS))
     """the channels' units by kind (``acceleration``: g | m/s2, ``angular_rate``: rad/s |
     deg/s; metadata of earlier versions has none: g and rad/s)"""
+    threshold: float | None = None
+    threshold_quantile: float | None = None
 
     def __post_init__(self) -> None:
         c = len(self.inputs)
@@ -110,8 +160,14 @@ class ModelMeta:
             raise SpecError(f"mean/std need one value per model input ({c})")
         if min(self.std, default=1.0) <= 0:
             raise SpecError("std must be > 0 for every channel")
-        if not self.classes:
+        if self.spec.setup == "seq2seq" and self.classes:
+            raise SpecError("a seq2seq model has no classes (it is trained without labels)")
+        if self.spec.setup != "seq2seq" and not self.classes:
             raise SpecError("a model needs at least one class")
+        if (self.threshold is None) != (self.threshold_quantile is None):
+            raise SpecError("threshold and threshold_quantile are given together or not at all")
+        if self.threshold_quantile is not None and not 0.0 < self.threshold_quantile < 1.0:
+            raise SpecError("threshold_quantile must be in (0, 1)")
         if self.window < 1 or self.stride < 1:
             raise SpecError("window and stride must be >= 1")
 

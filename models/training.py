@@ -8,14 +8,15 @@ that the state they learn to use is one that keeps running, as it does in a work
 recordings shorter than that are padded at the end, the padding out of the loss. Unlabelled
 samples (label -1) are masked out of every loss and metric. Both paths may also train on data
 turned by random rotations, drawn afresh every epoch (``rotate_deg``, :mod:`models.augment`), so
-that models learn activities rather than how a phone was worn.
+that models learn activities rather than how a phone was worn. Seq2seq models (unlabelled) train
+on windows of recordings, their labels ignored, with early stopping on the held-out users' loss.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import keras
@@ -24,9 +25,16 @@ import numpy as np
 from models.augment import axis_groups, random_rotations, rotated, turned
 from models.exceptions import ModelsError, SpecError
 from models.frame import GravityFrame
+from models.seq2seq import (
+    THRESHOLD_QUANTILE,
+    anomaly_scores,
+    build_seq2seq,
+    threshold_of,
+    training_arrays,
+)
 from models.spec import ModelMeta, ModelSpec
 from models.train_config import TrainConfig  # re-exported: training callers import it here
-from models.windowing import balanced_class_weights, fit_normalisation
+from models.windowing import balanced_class_weights, fit_normalisation, windows_from_recordings
 from models.zoo import ACTIVITY, NEXT, build_model, reset_state, stateful_copy
 
 EpochHook = Callable[[int, int, dict[str, float]], None]
@@ -64,7 +72,9 @@ def _compile(model: keras.Model, config: TrainConfig, spec: ModelSpec, steps: in
     if config.lr_schedule == "cosine":
         rate = keras.optimizers.schedules.CosineDecay(rate, config.epochs * steps, alpha=0.01)
     optimizer = keras.optimizers.Adam(rate, clipnorm=config.clipnorm)
-    if spec.next_step:
+    if spec.setup == "seq2seq":
+        model.compile(optimizer=optimizer, loss="mse")
+    elif spec.next_step:
         model.compile(
             optimizer=optimizer,
             loss={ACTIVITY: "sparse_categorical_crossentropy", NEXT: "mse"},
@@ -494,3 +504,73 @@ def train_stream_model(
     if best_weights is not None:
         model.set_weights(best_weights)
     return TrainResult(model, meta, history, time.perf_counter() - started, train_users, val_users)
+
+
+# ---------------------------------------------------------------------------------------------
+# seq2seq models: unlabelled windows, reconstruction or forecast error
+
+
+def train_seq2seq_model(
+    spec: ModelSpec,
+    recordings: Sequence[tuple[np.ndarray, np.ndarray]],
+    users: Sequence[int],
+    *,
+    channels: Sequence[str],
+    rate_hz: float,
+    window: int,
+    stride: int,
+    config: TrainConfig | None = None,
+    on_epoch: EpochHook | None = None,
+    provenance: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Train a seq2seq model on windows of ``window`` samples (plus the ``horizon`` a forecaster
+    predicts) every ``stride`` samples of recordings ``[(values (n, C), labels), ...]``, the
+    labels ignored. Early stopping on the held-out users' loss (best weights kept); the
+    metadata's anomaly threshold is the :data:`~models.seq2seq.THRESHOLD_QUANTILE` of the
+    training windows' scores.
+    """
+    cfg = config or TrainConfig()
+    if spec.setup != "seq2seq":
+        raise SpecError("train_seq2seq_model trains seq2seq (encoder-decoder) models")
+    if cfg.rotate_deg:
+        raise SpecError("rotate_deg is for classifiers, not seq2seq models")
+    keras.utils.set_random_seed(cfg.seed)
+    length = window + spec.horizon
+    X, _, g = windows_from_recordings(recordings, length, stride, users)
+    train_users, val_users = split_users(users, cfg.validation_users, cfg.seed)
+    is_val = np.isin(g, val_users)
+    X_fit, X_val = X[~is_val], X[is_val]
+    if not len(X_fit):
+        raise ModelsError(f"no training recording of {length} samples or more (one window)")
+    frame = _frame(spec, channels, rate_hz)
+    mean, std = fit_normalisation(X_fit if frame is None else frame.features_of(X_fit))
+    meta = _meta(spec, channels, (), rate_hz, mean, std, window, stride, provenance)
+    trainer, model = build_seq2seq(spec, meta)
+    _compile(trainer, cfg, spec, steps=-(-len(X_fit) // cfg.batch_size))
+    started = time.perf_counter()
+    callbacks: list[keras.callbacks.Callback] = [_Budget(cfg.max_seconds, started)]
+    validation = None
+    if len(X_val):
+        validation = training_arrays(meta, X_val)
+        callbacks.insert(0, keras.callbacks.EarlyStopping(
+            "val_loss", patience=cfg.patience, restore_best_weights=True
+        ))  # fmt: skip
+    if on_epoch is not None:
+        callbacks.append(
+            keras.callbacks.LambdaCallback(
+                on_epoch_end=lambda e, logs: on_epoch(e + 1, cfg.epochs, dict(logs or {}))
+            )
+        )
+    inputs, targets = training_arrays(meta, X_fit)
+    history = trainer.fit(inputs, targets, batch_size=cfg.batch_size, epochs=cfg.epochs,
+                          validation_data=validation, callbacks=callbacks, verbose=0)  # fmt: skip
+    scores = anomaly_scores(model, meta, X_fit)
+    meta = replace(meta, threshold=threshold_of(scores), threshold_quantile=THRESHOLD_QUANTILE)
+    return TrainResult(
+        model,
+        meta,
+        {k: [float(v) for v in vs] for k, vs in history.history.items()},
+        time.perf_counter() - started,
+        train_users,
+        val_users,
+    )

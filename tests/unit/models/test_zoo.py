@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 
+from models.diagnostics import attention_weights, plot_attention
 from models.exceptions import ModelsError
 from models.io import load_model, read_meta, save_model
 from models.spec import CELLS, ModelMeta, ModelSpec
@@ -16,6 +17,8 @@ WINDOW_SPECS = [ModelSpec(cell=c, layers=2, hidden=8) for c in CELLS] + [
     ModelSpec(architecture="mlp", layers=2, hidden=8),
     ModelSpec(architecture="cnn", layers=2, hidden=8),
     ModelSpec(cell="gru", hidden=8, conv_filters=4, dropout=0.2),
+    ModelSpec(architecture="attention", cell="gru", layers=2, hidden=8),
+    ModelSpec(architecture="attention", cell="lstm", hidden=8, dropout=0.2),
 ]
 STREAM_SPECS = [ModelSpec(setup="stream", cell=c, layers=2, hidden=8) for c in CELLS] + [
     ModelSpec(setup="stream", cell="lstm", hidden=8, next_step=True)
@@ -108,11 +111,27 @@ def test_window_model_output_depends_on_early_samples_through_its_memory(make_me
         {"layers": 4},
         {"cell": "transformer"},
         {"dropout": 1.0},
+        {"setup": "stream", "architecture": "attention"},
     ],
 )
 def test_invalid_specs_are_refused(bad):
     with pytest.raises(ModelsError):
         ModelSpec(**bad)
+
+
+def test_attention_weights_sum_to_one_over_time_and_are_plotted(make_meta, raw_batch, tmp_path):
+    spec = ModelSpec(architecture="attention", cell="lstm", hidden=8)
+    assert spec.name == "window-attention-lstm-1x8"
+    model = build_model(spec, make_meta(spec))
+    weights = attention_weights(model, raw_batch)
+    assert weights.shape == raw_batch.shape[:2] and np.all(weights > 0)
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0, rtol=1e-5)
+    # the class depends on the steps through their weights: the pooled state is their average
+    states = keras.Model(model.inputs, model.get_layer("lstm_0").output).predict(raw_batch)
+    pooled = keras.Model(model.inputs, model.get_layer("attended").output).predict(raw_batch)
+    np.testing.assert_allclose(pooled, np.einsum("nt,nth->nh", weights, states), atol=1e-5)
+    png = plot_attention(raw_batch[:3], weights[:3], tmp_path / "attention.png", ("x", "y", "z"))
+    assert png.read_bytes()[:4] == b"\x89PNG"
 
 
 def test_not_a_model_file(tmp_path):

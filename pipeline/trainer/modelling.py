@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from models.evaluation import Evaluation, evaluate, plot_confusion
+from models.diagnostics import attention_weights, plot_attention
+from models.evaluation import Evaluation, ScoreSummary, evaluate, plot_confusion, plot_scores
+from models.seq2seq import anomaly_scores, span
 from models.spec import ModelMeta
 from models.training import predict_streams
 from models.windowing import windows_from_recordings
@@ -54,12 +56,15 @@ def train_test_split(
 
 
 def check_compatible(meta: ModelMeta, dataset: StreamDataset) -> np.ndarray:
-    """Raise unless the dataset has the model's channels; return dataset→model class codes."""
+    """Raise unless the dataset has the model's channels; return dataset→model class codes
+    (none for a seq2seq model, which has no classes)."""
     if tuple(dataset.channels) != tuple(meta.channels):
         raise ConfigError(
             f"the model reads channels {list(meta.channels)}, the dataset has "
             f"{list(dataset.channels)}"
         )
+    if meta.spec.setup == "seq2seq":
+        return np.zeros(0, np.int16)
     unknown = [a for a in dataset.activities if a not in meta.classes]
     if unknown:
         raise ConfigError(f"activities {unknown} are not among the model's classes")
@@ -70,13 +75,26 @@ def _to_model_codes(labels: np.ndarray, mapping: np.ndarray) -> np.ndarray:
     return np.where(labels >= 0, mapping[np.maximum(labels, 0)], -1).astype(np.int16)
 
 
+@dataclass(frozen=True)
+class AttentionExamples:
+    """A few windows an attention model classified, with its weights over their steps."""
+
+    windows: np.ndarray
+    weights: np.ndarray
+    channels: tuple[str, ...]
+    titles: tuple[str, ...]
+
+
 @dataclass
 class EvaluationRun:
-    """An evaluation plus, for stream models, accuracy by third of each recording."""
+    """An evaluation (classification metrics, or a seq2seq model's anomaly scores) plus, for
+    stream models, accuracy by third of each recording, and for attention models a few windows
+    with their attention weights."""
 
-    evaluation: Evaluation
+    evaluation: Evaluation | ScoreSummary
     thirds: list[float] = field(default_factory=list)
     unit: str = "window"
+    attention: AttentionExamples | None = None
 
     def to_dict(self) -> dict[str, object]:
         out = {"unit": self.unit, **self.evaluation.to_dict()}
@@ -87,13 +105,21 @@ class EvaluationRun:
 
 def evaluate_model(model: keras.Model, meta: ModelMeta, dataset: StreamDataset) -> EvaluationRun:
     """Window models: every window (meta's length and stride) of every stream; stream models:
-    every annotated sample, each recording run from its start with the state never reset."""
+    every annotated sample, each recording run from its start with the state never reset;
+    seq2seq models: the anomaly scores of every window (labels ignored)."""
     mapping = check_compatible(meta, dataset)
+    if meta.spec.setup == "seq2seq":
+        X, _, _ = windows_from_recordings(recordings(dataset)[0], span(meta), meta.stride)
+        return EvaluationRun(ScoreSummary(anomaly_scores(model, meta, X), meta.threshold))
     recs = [(v, _to_model_codes(y, mapping)) for v, y in recordings(dataset)[0]]
     if meta.spec.setup == "window":
         X, y, _ = windows_from_recordings(recs, meta.window, meta.stride)
-        probs = model.predict(X, batch_size=512, verbose=0)
-        return EvaluationRun(evaluate(y, probs.argmax(-1), meta.classes), unit="window")
+        predicted = model.predict(X, batch_size=512, verbose=0).argmax(-1)
+        evaluation = evaluate(y, predicted, meta.classes)
+        examples = None
+        if meta.spec.architecture == "attention" and len(X):
+            examples = _attention_examples(model, meta, X, y, predicted)
+        return EvaluationRun(evaluation, unit="window", attention=examples)
 
     probs = predict_streams(model, [v for v, _ in recs])
     y_all = np.concatenate([y for _, y in recs])
@@ -110,8 +136,23 @@ def evaluate_model(model: keras.Model, meta: ModelMeta, dataset: StreamDataset) 
     return EvaluationRun(evaluate(y_all, pred_all, meta.classes), thirds, unit="sample")
 
 
+def _attention_examples(model, meta: ModelMeta, X, y, predicted, count: int = 4):
+    """Up to ``count`` windows, the first of each true class first, with their weights."""
+    labelled = np.flatnonzero(y >= 0)
+    first = labelled[np.unique(y[labelled], return_index=True)[1]]
+    pick = np.concatenate([first, np.setdiff1d(np.arange(len(X)), first)])[:count]
+    titles = tuple(
+        f"true {meta.classes[t] if t >= 0 else 'unlabelled'}, predicted {meta.classes[p]}"
+        for t, p in zip(y[pick], predicted[pick], strict=True)
+    )
+    weights = attention_weights(model, X[pick])
+    return AttentionExamples(X[pick], weights, tuple(meta.channels), titles)
+
+
 def write_evaluation(run: EvaluationRun, out_dir, title: str = "") -> list[str]:
-    """``metrics.json``, ``evaluation.txt`` and ``confusion.png`` in ``out_dir``; their paths."""
+    """``metrics.json``, ``evaluation.txt`` and ``confusion.png`` (a seq2seq model's:
+    ``scores.png``, a histogram of its anomaly scores) in ``out_dir``, plus ``attention.png``
+    for an attention model; their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(run.to_dict(), indent=2) + "\n")
@@ -121,5 +162,11 @@ def write_evaluation(run: EvaluationRun, out_dir, title: str = "") -> list[str]:
             f"{a:.4f}" for a in run.thirds
         )
     (out / "evaluation.txt").write_text(text + "\n")
-    png = plot_confusion(run.evaluation, out / "confusion.png", title)
-    return [str(out / "metrics.json"), str(out / "evaluation.txt"), str(png)]
+    if isinstance(run.evaluation, ScoreSummary):
+        pngs = [plot_scores(run.evaluation, out / "scores.png", title)]
+    else:
+        pngs = [plot_confusion(run.evaluation, out / "confusion.png", title)]
+    if (a := run.attention) is not None and len(a.windows):
+        pngs.append(plot_attention(a.windows, a.weights, out / "attention.png", a.channels,
+                                   a.titles))  # fmt: skip
+    return [str(out / "metrics.json"), str(out / "evaluation.txt"), *map(str, pngs)]

@@ -24,7 +24,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="users to evaluate on (default: the official test split for UCI data, "
                    "else all users of --users / the dataset)")  # fmt: skip
     p.add_argument("--out-dir", default="evaluation", help="where metrics.json, evaluation.txt "
-                   "and confusion.png go (%(default)s)")  # fmt: skip
+                   "and confusion.png go (seq2seq models: scores.png; attention models also "
+                   "attention.png) (%(default)s)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print metrics as JSON")
     p.set_defaults(run=run)
 

@@ -21,12 +21,15 @@ from pipeline.cli.checks import (
 )
 from pipeline.cli.dataset_args import add_dataset_arguments, check_dataset_args, dataset_from_args
 from pipeline.cli.progress import progress_bar, stderr
+from pipeline.exceptions import ConfigError
 
 DEFAULT_RATE_HZ = 50.0
 """the grid a CSV/NPZ dataset is resampled onto unless --rate says otherwise"""
 WINDOW_ONLY = {"window": 128, "stride": 64}
+"""flags of --setup window and seq2seq, and their defaults (refused with --setup stream)"""
 STREAM_ONLY = {"tbptt_steps": 128, "chunks_per_lane": 16, "lanes": 32}
-"""flags of one --setup and their defaults (the flags are refused with the other one)"""
+SEQ2SEQ_ONLY = {"task": "reconstruct", "horizon": 25, "attention": False}
+"""flags of one --setup and their defaults (the flags are refused with the others)"""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -34,10 +37,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description=__doc__)  # fmt: skip
     add_dataset_arguments(p, default="synthetic")
     m = p.add_argument_group("model")
-    m.add_argument("--setup", choices=["window", "stream"], default="window",
-                   help="window: many-to-one; stream: many-to-many, stateful")  # fmt: skip
-    m.add_argument("--architecture", choices=["recurrent", "birnn", "mlp", "cnn"],
-                   default="recurrent")  # fmt: skip
+    m.add_argument("--setup", choices=["window", "stream", "seq2seq"], default="window",
+                   help="window: many-to-one; stream: many-to-many, stateful; seq2seq: an "
+                   "unlabelled encoder-decoder whose error is an anomaly score")  # fmt: skip
+    m.add_argument("--architecture", choices=["recurrent", "birnn", "mlp", "cnn", "attention"],
+                   default="recurrent", help="attention (window): the hidden states pooled by "
+                   "learnt weights over time")  # fmt: skip
     m.add_argument("--cell", choices=["rnn", "lstm", "gru"], default="lstm")
     m.add_argument("--layers", type=int, default=1)
     m.add_argument("--hidden", type=int, default=64)
@@ -50,9 +55,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "acceleration, uprightness against how the device sat while walking, "
                    "rotation about the vertical and across it); needs acc_x/y/z (with gravity) "
                    "and optionally gyro_x/y/z (default device)")  # fmt: skip
-    m.add_argument("--window", type=positive_int, help="window: samples per window (default 128)")
+    m.add_argument("--window", type=positive_int,
+                   help="window, seq2seq: samples per window (default 128)")  # fmt: skip
     m.add_argument("--stride", type=positive_int,
-                   help="window: samples between windows (default 64)")  # fmt: skip
+                   help="window, seq2seq: samples between windows (default 64)")  # fmt: skip
+    m.add_argument("--task", choices=["reconstruct", "forecast"],
+                   help="seq2seq: reconstruct the window from one vector (autoencoder) or "
+                   "forecast the next --horizon samples (default reconstruct)")  # fmt: skip
+    m.add_argument("--horizon", type=positive_int,
+                   help="seq2seq forecast: samples predicted (default 25)")  # fmt: skip
+    m.add_argument("--attention", action="store_true",
+                   help="seq2seq forecast: dot-product attention from each decoder step to the "
+                   "encoder's states")  # fmt: skip
     t = p.add_argument_group("training")
     t.add_argument("--epochs", type=int, default=30)
     t.add_argument("--batch-size", type=int, default=64)
@@ -89,15 +103,28 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _checked(args: argparse.Namespace):
     """The model spec, the training config and the model file's path, every flag checked
     before any work (a refusal after minutes of training helps no one)."""
-    for setup, flags in (("window", WINDOW_ONLY), ("stream", STREAM_ONLY)):
+    for setups, flags in ((("window", "seq2seq"), WINDOW_ONLY), (("stream",), STREAM_ONLY),
+                          (("seq2seq",), SEQ2SEQ_ONLY)):  # fmt: skip
         given = {dest: "--" + dest.replace("_", "-") for dest in flags}
-        only_with(args, args.setup == setup, f"to --setup {setup}", **given)
+        where = "to --setup " + " and ".join(setups)
+        only_with(args, args.setup in setups, where, **given)
+    only_with(args, args.task == "forecast", "with --task forecast", horizon="--horizon",
+              attention="--attention")  # fmt: skip
+    if args.setup == "seq2seq" and (args.rotate_deg or args.no_class_weights):
+        raise ConfigError("--rotate-deg and --no-class-weights are for classifiers, not for "
+                          "--setup seq2seq")  # fmt: skip
     only_with(args, bool(args.registry), "with --registry", name="--name", promote="--promote")
     check_dataset_args(args)
+    seq2seq = {}
+    if args.setup == "seq2seq":
+        seq2seq = {key: _given(args, key, SEQ2SEQ_ONLY) for key in SEQ2SEQ_ONLY}
+        if seq2seq["task"] == "reconstruct":
+            seq2seq["horizon"] = 0
     spec = ModelSpec(
         setup=args.setup, architecture=args.architecture, cell=args.cell, layers=args.layers,
         hidden=args.hidden, dropout=args.dropout, conv_filters=args.conv_filters,
         next_step=args.next_step, frame=args.frame,
+        **seq2seq,
     )  # fmt: skip
     stream = {key: _given(args, key, STREAM_ONLY) for key in STREAM_ONLY}
     config = TrainConfig(
@@ -125,7 +152,11 @@ def run(args: argparse.Namespace) -> int:
     spec, config, out = _checked(args)
     from models.frame import GravityFrame
     from models.io import save_model  # Keras: not at start-up
-    from models.training import train_stream_model, train_window_model  # Keras: not at start-up
+    from models.training import (  # Keras: not at start-up
+        train_seq2seq_model,
+        train_stream_model,
+        train_window_model,
+    )
     from pipeline.trainer.modelling import (  # the datasets package: not at start-up
         evaluate_model,
         recordings,
@@ -146,10 +177,8 @@ def run(args: argparse.Namespace) -> int:
         "command": "harstream train",
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    common = dict(
-        channels=data.channels, classes=data.activities, rate_hz=data.rate_hz, config=config,
-        provenance=provenance,
-    )  # fmt: skip
+    common = dict(channels=data.channels, rate_hz=data.rate_hz, config=config,
+                  provenance=provenance)  # fmt: skip
     stderr.print(f"training {spec.name} on {len(train.streams)} streams of users "
                  f"{sorted(train.users)}; testing on {sorted(test.users)}")  # fmt: skip
     with progress_bar(f"train {spec.name}") as update:
@@ -161,10 +190,14 @@ def run(args: argparse.Namespace) -> int:
 
         if spec.setup == "window":
             X, y, g = windows_from_recordings(recs, window, stride, users)
-            result = train_window_model(spec, X, y, g, stride=stride, on_epoch=on_epoch,
-                                        **common)  # fmt: skip
+            result = train_window_model(spec, X, y, g, stride=stride, classes=data.activities,
+                                        on_epoch=on_epoch, **common)  # fmt: skip
+        elif spec.setup == "stream":
+            result = train_stream_model(spec, recs, users, classes=data.activities,
+                                        on_epoch=on_epoch, **common)  # fmt: skip
         else:
-            result = train_stream_model(spec, recs, users, on_epoch=on_epoch, **common)
+            result = train_seq2seq_model(spec, recs, users, window=window, stride=stride,
+                                         on_epoch=on_epoch, **common)  # fmt: skip
     evaluation = evaluate_model(result.model, result.meta, test)
     stderr.print(evaluation.evaluation.to_text())
     if evaluation.thirds:

@@ -77,6 +77,81 @@ def test_the_gravity_frame_refuses_channels_it_cannot_read_before_training(tmp_p
     assert code == 2 and "gravity frame reads one accelerometer" in err and "epoch" not in err
 
 
+def test_train_a_seq2seq_autoencoder_and_evaluate_its_anomaly_scores(tmp_path, capsys):
+    model = tmp_path / "ae.keras"
+    code = main(
+        ["train", *FLEET, "--setup", "seq2seq", "--task", "reconstruct", "--cell", "gru",
+         "--hidden", "8", "--epochs", "1", "--window", "32", "--stride", "16", "--clipnorm",
+         "0.5", "--max-minutes", "5", "--test-users", "1,2", "--out", str(model)]
+    )  # fmt: skip
+    assert code == 0
+    meta = read_meta(model)
+    assert meta.spec.name == "seq2seq-reconstruct-gru-1x8" and meta.classes == ()
+    assert meta.threshold > 0 and meta.threshold_quantile == 0.99 and meta.window == 32
+    saved = json.loads((tmp_path / "ae" / "metrics.json").read_text())
+    assert saved["windows"] > 0 and saved["threshold"] == meta.threshold
+    assert 0 < saved["median"] <= saved["p99"] and 0.0 <= saved["above_threshold"] <= 1.0
+    assert (tmp_path / "ae" / "scores.png").is_file()
+    capsys.readouterr()
+    code = main(["evaluate", "--model", str(model), *FLEET, "--test-users", "1,2", "--json",
+                 "--out-dir", str(tmp_path / "ev")])  # fmt: skip
+    printed = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert code == 0 and printed["mean"] == pytest.approx(saved["mean"], rel=1e-5)
+    assert "99th percentile" in (tmp_path / "ev" / "evaluation.txt").read_text()
+
+
+def test_train_a_seq2seq_forecaster_with_attention(tmp_path):
+    model = tmp_path / "f.keras"
+    code = main(
+        ["train", *FLEET, "--setup", "seq2seq", "--task", "forecast", "--attention",
+         "--horizon", "5", "--hidden", "8", "--epochs", "1", "--window", "24", "--stride", "24",
+         "--test-users", "3", "--validation-users", "0.3", "--out", str(model)]
+    )  # fmt: skip
+    assert code == 0
+    meta = read_meta(model)
+    assert (meta.spec.task, meta.spec.horizon, meta.spec.attention) == ("forecast", 5, True)
+    assert json.loads((tmp_path / "f" / "metrics.json").read_text())["windows"] > 0
+
+
+def test_train_an_attention_window_model_and_plot_its_weights(tmp_path):
+    model = tmp_path / "a.keras"
+    code = main(
+        ["train", *FLEET, "--architecture", "attention", "--cell", "gru", "--hidden", "8",
+         "--epochs", "1", "--window", "32", "--stride", "16", "--test-users", "1,2",
+         "--out", str(model)]
+    )  # fmt: skip
+    assert code == 0 and read_meta(model).spec.name == "window-attention-gru-1x8"
+    assert (tmp_path / "a" / "attention.png").is_file()
+    assert (tmp_path / "a" / "confusion.png").is_file()
+    code = main(["evaluate", "--model", str(model), *FLEET, "--test-users", "1",
+                 "--out-dir", str(tmp_path / "ev")])  # fmt: skip
+    assert code == 0 and (tmp_path / "ev" / "attention.png").is_file()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--task", "forecast"], "--task applies only to --setup seq2seq"),
+        (["--attention"], "--attention applies only to --setup seq2seq"),
+        (["--setup", "stream", "--horizon", "5"], "--horizon applies only to --setup seq2seq"),
+        (["--setup", "stream", "--window", "32"], "--window applies only to --setup window"),
+        (["--setup", "seq2seq", "--lanes", "4"], "--lanes applies only to --setup stream"),
+        (["--setup", "seq2seq", "--horizon", "5"], "--horizon applies only with --task forecast"),
+        (["--setup", "seq2seq", "--attention"], "--attention applies only with --task forecast"),
+        (["--setup", "seq2seq", "--rotate-deg", "90"], "--rotate-deg"),
+        (["--setup", "seq2seq", "--no-class-weights"], "--no-class-weights"),
+        (["--setup", "seq2seq", "--dropout", "0.2"], "no dropout"),
+        (["--setup", "seq2seq", "--architecture", "attention"], "window (many-to-one)"),
+        (["--setup", "stream", "--architecture", "attention"], "unidirectional recurrent"),
+    ],
+)
+def test_options_of_another_setup_are_refused_before_training(flags, message, tmp_path, capsys):
+    code = main(["train", *FLEET, *flags, "--epochs", "1", "--out", str(tmp_path / "m.keras")])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "epoch" not in err
+    assert not (tmp_path / "m.keras").exists()
+
+
 def test_evaluate_needs_exactly_one_model_source(capsys):
     assert main(["evaluate", *FLEET]) == 2
     assert "--model" in capsys.readouterr().err

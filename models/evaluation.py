@@ -164,7 +164,7 @@ class ScoreSummary:
     def to_text(self) -> str:
         d = self.to_dict()
         text = (
-            f"anomaly score (mean squared error, normalised units) over {d['windows']:,} windows: "
+            f"anomaly scores of {d['windows']:,} windows (mean squared error, normalised units)\n"
             f"mean {d['mean']:.4f}   median {d['median']:.4f}   99th percentile {d['p99']:.4f}"
         )
         if d["above_threshold"] is not None:

@@ -9,6 +9,7 @@ import numpy as np
 
 from models.runtime import StreamRuntime
 from models.spec import ModelMeta
+from pipeline.exceptions import PipelineError
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,13 @@ class ServingModel:
 
     @classmethod
     def load(cls, model, meta: ModelMeta, version: str, capacity: int = 1024) -> ServingModel:
-        """Wrap a loaded Keras model: the NumPy runtime for stream models, Keras for windows."""
+        """Wrap a loaded Keras model: the NumPy runtime for stream models, Keras for windows.
+        Seq2seq (anomaly) models are not served yet: :class:`PipelineError`."""
+        if meta.spec.setup == "seq2seq":
+            raise PipelineError(
+                f"{version}: {meta.spec.name} is a seq2seq anomaly model; workers serve stream "
+                "and window classifiers only"
+            )
         if meta.spec.setup == "stream":
             return cls(version, meta, runtime=StreamRuntime.from_keras(model, meta, capacity))
         return cls(version, meta, predict=lambda x: np.asarray(model.predict_on_batch(x)))

@@ -568,7 +568,7 @@ def write_markdown(path: Path, results: dict, quick: bool) -> None:
     path.write_text("\n".join(lines))
 
 
-LATER_DEFAULTS = (", frame='device'",)
+LATER_DEFAULTS = (", frame='device'", ", task='classify'", ", attention=False", ", horizon=0")
 """settings fields added after sections were measured, as they print at their default values"""
 
 

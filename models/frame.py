@@ -65,6 +65,17 @@ def _prefix(channels: Sequence[str], group: tuple[int, int, int]) -> str:
     return re.sub(r"[_.-]?[xyz]$", "", channels[group[0]], flags=re.IGNORECASE)
 
 
+def _sensors(channels: Sequence[str]) -> tuple[tuple[int, int, int], tuple[int, ...]] | None:
+    """The accelerometer's and the gyroscope's (or ``()``) channel indices, if ``channels``
+    are one accelerometer with gravity and at most one gyroscope; else None."""
+    groups = axis_groups(channels)
+    acc = [g for g in groups if _WITH_GRAVITY.match(_prefix(channels, g))]
+    gyro = [g for g in groups if _GYRO.match(_prefix(channels, g))]
+    if len(acc) != 1 or len(gyro) > 1 or 3 * (1 + len(gyro)) != len(channels):
+        return None
+    return acc[0], gyro[0] if gyro else ()
+
+
 @dataclass(frozen=True)
 class GravityFrame:
     """Which channels the frame reads and its filter coefficients (per sample, at the model's
@@ -82,10 +93,8 @@ class GravityFrame:
         """The frame of a model reading ``channels`` at ``rate_hz``; :class:`SpecError` unless
         they are one accelerometer that includes gravity (``acc_x``, ``total_acc_x`` ...) and
         optionally one gyroscope, nothing else."""
-        groups = axis_groups(channels)
-        acc = [g for g in groups if _WITH_GRAVITY.match(_prefix(channels, g))]
-        gyro = [g for g in groups if _GYRO.match(_prefix(channels, g))]
-        if len(acc) != 1 or len(gyro) > 1 or 3 * (1 + len(gyro)) != len(channels):
+        sensors = _sensors(channels)
+        if sensors is None:
             raise SpecError(
                 "the gravity frame reads one accelerometer that includes gravity (acc_x/y/z or "
                 "total_acc_x/y/z) and optionally one gyroscope (gyro_x/y/z), nothing else; "
@@ -97,10 +106,20 @@ class GravityFrame:
         def alpha(tau: float) -> float:
             return 1.0 - math.exp(-1.0 / (tau * rate_hz))
 
+        acc, gyro = sensors
         return cls(
-            len(channels), acc[0], gyro[0] if gyro else (),
+            len(channels), acc, gyro,
             alpha(TAU_GRAVITY), alpha(TAU_MOTION), alpha(TAU_REFERENCE),
         )  # fmt: skip
+
+    @staticmethod
+    def reads(channels: Sequence[str]) -> bool:
+        """Whether the frame can read ``channels`` (see :meth:`for_channels`).
+
+        >>> GravityFrame.reads(["acc_x", "acc_y", "acc_z"]), GravityFrame.reads(["ax", "ay"])
+        (True, False)
+        """
+        return _sensors(channels) is not None
 
     @property
     def width(self) -> int:

@@ -120,8 +120,7 @@ def train_command(spec: ModelSpec, cfg: TrainConfig, dataset: str, **flags: obje
         parts.append(f"--max-minutes {cfg.max_seconds / 60:g}")
     if cfg.rotate_deg:
         parts.append(f"--rotate-deg {cfg.rotate_deg:g}")
-    if spec.frame != "device":
-        parts.append(f"--frame {spec.frame}")
+    parts.append(f"--frame {spec.frame}")  # said always: the CLI's default depends on the data
     if spec.setup == "stream":
         parts.append(f"--tbptt-steps {cfg.tbptt_steps} --chunks-per-lane {cfg.chunks_per_lane} "
                      f"--lanes {cfg.lanes}")  # fmt: skip

@@ -31,10 +31,11 @@ def test_quick_report_writes_tables_plots_and_figures_and_runs_again_only_what_i
     assert len(figures["uci_har"]) == 7 and set(figures["hapt"]) == {"tbptt", "windows"}
     hapt_rows = [r for v in figures["hapt"].values() for r in v["per_seed"]]
     assert all(len(r["thirds"]) == 3 and len(r["long_thirds"]) == 3 for r in hapt_rows)
-    assert len(figures["real_phones"]) == 6
+    assert len(figures["real_phones"]) == 10  # 2 models x 5 ways (3 on raw axes, 2 gravity)
     assert all(0 <= r["macro_f1"] <= 1 for r in figures["real_phones"].values())
     rows = [*figures["uci_har"].values(), *hapt_rows, *figures["real_phones"].values()]
     assert all(r["command"].startswith(("harstream train", "python -m")) for r in rows)
+    assert all("--frame " in r["command"] for r in rows)
     assert "Medians over seeds, truncated BPTT against fixed windows" in text
     assert (img / "har-window-lstm-2x64-unrotated.png").is_file()
     assert len(list((tmp_path / "models").glob("*.keras"))) == 9

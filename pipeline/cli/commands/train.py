@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 from dataclasses import asdict, replace
+from pathlib import Path
 
 from models.registry import Registry, check_name
 from models.spec import ModelSpec
@@ -49,12 +50,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--dropout", type=float, default=0.0)
     m.add_argument("--conv-filters", type=int, default=0, help="Conv1D front end (window models)")
     m.add_argument("--next-step", action="store_true", help="add the next-sample head (stream)")
-    m.add_argument("--frame", choices=["device", "gravity"], default="device",
+    m.add_argument("--frame", choices=["auto", "device", "gravity"], default="auto",
                    help="device: the sensors' own x/y/z axes; gravity: quantities no rotation "
                    "of the phone changes, estimated causally (vertical and horizontal "
                    "acceleration, uprightness against how the device sat while walking, "
-                   "rotation about the vertical and across it); needs acc_x/y/z (with gravity) "
-                   "and optionally gyro_x/y/z (default device)")  # fmt: skip
+                   "rotation about the vertical and across it), for phones worn any way up; "
+                   "it needs acc_x/y/z (with gravity) and optionally gyro_x/y/z and nothing "
+                   "else; auto (default): gravity for activity classifiers when the channels "
+                   "allow it, else device (seq2seq anomaly models: device, a flipped axis is "
+                   "a fault)")  # fmt: skip
     m.add_argument("--window", type=positive_int,
                    help="window, seq2seq: samples per window (default 128)")  # fmt: skip
     m.add_argument("--stride", type=positive_int,
@@ -123,7 +127,7 @@ def _checked(args: argparse.Namespace):
     spec = ModelSpec(
         setup=args.setup, architecture=args.architecture, cell=args.cell, layers=args.layers,
         hidden=args.hidden, dropout=args.dropout, conv_filters=args.conv_filters,
-        next_step=args.next_step, frame=args.frame,
+        next_step=args.next_step, frame="device" if args.frame == "auto" else args.frame,
         **seq2seq,
     )  # fmt: skip
     stream = {key: _given(args, key, STREAM_ONLY) for key in STREAM_ONLY}
@@ -134,12 +138,18 @@ def _checked(args: argparse.Namespace):
         seed=args.seed, max_seconds=args.max_minutes * 60 if args.max_minutes else None,
         rotate_deg=args.rotate_deg, **stream,
     )  # fmt: skip
-    out = output_file(args.out or f"models-out/{spec.name}.keras", "--out", suffix=".keras")
-    output_dir(out.with_suffix(""), "--out (its evaluation directory)")
+    out = _out(args.out, spec) if args.out else None  # the default's name waits for the frame
     if args.registry:
         registry_root(args.registry, "--registry", write=True)
         check_name(args.name or "har")
     return spec, config, out
+
+
+def _out(path: str | None, spec: ModelSpec) -> Path:
+    """The model file (``--out``, else ``models-out/<name>.keras``), checked writable."""
+    out = output_file(path or f"models-out/{spec.name}.keras", "--out", suffix=".keras")
+    output_dir(out.with_suffix(""), "--out (its evaluation directory)")
+    return out
 
 
 def _given(args: argparse.Namespace, key: str, defaults: dict[str, object]) -> object:
@@ -166,8 +176,12 @@ def run(args: argparse.Namespace) -> int:
 
     window, stride = _given(args, "window", WINDOW_ONLY), _given(args, "stride", WINDOW_ONLY)
     data = dataset_from_args(args, DEFAULT_RATE_HZ)
+    if args.frame == "auto" and spec.setup != "seq2seq" and GravityFrame.reads(data.channels):
+        spec = replace(spec, frame="gravity")
+        stderr.print("frame: gravity (the channels allow it; --frame device reads the raw axes)")
     if spec.frame == "gravity":  # can it read these channels? (before any training)
         GravityFrame.for_channels(data.channels, data.rate_hz)
+    out = out or _out(None, spec)
     train, test = train_test_split(data, args.test_users, seed=args.seed)
     recs, users = recordings(train)
     provenance = {

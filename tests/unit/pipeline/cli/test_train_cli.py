@@ -49,16 +49,17 @@ def test_train_stream_model_with_truncated_bptt(tmp_path):
 
 
 def test_train_a_gravity_frame_stream_model_and_evaluate_it(tmp_path, capsys):
+    """Phone channels (acc_x/y/z, gyro_x/y/z): the gravity frame by default."""
     model = tmp_path / "g.keras"
     code = main(
-        ["train", *FLEET, "--setup", "stream", "--frame", "gravity", "--next-step",
+        ["train", *FLEET, "--setup", "stream", "--next-step",
          "--hidden", "8", "--epochs", "1", "--tbptt-steps", "50", "--chunks-per-lane", "2",
          "--lanes", "2", "--test-users", "3", "--out", str(model)]
     )  # fmt: skip
     assert code == 0
     meta = read_meta(model)
     assert meta.spec.frame == "gravity" and len(meta.mean) == 5  # the frame's features
-    capsys.readouterr()
+    assert "frame: gravity (the channels allow it" in capsys.readouterr().err
     code = main(["evaluate", "--model", str(model), *FLEET, "--test-users", "3", "--json",
                  "--out-dir", str(tmp_path / "ev")])  # fmt: skip
     accuracy = json.loads(capsys.readouterr().out.splitlines()[-1])["accuracy"]
@@ -120,7 +121,7 @@ def test_train_an_attention_window_model_and_plot_its_weights(tmp_path):
          "--epochs", "1", "--window", "32", "--stride", "16", "--test-users", "1,2",
          "--out", str(model)]
     )  # fmt: skip
-    assert code == 0 and read_meta(model).spec.name == "window-attention-gru-1x8"
+    assert code == 0 and read_meta(model).spec.name == "window-attention-gru-gravity-1x8"
     assert (tmp_path / "a" / "attention.png").is_file()
     assert (tmp_path / "a" / "confusion.png").is_file()
     code = main(["evaluate", "--model", str(model), *FLEET, "--test-users", "1",
@@ -169,6 +170,15 @@ def test_model_and_dataset_channels_must_match(tmp_path, capsys):
     capsys.readouterr()
     assert main(["evaluate", "--model", str(model), "--dataset", str(csv)]) == 2
     assert "channels" in capsys.readouterr().err
+    # channels the gravity frame cannot read: the default trains on the raw axes
+    csv.write_text(
+        "device,user,timestamp,x,label\n"
+        + "".join(f"d{i % 4},{i % 4},{1000 + 20 * (i // 4)},0.5,SITTING\n" for i in range(400))
+    )
+    code = main(["train", "--dataset", str(csv), "--hidden", "4", "--epochs", "1", "--window",
+                 "32", "--stride", "32", "--out", str(model)])  # fmt: skip
+    assert code == 0 and read_meta(model).spec.frame == "device"
+    assert "frame: gravity" not in capsys.readouterr().err
 
 
 def test_train_on_a_phone_export_resamples_and_converts_with_no_extra_flags(tmp_path, capfd):

@@ -1,11 +1,12 @@
-"""Evaluation metrics against hand-computed values, and the confusion PNG."""
+"""Evaluation metrics against hand-computed values, and the confusion PNG; anomaly-score
+metrics (ROC-AUC, recall at a false-positive rate) by hand."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from models.evaluation import evaluate, plot_confusion
+from models.evaluation import evaluate, plot_confusion, recall_at_fpr, roc_auc
 from models.exceptions import ModelsError
 
 
@@ -56,3 +57,26 @@ def test_gradient_norms_cover_every_step_and_plot(make_meta, raw_batch, tmp_path
         curves[cell] = norms
     png = plot_gradient_norms(curves, tmp_path / "g.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_roc_auc_by_hand():
+    labels = np.array([0, 0, 1, 1])
+    assert roc_auc(np.array([0.1, 0.2, 0.8, 0.9]), labels) == 1.0  # perfectly separated
+    assert roc_auc(np.array([0.9, 0.8, 0.2, 0.1]), labels) == 0.0  # reversed
+    assert roc_auc(np.full(4, 0.3), labels) == 0.5  # all tied
+    # pairs (positive, negative): 3 > 1, 3 > 2, 2 = 2 (half), 2 > 1 -> 3.5 / 4
+    assert roc_auc(np.array([1.0, 2.0, 2.0, 3.0]), np.array([0, 0, 1, 1])) == 0.875
+    # unsorted, unbalanced: positive 5 beats 3 negatives, positive 0 beats none -> 3 / 6
+    assert roc_auc(np.array([5.0, 1.0, 0.0, 2.0, 3.0]), np.array([1, 0, 1, 0, 0])) == 0.5
+    assert np.isnan(roc_auc(np.array([1.0, 2.0]), np.array([1, 1])))
+
+
+def test_recall_at_fpr_thresholds_at_the_clean_scores_quantile():
+    clean = np.arange(100, dtype=np.float64)  # 1 % of them exceed 98.01, the 0.99 quantile
+    faulty = np.array([50.0, 98.5, 99.5, 200.0])
+    scores = np.concatenate([clean, faulty])
+    labels = np.r_[np.zeros(100), np.ones(4)]
+    assert recall_at_fpr(scores, labels) == 0.75
+    assert recall_at_fpr(scores, labels, fpr=0.6) == 1.0  # threshold 39.6
+    assert recall_at_fpr(np.array([1.0, 1.0, 1.0]), np.array([0, 0, 1])) == 0.0  # a tie is not
+    assert np.isnan(recall_at_fpr(np.array([1.0]), np.array([0])))

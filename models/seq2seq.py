@@ -3,7 +3,8 @@ window is an anomaly score.
 
 - ``task="reconstruct"``: an autoencoder. The encoder's final hidden state, one fixed-length
   vector, is repeated to every step of a decoder that regenerates the window; that vector is
-  all the decoder sees.
+  all the decoder sees. With ``architecture="mlp"``, a memory-less baseline: Dense layers from
+  the flattened window to a vector of ``hidden`` values and back.
 - ``task="forecast"``: the encoder's final states start a decoder that predicts the next
   ``horizon`` samples one at a time. It is trained with teacher forcing (each decoder step is
   fed the true previous sample); the saved model unrolls the same decoder layers ``horizon``
@@ -41,6 +42,8 @@ def build_seq2seq(spec: ModelSpec, meta: ModelMeta) -> tuple[keras.Model, keras.
     if spec.setup != "seq2seq":
         raise SpecError("build_seq2seq builds seq2seq models; see models.zoo.build_model")
     build = _autoencoder if spec.task == "reconstruct" else _forecaster
+    if spec.architecture == "mlp":
+        build = _mlp_autoencoder
     return build(spec, meta, name=spec.name.replace("-", "_"))
 
 
@@ -58,6 +61,21 @@ def _autoencoder(spec: ModelSpec, meta: ModelMeta, name: str) -> tuple[keras.Mod
     for layer in _layers(spec, "decoder", return_sequences=True):
         x = layer(x)
     outputs = keras.layers.Dense(len(meta.inputs), name="reconstruction")(x)
+    model = keras.Model(inputs, outputs, name=name)
+    return model, model
+
+
+def _mlp_autoencoder(
+    spec: ModelSpec, meta: ModelMeta, name: str
+) -> tuple[keras.Model, keras.Model]:
+    """Memory-less: ``layers`` Dense layers of ``hidden`` units from the flattened window down
+    to the code (the last of them), ``layers - 1`` back up, then the window."""
+    inputs, x = normalised_input(meta, meta.window)
+    x = keras.layers.Flatten(name="flatten")(x)
+    for i in range(2 * spec.layers - 1):
+        x = keras.layers.Dense(spec.hidden, activation="relu", name=f"dense_{i}")(x)
+    x = keras.layers.Dense(meta.window * len(meta.inputs), name="flat_reconstruction")(x)
+    outputs = keras.layers.Reshape((meta.window, len(meta.inputs)), name="reconstruction")(x)
     model = keras.Model(inputs, outputs, name=name)
     return model, model
 
@@ -110,7 +128,7 @@ def training_arrays(meta: ModelMeta, windows: np.ndarray) -> tuple[object, np.nd
     """``(inputs, targets)`` of the training model for raw windows of :func:`span` samples:
     the window (and, for a forecaster, the true previous samples, normalised), and the
     normalised window or next samples."""
-    normal = _normalised(meta, windows)
+    normal = normalised(meta, windows)
     if meta.spec.task == "reconstruct":
         return windows, normal
     w = meta.window
@@ -132,7 +150,7 @@ def anomaly_scores(
     if not len(windows):
         return np.zeros(0, np.float32)
     predicted = model.predict(windows[:, : meta.window], batch_size=batch_size, verbose=0)
-    target = _normalised(meta, windows)[:, -predicted.shape[1] :]
+    target = normalised(meta, windows)[:, -predicted.shape[1] :]
     return np.mean(np.square(predicted - target), axis=(1, 2))
 
 
@@ -143,8 +161,9 @@ def threshold_of(scores: np.ndarray, quantile: float = THRESHOLD_QUANTILE) -> fl
     return float(np.quantile(scores, quantile))
 
 
-def _normalised(meta: ModelMeta, windows: np.ndarray) -> np.ndarray:
-    """What the model's normalisation layer makes of ``windows``, computed in NumPy."""
+def normalised(meta: ModelMeta, windows: np.ndarray) -> np.ndarray:
+    """What a model's normalisation layer makes of raw ``windows`` (any zoo model's
+    ``meta``), computed in NumPy."""
     frame = meta.frame
     values = windows if frame is None else frame.features_of(windows)
     mean, std = np.asarray(meta.mean, np.float32), np.asarray(meta.std, np.float32)

@@ -35,7 +35,8 @@ class ModelSpec:
     rotation of the device changes, instead of its raw x/y/z axes.
 
     ``setup="seq2seq"`` is an unlabelled encoder-decoder (:mod:`models.seq2seq`) whose error is
-    an anomaly score: ``task="reconstruct"`` regenerates the window from one fixed-length vector,
+    an anomaly score: ``task="reconstruct"`` regenerates the window from one fixed-length vector
+    (``architecture="mlp"``: a memory-less autoencoder over the flattened window),
     ``task="forecast"`` predicts the next ``horizon`` samples, with ``attention`` from every
     decoder step to the encoder's states. Other setups classify (``task="classify"``).
 
@@ -96,10 +97,12 @@ class ModelSpec:
         if self.task not in SEQ2SEQ_TASKS:
             raise SpecError(f"a seq2seq model's task must be one of {SEQ2SEQ_TASKS}, not "
                             f"{self.task!r}")  # fmt: skip
-        if self.architecture != "recurrent" or self.conv_filters or self.dropout:
+        memoryless = self.architecture == "mlp" and self.task == "reconstruct"
+        layers_ok = self.architecture == "recurrent" or memoryless
+        if not layers_ok or self.conv_filters or self.dropout:
             raise SpecError(
                 "a seq2seq model is a recurrent encoder and decoder (architecture 'recurrent', "
-                "no conv front end, no dropout)"
+                "or 'mlp' for a memory-less autoencoder; no conv front end, no dropout)"
             )
         if self.task == "forecast" and self.horizon < 1:
             raise SpecError("a seq2seq forecaster needs horizon >= 1 (samples to predict)")
@@ -118,7 +121,8 @@ class ModelSpec:
             "attention": f"attention-{self.cell}",
         }.get(self.architecture, self.architecture)
         if self.setup == "seq2seq":
-            kind = f"{self.task}-{'attention-' if self.attention else ''}{self.cell}"
+            layer = self.cell if self.architecture == "recurrent" else self.architecture
+            kind = f"{self.task}-{'attention-' if self.attention else ''}{layer}"
         conv = f"-conv{self.conv_filters}" if self.conv_filters else ""
         frame = "-gravity" if self.frame == "gravity" else ""
         return f"{self.setup}-{kind}{conv}{frame}-{self.layers}x{self.hidden}"

@@ -21,6 +21,10 @@ a page and a file of their own.
    timestamps, m/s², every recording turned to a random orientation), read and resampled by the
    generic reader with its defaults, against the upright 50 Hz recordings: stream LSTM and GRU,
    with and without rotation augmentation.
+5. Anomaly detection: sensor faults (stuck, spikes, drift, sign flip, axis swap, dropout, noise,
+   sampling glitch) injected at known places into the HAPT test users' recordings; ROC-AUC and
+   recall at 1 % false positives per fault for the seq2seq autoencoder and forecasters (with and
+   without attention), a stream model's next-sample head, an MLP autoencoder and a z-score.
 
 Every row names the ``harstream train`` command that trains its model the same way.
 """
@@ -39,18 +43,31 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from models.anomaly import next_step_scores, zscore_scores
 from models.diagnostics import input_gradient_norms, plot_gradient_norms
-from models.evaluation import evaluate, plot_confusion
+from models.evaluation import evaluate, plot_confusion, recall_at_fpr, roc_auc
+from models.faults import (
+    DRIFT_STD,
+    FAULTS,
+    GLITCH_EVERY,
+    LENGTHS,
+    NOISE_STD,
+    SPIKE_STD,
+    faulty_windows,
+    inject,
+)
 from models.io import save_model
+from models.seq2seq import anomaly_scores
 from models.spec import ModelSpec
 from models.training import (
     TrainConfig,
     masked_accuracy,
     predict_streams,
+    train_seq2seq_model,
     train_stream_model,
     train_window_model,
 )
-from models.windowing import windows_from_recordings
+from models.windowing import fit_normalisation, windows_from_recordings
 from models.zoo import build_model
 from pipeline.cli.progress import stderr
 from pipeline.reports.phone_export import PhoneExport, export
@@ -96,6 +113,7 @@ class Budget:
 
 
 FULL = Budget()
+QUICK = Budget(epochs=2, max_minutes=1, hapt_epochs=1, phone_epochs=1, quick=True)
 
 
 def _config(budget: Budget, **kw) -> TrainConfig:
@@ -124,6 +142,12 @@ def train_command(spec: ModelSpec, cfg: TrainConfig, dataset: str, **flags: obje
     if spec.setup == "stream":
         parts.append(f"--tbptt-steps {cfg.tbptt_steps} --chunks-per-lane {cfg.chunks_per_lane} "
                      f"--lanes {cfg.lanes}")  # fmt: skip
+    if spec.next_step:
+        parts.append("--next-step")
+    if spec.setup == "seq2seq":
+        parts.append(f"--task {spec.task}")
+        parts += [f"--horizon {spec.horizon}"] if spec.task == "forecast" else []
+        parts += ["--attention"] if spec.attention else []
     parts += [f"--{k.replace('_', '-')} {v}" for k, v in flags.items()]
     return " ".join(parts)
 
@@ -298,6 +322,82 @@ def phones_section(budget: Budget, out: Path, saved: Path) -> list[dict]:
 
 
 PHONE_COMMAND = "python -m pipeline.reports.phone_export --users all --out phones.csv"
+
+ANOMALY_SPAN = 128
+"""samples of every scored window (2.56 s at 50 Hz): a forecaster reads the first
+``ANOMALY_SPAN - horizon`` and predicts the rest"""
+ANOMALY_HORIZON = 32
+ANOMALY_STRIDES = (32, 32)
+"""samples between training windows, and between scored windows (--quick: 128, 64)"""
+ANOMALY_SEED = 0
+"""the seed of every training and of the faults' places, channels and signs"""
+ANOMALY_DETECTORS: dict[str, ModelSpec | None] = {
+    "seq2seq-reconstruct": ModelSpec(setup="seq2seq", task="reconstruct", hidden=64),
+    "seq2seq-forecast": ModelSpec(setup="seq2seq", task="forecast", horizon=ANOMALY_HORIZON),
+    "seq2seq-forecast-attention": ModelSpec(
+        setup="seq2seq", task="forecast", horizon=ANOMALY_HORIZON, attention=True
+    ),
+    "next-step": ModelSpec(setup="stream", layers=2, hidden=64, dropout=0.2, next_step=True),
+    "mlp-autoencoder": ModelSpec(
+        setup="seq2seq", task="reconstruct", architecture="mlp", layers=2, hidden=64
+    ),  # fmt: skip
+    "zscore": None,
+}
+"""what each detector is (None: the z-score, no model); each scores windows of ANOMALY_SPAN"""
+ZSCORE_COMMAND = "n/a (no training: the per-channel mean and std of the training users' samples)"
+
+
+def anomaly_section(budget: Budget, out: Path, saved: Path) -> dict:
+    """Train every detector on the HAPT training users (their labels unused, but by the
+    next-step model's activity head), inject each fault into the test users' recordings, and
+    score ROC-AUC and recall at 1 % false positives per detector and fault."""
+    hapt = load_uci_hapt()
+    train, test = split_by_user(hapt, HAPT_TEST_USERS)
+    train_stride, eval_stride = ANOMALY_STRIDES
+    if budget.quick:
+        train = replace(train, streams=train.streams[:4])
+        test = replace(test, streams=test.streams[:2])
+        train_stride, eval_stride = 128, 64
+    recs, users = recordings(train)
+    test_values = [v for v, _ in recordings(test)[0]]
+    faults = {f: faulty_windows(test_values, f, window=ANOMALY_SPAN, stride=eval_stride,
+                                seed=ANOMALY_SEED) for f in FAULTS}  # fmt: skip
+    common = dict(channels=hapt.channels, rate_hz=50.0,
+                  on_epoch=lambda e, n, logs: stderr.print(f"  epoch {e}/{n} {logs}"),
+                  provenance={"dataset": "uci_hapt", "report": COMMAND})  # fmt: skip
+    rows: dict[str, dict] = {}
+    for name, spec in ANOMALY_DETECTORS.items():
+        stderr.print(f"[bold]anomaly[/bold] {name}")
+        row: dict = {"spec": spec.name if spec else "zscore", "epochs": 0, "train_minutes": 0.0}
+        if spec is None:
+            mean, std = fit_normalisation(np.concatenate([v for v, _ in recs]))
+            score = lambda X, mean=mean, std=std: zscore_scores(X, mean, std)  # noqa: E731
+            row["command"] = ZSCORE_COMMAND
+        else:
+            if spec.setup == "stream":
+                cfg = _config(budget, tbptt_steps=128, lanes=32, seed=ANOMALY_SEED)
+                result = train_stream_model(spec, recs, users, classes=hapt.activities,
+                                            config=cfg, **common)  # fmt: skip
+                flags = {}
+            else:
+                cfg = _config(budget, patience=5, seed=ANOMALY_SEED)
+                window = ANOMALY_SPAN - spec.horizon
+                result = train_seq2seq_model(spec, recs, users, window=window,
+                                             stride=train_stride, config=cfg, **common)  # fmt: skip
+                flags = {"window": window, "stride": train_stride}
+            save_model(result.model, result.meta, saved / f"anomaly-{name}.keras")
+            model, meta = result.model, result.meta
+            scores_of = next_step_scores if spec.next_step else anomaly_scores
+            score = lambda X, model=model, meta=meta, f=scores_of: f(model, meta, X)  # noqa: E731
+            row |= {"epochs": len(result.history["loss"]), "train_minutes": result.seconds / 60,
+                    "command": train_command(spec, cfg, "uci_hapt", **flags)}  # fmt: skip
+        for fault, (X, y) in faults.items():
+            s = score(X)
+            row[fault] = {"roc_auc": roc_auc(s, y), "recall_at_1pct_fpr": recall_at_fpr(s, y)}
+        rows[name] = row
+        stderr.print(f"  → {row}")
+    windows = {f: {"windows": len(y), "faulty": int(y.sum())} for f, (_, y) in faults.items()}
+    return {"anomaly": rows, "anomaly_windows": windows}
 
 
 def _thirds_accuracy(probs: np.ndarray, labels: np.ndarray) -> list[float]:
@@ -548,8 +648,71 @@ def _phones_reading(rows: list[dict]) -> str:
     )
 
 
-SECTIONS = ("har", "hapt", "phones")
-"""measured on their own: har (models.json keys uci_har, gradients), hapt, phones (real_phones)"""
+def _anomaly_block(data: dict) -> list[str]:
+    rows, windows = data["anomaly"], data.get("anomaly_windows", {})
+    faulty = ", ".join(f"{f} {w['faulty']:,} of {w['windows']:,}" for f, w in windows.items())
+    lines = [
+        "## 5. Anomaly detection: injected sensor faults on the HAPT test users",
+        "",
+        "Each detector is trained on the HAPT training users' recordings (seed "
+        f"{ANOMALY_SEED}; the labels unused except by the next-step model's activity head) and "
+        f"scores windows of {ANOMALY_SPAN} samples taken every {ANOMALY_STRIDES[1]} samples of "
+        "the test users' recordings, into which one fault at a time is injected "
+        "(`models.faults`, seeded): one fault in every "
+        f"{4 * ANOMALY_SPAN} samples plus its span, at a random place at least a window after "
+        "the previous one. A window is faulty when it overlaps a fault; the others are the "
+        f"clean ones (faulty windows: {faulty}). Faults, on one random channel unless said, in "
+        "units of that channel's standard deviation in the recording: *stuck* (holds its last "
+        f"value, {LENGTHS['stuck']} samples), *spike* ({LENGTHS['spike']} samples of ± "
+        f"{SPIKE_STD:g} std), *drift* (a bias ramping to {DRIFT_STD:g} std over "
+        f"{LENGTHS['drift']} samples), *flip* (sign flipped), *swap* (two axes of one sensor "
+        f"swapped), *dropout* (every channel 0), *noise* (Gaussian, {NOISE_STD:g} std), "
+        f"*glitch* (every channel repeats or skips one sample in {GLITCH_EVERY}, so it lags or "
+        "leads by a growing offset); 64 samples unless said. Detectors: LSTM-64 seq2seq "
+        f"models (the autoencoder over the {ANOMALY_SPAN} samples; the forecasters read "
+        f"{ANOMALY_SPAN - ANOMALY_HORIZON} and predict the last {ANOMALY_HORIZON}, so a fault "
+        "early in the window reaches their score only through what they read), the mean "
+        "squared error of a 2-layer stream LSTM's next-sample head over the window (run from a "
+        "zero state, its prediction at each sample against the next one, as `harstream train "
+        "--setup stream --next-step` trains it), a memory-less MLP autoencoder over the "
+        "flattened window (64-unit code), and the window's largest |z| against the training "
+        "users' per-channel mean and std (no training). Recall at 1 % false positives: the "
+        "share of faulty windows above the 99th percentile of the clean windows' scores.",
+        "",
+    ]
+    for title, key in (("ROC-AUC", "roc_auc"), ("Recall at 1 % false positives",
+                                                "recall_at_1pct_fpr")):  # fmt: skip
+        lines += [f"{title}:", "", "| detector | " + " | ".join(FAULTS) + " |",
+                  "|---|" + "---:|" * len(FAULTS)]  # fmt: skip
+        lines += [f"| {name} | " + " | ".join(f"{r[f][key]:.3f}" for f in FAULTS) + " |"
+                  for name, r in rows.items()]  # fmt: skip
+        lines.append("")
+    commands = [{"name": n, **r} for n, r in rows.items()]
+    lines += _commands(commands, lambda r: f"{r['name']} (`{r['spec']}`)")
+    return lines + ["", _anomaly_reading(rows), ""]
+
+
+def _anomaly_reading(rows: dict[str, dict]) -> str:
+    """The best detector per fault by ROC-AUC, and each detector's mean ROC-AUC."""
+    best = []
+    for fault in FAULTS:
+        name = max(rows, key=lambda n: np.nan_to_num(rows[n][fault]["roc_auc"], nan=-1.0))
+        r = rows[name][fault]
+        best.append(f"{fault}: {name} ({r['roc_auc']:.3f}, recall {_pct(r['recall_at_1pct_fpr'])})")
+    means = {n: float(np.nanmean([r[f]["roc_auc"] for f in FAULTS])) for n, r in rows.items()}
+    order = sorted(means, key=means.get, reverse=True)
+    return (
+        "Best detector per fault by ROC-AUC (with its recall at 1 % false positives): "
+        + "; ".join(best)
+        + ". Mean ROC-AUC over the faults: "
+        + ", ".join(f"{n} {means[n]:.3f}" for n in order)
+        + "."
+    )
+
+
+SECTIONS = ("har", "hapt", "phones", "anomaly")
+"""measured on their own: har (models.json keys uci_har, gradients), hapt, phones (real_phones),
+anomaly (anomaly, anomaly_windows)"""
 
 
 def write_markdown(path: Path, results: dict, quick: bool) -> None:
@@ -571,7 +734,7 @@ def write_markdown(path: Path, results: dict, quick: bool) -> None:
         lines += ["", "**--quick run: tiny trainings, the numbers below mean nothing.**"]
     lines.append("")
     blocks = [("uci_har", _har_block), ("hapt", _hapt_block), ("gradients", _gradient_block),
-              ("real_phones", _phones_block)]  # fmt: skip
+              ("real_phones", _phones_block), ("anomaly", _anomaly_block)]  # fmt: skip
     for key, block in blocks:
         if key in results:
             lines += block(results)
@@ -587,9 +750,12 @@ def fingerprint(section: str, budget: Budget) -> str:
     import inspect  # noqa: PLC0415  (only the report computes fingerprints)
 
     code = {"har": (har_section, gradient_section), "hapt": (hapt_section,),
-            "phones": (phones_section,)}[section]  # fmt: skip
+            "phones": (phones_section,),
+            "anomaly": (anomaly_section, inject, faulty_windows)}[section]  # fmt: skip
     settings = {"budget": budget, "har": (HAR_MODELS, ROTATE_DEG), "hapt": HAPT_SEEDS,
-                "phones": (PHONE_MODELS, PHONE_EXPORT, PHONE_VARIANTS)}  # fmt: skip
+                "phones": (PHONE_MODELS, PHONE_EXPORT, PHONE_VARIANTS),
+                "anomaly": (ANOMALY_DETECTORS, ANOMALY_SPAN, ANOMALY_STRIDES, ANOMALY_SEED,
+                            LENGTHS, SPIKE_STD, DRIFT_STD, NOISE_STD, GLITCH_EVERY)}  # fmt: skip
     text = "".join(inspect.getsource(f) for f in code) + repr(settings[section]) + repr(budget)
     for later in LATER_DEFAULTS:  # a field added since, at its default, changes nothing trained
         text = text.replace(later, "")
@@ -611,6 +777,8 @@ def _measure(section: str, budget: Budget, img: Path, saved: Path) -> dict:
         return {"hapt": {v: {"macro_f1_median": float(np.median([r["macro_f1"] for r in rs])),
                              "accuracy_median": float(np.median([r["accuracy"] for r in rs])),
                              "per_seed": rs} for v, rs in by.items()}}  # fmt: skip
+    if section == "anomaly":
+        return anomaly_section(budget, img, saved)
     rows = phones_section(budget, img, saved)
     return {"real_phones": {f"{r['spec']} {r['variant']}": r for r in rows}}
 
@@ -637,8 +805,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in named if n not in SECTIONS]
     if unknown:
         parser.error(f"--only: unknown sections {unknown}: give some of {', '.join(SECTIONS)}")
-    budget = Budget(epochs=2, max_minutes=1, hapt_epochs=1, phone_epochs=1, quick=True) \
-        if args.quick else FULL  # fmt: skip
+    budget = QUICK if args.quick else FULL
     default = REPO / ("models-out/quick" if args.quick else "docs") / "models.md"
     out = Path(args.out) if args.out else default
     img = out.parent / "img"

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from pipeline.reports.models_report import main
+from models.faults import FAULTS
+from pipeline.reports.models_report import ANOMALY_DETECTORS, main
 
 pytestmark = pytest.mark.dataset
 
@@ -20,14 +21,14 @@ def test_quick_report_writes_tables_plots_and_figures_and_runs_again_only_what_i
     text = out.read_text()
     assert "--quick run" in text
     for heading in ("UCI HAR, many-to-one", "UCI HAPT, many-to-many", "Vanishing gradients",
-                    "Real phones"):  # fmt: skip
+                    "Real phones", "Anomaly detection"):  # fmt: skip
         assert heading in text
     for model in ("LSTM", "GRU", "SimpleRNN", "BiLSTM", "MLP", "1-D CNN", "LSTM, no rotation"):
         assert f"| {model}" in text
     img = out.parent / "img"
     assert (img / "vanishing-gradients.png").is_file() and (img / "hapt-tbptt.png").is_file()
     figures = json.loads(out.with_suffix(".json").read_text())
-    assert set(figures["_sections"]) == {"har", "hapt", "phones"}
+    assert set(figures["_sections"]) == {"har", "hapt", "phones", "anomaly"}
     assert len(figures["uci_har"]) == 7 and set(figures["hapt"]) == {"tbptt", "windows"}
     hapt_rows = [r for v in figures["hapt"].values() for r in v["per_seed"]]
     assert all(len(r["thirds"]) == 3 and len(r["long_thirds"]) == 3 for r in hapt_rows)
@@ -36,9 +37,15 @@ def test_quick_report_writes_tables_plots_and_figures_and_runs_again_only_what_i
     rows = [*figures["uci_har"].values(), *hapt_rows, *figures["real_phones"].values()]
     assert all(r["command"].startswith(("harstream train", "python -m")) for r in rows)
     assert all("--frame " in r["command"] for r in rows)
+    anomaly = figures["anomaly"]
+    assert set(anomaly) == set(ANOMALY_DETECTORS) and "zscore" in anomaly
+    assert all(0 <= anomaly[d][f][k] <= 1 for d in anomaly for f in FAULTS
+               for k in ("roc_auc", "recall_at_1pct_fpr"))  # fmt: skip
+    assert all(r["command"].startswith(("harstream train", "n/a")) for r in anomaly.values())
+    assert "Best detector per fault by ROC-AUC" in text
     assert "Medians over seeds, truncated BPTT against fixed windows" in text
     assert (img / "har-window-lstm-2x64-unrotated.png").is_file()
-    assert len(list((tmp_path / "models").glob("*.keras"))) == 9
+    assert len(list((tmp_path / "models").glob("*.keras"))) == 9 + 5  # anomaly: no zscore model
 
     # again: every section is kept (nothing changed); --only runs the named one again
     measured = {k: v["measured"] for k, v in figures["_sections"].items()}

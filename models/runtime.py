@@ -148,7 +148,7 @@ class StreamWeights:
         """
         import keras  # here, so that running the runtime needs only NumPy
 
-        from models.layers import GravityFrameCell
+        from models.layers import GravityFrameCell  # a Keras layer: here, with Keras
 
         spec = meta.spec
         if spec.setup != "stream" or spec.architecture != "recurrent":

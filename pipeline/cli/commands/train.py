@@ -7,6 +7,7 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from models.frame import GravityFrame
 from models.registry import Registry, check_name
 from models.spec import ModelSpec
 from models.train_config import TrainConfig
@@ -160,7 +161,6 @@ def _given(args: argparse.Namespace, key: str, defaults: dict[str, object]) -> o
 
 def run(args: argparse.Namespace) -> int:
     spec, config, out = _checked(args)
-    from models.frame import GravityFrame
     from models.io import save_model  # Keras: not at start-up
     from models.training import (  # Keras: not at start-up
         train_seq2seq_model,

@@ -28,9 +28,15 @@ CHANNELS = tuple(f"c{i}" for i in range(6))
 CLASSES = ("WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS", "SITTING", "STANDING", "LAYING")
 
 
-def _meta(cell: str, hidden: int) -> ModelMeta:
-    spec = ModelSpec(setup="stream", cell=cell, hidden=hidden)
-    return ModelMeta(spec, CHANNELS, CLASSES, 50.0, (0.0,) * 6, (1.0,) * 6, 128, 1)
+PHONE = ("acc_x", "acc_y", "acc_z", "gyro_x", "gyro_y", "gyro_z")
+"""channels a gravity-frame model reads (it has 5 inputs)"""
+
+
+def _meta(cell: str, hidden: int, frame: str = "device") -> ModelMeta:
+    spec = ModelSpec(setup="stream", cell=cell, hidden=hidden, frame=frame)
+    inputs = 5 if frame == "gravity" else 6
+    channels = PHONE if frame == "gravity" else CHANNELS
+    return ModelMeta(spec, channels, CLASSES, 50.0, (0.0,) * inputs, (1.0,) * inputs, 128, 1)
 
 
 def _rss_bytes() -> int:
@@ -109,6 +115,27 @@ def bench_engine(
                     }
                 )
     return rows
+
+
+def bench_frame(devices: int = 10_000, cell: str = "lstm", hidden: int = 64) -> list[dict]:
+    """The runtime on the raw axes and in the gravity frame, side by side (rounds alternating):
+    device-steps/s of each and what the frame costs."""
+    runtimes = {}
+    for frame in ("device", "gravity"):
+        meta = _meta(cell, hidden, frame)
+        runtimes[frame] = StreamRuntime.from_keras(build_model(meta.spec, meta), meta, capacity=1)
+    measured: dict[str, list[float]] = {frame: [] for frame in runtimes}
+    with threadpool_limits(limits=1):
+        for _ in range(3):
+            for frame, runtime in runtimes.items():
+                measured[frame].append(engine_rate(runtime, devices))
+    rate = {frame: statistics.median(rates) for frame, rates in measured.items()}
+    return [
+        {"bench": "engine-frame", "cell": cell, "hidden": hidden, "devices": devices,
+         "frame": frame, "device_steps_per_s": round(rate[frame]),
+         "frame_cost": round(1 - rate[frame] / rate["device"], 3), "threads": 1}
+        for frame in runtimes
+    ]  # fmt: skip
 
 
 def bench_memory(devices: int = 100_000, cell: str = "lstm", hidden: int = 64) -> dict:

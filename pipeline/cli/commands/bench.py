@@ -97,10 +97,14 @@ def run_codec(args: argparse.Namespace) -> int:
 
 
 def run_engine(args: argparse.Namespace) -> int:
-    from pipeline.bench.engine import bench_engine, bench_memory, bench_rates  # Keras: at run
+    # Keras: at run
+    from pipeline.bench.engine import bench_engine, bench_frame, bench_memory, bench_rates
 
     rows = bench_engine(tuple(args.devices), tuple(args.cells), args.hidden)
     print_rows(rows, "Engine: batched NumPy runtime, 1 core (median of 5 rounds)", args.json)
+    frames = bench_frame(min(max(args.devices), 10_000), hidden=args.hidden)
+    print_rows(frames, "Engine, raw axes vs the gravity frame (LSTM, median of 3 rounds; "
+               "frame_cost = 1 - rate / raw axes' rate)", args.json)  # fmt: skip
     print_rows([bench_memory(hidden=args.hidden)], "Memory per device", args.json)
     rates = bench_rates(rates=tuple(float(r) for r in args.device_rates), hidden=args.hidden)
     title = ("Worker CPU (no Kafka), devices at other rates than the model's 50 Hz "

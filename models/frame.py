@@ -133,27 +133,31 @@ class GravityFrame:
     def step(self, x: np.ndarray, state: np.ndarray, out: np.ndarray) -> None:
         """Advance ``state`` (B, STATE_SIZE) by raw samples ``x`` (B, channels), in place;
         write their features into ``out`` (B, width). A row of zeros is a reset state."""
-        a = x[:, list(self.acc)]
-        g, r, e, n = state[:, 0:3], state[:, 3:6], state[:, 6], state[:, 7]
-        fresh = np.einsum("bi,bi->b", g, g) == 0
-        size = np.linalg.norm(a, axis=1)
-        g += _F32(self.alpha_gravity) * (a - g)
-        n += _F32(self.alpha_gravity) * (size - n)
-        g[fresh], r[fresh], n[fresh] = a[fresh], a[fresh], size[fresh]
-        e += _F32(self.alpha_motion) * (np.square(size - n) - e)
-        gg = np.einsum("bi,bi->b", g, g)
-        level = np.square(_F32(MOTION_LEVEL) * n)
-        m = np.clip(e / np.maximum(level, _F32(_EPS)) - _F32(1.0), _F32(0.0), _F32(3.0)) / _F32(3.0)
-        r += (_F32(self.alpha_reference) * m)[:, None] * (g - r)
-        u = g / np.sqrt(np.maximum(gg, _F32(_EPS)))[:, None]
-        rr = np.einsum("bi,bi->b", r, r)
-        out[:, 0] = vertical = np.einsum("bi,bi->b", a, u)
-        out[:, 1] = np.linalg.norm(a - vertical[:, None] * u, axis=1)
-        out[:, 2] = np.einsum("bi,bi->b", u, r) / np.sqrt(np.maximum(rr, _F32(_EPS)))
+        f32 = _F32
+        s = state.T.copy()  # quantity-major: every operation below runs over contiguous rows
+        a = x.T[list(self.acc)]
+        g, r, e, n = s[0:3], s[3:6], s[6], s[7]
+        fresh = np.flatnonzero((g * g).sum(0) == 0)
+        size = np.sqrt((a * a).sum(0))
+        g += f32(self.alpha_gravity) * (a - g)
+        n += f32(self.alpha_gravity) * (size - n)
+        if len(fresh):
+            g[:, fresh], r[:, fresh], n[fresh] = a[:, fresh], a[:, fresh], size[fresh]
+        e += f32(self.alpha_motion) * (np.square(size - n) - e)
+        level = np.maximum(np.square(f32(MOTION_LEVEL) * n), f32(_EPS))
+        m = np.clip(e / level - f32(1.0), f32(0.0), f32(3.0)) / f32(3.0)
+        r += (f32(self.alpha_reference) * m) * (g - r)
+        u = g / np.sqrt(np.maximum((g * g).sum(0), f32(_EPS)))
+        features = np.empty((self.width, len(x)), f32)
+        features[0] = vertical = (a * u).sum(0)
+        features[1] = np.sqrt(np.square(a - vertical * u).sum(0))
+        features[2] = (u * r).sum(0) / np.sqrt(np.maximum((r * r).sum(0), f32(_EPS)))
         if self.gyro:
-            w = x[:, list(self.gyro)]
-            out[:, 3] = spin = np.einsum("bi,bi->b", w, u)
-            out[:, 4] = np.linalg.norm(w - spin[:, None] * u, axis=1)
+            w = x.T[list(self.gyro)]
+            features[3] = spin = (w * u).sum(0)
+            features[4] = np.sqrt(np.square(w - spin * u).sum(0))
+        out[...] = features.T
+        state[...] = s.T
 
     def features_of(self, values: np.ndarray) -> np.ndarray:
         """The features of recordings ``values`` ((T, channels) or (N, T, channels)), each from

@@ -97,8 +97,12 @@ def run_codec(args: argparse.Namespace) -> int:
 
 
 def run_engine(args: argparse.Namespace) -> int:
-    # Keras: at run
-    from pipeline.bench.engine import bench_engine, bench_frame, bench_memory, bench_rates
+    from pipeline.bench.engine import (  # Keras: at run
+        bench_engine,
+        bench_frame,
+        bench_memory,
+        bench_rates,
+    )
 
     rows = bench_engine(tuple(args.devices), tuple(args.cells), args.hidden)
     print_rows(rows, "Engine: batched NumPy runtime, 1 core (median of 5 rounds)", args.json)

@@ -144,6 +144,32 @@ def _anchor(model: keras.Model, config: TrainConfig) -> None:
             w.regularizer = _L2SP(keras.ops.convert_to_numpy(w), config.l2_sp)
 
 
+def _fit_callbacks(
+    cfg: TrainConfig, started: float, on_epoch: EpochHook | None
+) -> list[keras.callbacks.Callback]:
+    """The time budget and the epoch hook, for ``model.fit``."""
+    callbacks: list[keras.callbacks.Callback] = [_Budget(cfg.max_seconds, started)]
+    if on_epoch is not None:
+        callbacks.append(
+            keras.callbacks.LambdaCallback(
+                on_epoch_end=lambda e, logs: on_epoch(e + 1, cfg.epochs, dict(logs or {}))
+            )
+        )
+    return callbacks
+
+
+def _fitted(model, meta, history, started, train_users, val_users) -> TrainResult:
+    """The result of ``model.fit``'s ``history``, timed from ``started``."""
+    return TrainResult(
+        model,
+        meta,
+        {k: [float(v) for v in vs] for k, vs in history.history.items()},
+        time.perf_counter() - started,
+        train_users,
+        val_users,
+    )
+
+
 def train_window_model(
     spec: ModelSpec,
     X: np.ndarray,
@@ -194,26 +220,13 @@ def train_window_model(
     batches = _WindowBatches(X_fit, y_fit, weights, cfg, groups)
     _compile(model, cfg, spec, steps=len(batches))
     started = time.perf_counter()
-    callbacks: list[keras.callbacks.Callback] = [_Budget(cfg.max_seconds, started)]
-    if on_epoch is not None:
-        callbacks.append(
-            keras.callbacks.LambdaCallback(
-                on_epoch_end=lambda e, logs: on_epoch(e + 1, cfg.epochs, dict(logs or {}))
-            )
-        )
+    callbacks = _fit_callbacks(cfg, started, on_epoch)
     if len(X_val):
         callbacks.insert(0, _BestAccuracy(X_val, y_val, cfg.patience))
     history = model.fit(batches, epochs=cfg.epochs, callbacks=callbacks, shuffle=False, verbose=0)
     for layer in model.layers:  # saved unfrozen: the next fine-tune chooses for itself
         layer.trainable = True
-    return TrainResult(
-        model,
-        meta,
-        {k: [float(v) for v in vs] for k, vs in history.history.items()},
-        time.perf_counter() - started,
-        train_users,
-        val_users,
-    )
+    return _fitted(model, meta, history, started, train_users, val_users)
 
 
 def _turned_groups(cfg: TrainConfig, channels: Sequence[str]) -> list[tuple[int, int, int]]:
@@ -548,29 +561,16 @@ def train_seq2seq_model(
     trainer, model = build_seq2seq(spec, meta)
     _compile(trainer, cfg, spec, steps=-(-len(X_fit) // cfg.batch_size))
     started = time.perf_counter()
-    callbacks: list[keras.callbacks.Callback] = [_Budget(cfg.max_seconds, started)]
+    callbacks = _fit_callbacks(cfg, started, on_epoch)
     validation = None
     if len(X_val):
         validation = training_arrays(meta, X_val)
         callbacks.insert(0, keras.callbacks.EarlyStopping(
             "val_loss", patience=cfg.patience, restore_best_weights=True
         ))  # fmt: skip
-    if on_epoch is not None:
-        callbacks.append(
-            keras.callbacks.LambdaCallback(
-                on_epoch_end=lambda e, logs: on_epoch(e + 1, cfg.epochs, dict(logs or {}))
-            )
-        )
     inputs, targets = training_arrays(meta, X_fit)
     history = trainer.fit(inputs, targets, batch_size=cfg.batch_size, epochs=cfg.epochs,
                           validation_data=validation, callbacks=callbacks, verbose=0)  # fmt: skip
     scores = anomaly_scores(model, meta, X_fit)
     meta = replace(meta, threshold=threshold_of(scores), threshold_quantile=THRESHOLD_QUANTILE)
-    return TrainResult(
-        model,
-        meta,
-        {k: [float(v) for v in vs] for k, vs in history.history.items()},
-        time.perf_counter() - started,
-        train_users,
-        val_users,
-    )
+    return _fitted(model, meta, history, started, train_users, val_users)

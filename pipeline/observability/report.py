@@ -33,6 +33,23 @@ class Predictions:
 
 
 @dataclass(frozen=True)
+class Detections:
+    """The windows an anomaly detector (a seq2seq model) scored in one batch: one row each."""
+
+    devices: list[str]
+    seq_first: np.ndarray
+    seq_last: np.ndarray
+    """the device sequence numbers the window spans"""
+    t_ms: np.ndarray
+    """event time of the window's last sample"""
+    score: np.ndarray
+    flagged: np.ndarray
+    """``score > threshold``"""
+    threshold: float
+    version: str
+
+
+@dataclass(frozen=True)
 class ChangeEvent:
     device: str
     previous: str | None
@@ -74,6 +91,8 @@ class BatchReport:
     activity_counts: dict[str, Counter] = field(default_factory=dict)
     """per kind (``sample``, ``window``): predictions emitted per activity"""
     predictions: Predictions | None = None
+    detections: Detections | None = None
+    """the anomaly detector's scored windows, when the worker serves one"""
     events: list[ChangeEvent] = field(default_factory=list)
     swaps: list[SwapReport] = field(default_factory=list)
     checkpointed: int = 0
@@ -123,6 +142,10 @@ class BatchCollector:
         self._rows.append((device, seq, t_ms, top, confidence, label))
         if anomaly is not None:
             self._anomaly.append(anomaly)
+
+    def detected(self, detections: Detections) -> None:
+        """The windows the anomaly detector scored in this batch."""
+        self.report.detections = detections
 
     def event(self, event: ChangeEvent) -> None:
         self.report.events.append(event)

@@ -117,11 +117,16 @@ def _initial(spec: ModelSpec, meta: ModelMeta, start: keras.Model | None) -> ker
     """A new model for ``spec``, holding ``start``'s weights when fine-tuning."""
     model = build_model(spec, meta)
     if start is not None:
-        try:
-            model.set_weights(start.get_weights())
-        except ValueError as exc:
-            raise ModelsError(f"cannot fine-tune: the starting model is not a {spec.name}") from exc
+        _start_from(model, start, spec)
     return model
+
+
+def _start_from(model: keras.Model, start: keras.Model, spec: ModelSpec) -> None:
+    """``start``'s weights into ``model``, a new model of ``spec``."""
+    try:
+        model.set_weights(start.get_weights())
+    except ValueError as exc:
+        raise ModelsError(f"cannot fine-tune: the starting model is not a {spec.name}") from exc
 
 
 class _L2SP(keras.regularizers.Regularizer):
@@ -134,11 +139,14 @@ class _L2SP(keras.regularizers.Regularizer):
         return self.factor * keras.ops.sum(keras.ops.square(x - self.start))
 
 
-def _anchor(model: keras.Model, config: TrainConfig) -> None:
-    """Fine-tuning options on ``model`` (holding the starting weights), before it compiles."""
+def _anchor(
+    model: keras.Model, config: TrainConfig, head: tuple[str, ...] = (ACTIVITY, NEXT)
+) -> None:
+    """Fine-tuning options on ``model`` (holding the starting weights), before it compiles;
+    ``head``: the names of its output layers."""
     if config.tune == "head":
         for layer in model.layers:
-            layer.trainable = layer.name in (ACTIVITY, NEXT)
+            layer.trainable = layer.name in head
     if config.l2_sp > 0:
         for w in model.trainable_weights:
             w.regularizer = _L2SP(keras.ops.convert_to_numpy(w), config.l2_sp)
@@ -522,6 +530,9 @@ def train_stream_model(
 # ---------------------------------------------------------------------------------------------
 # seq2seq models: unlabelled windows, reconstruction or forecast error
 
+SEQ2SEQ_HEAD = ("reconstruction", "flat_reconstruction", "forecast")
+"""the output layers of seq2seq models (what ``tune="head"`` fine-tunes)"""
+
 
 def train_seq2seq_model(
     spec: ModelSpec,
@@ -535,12 +546,15 @@ def train_seq2seq_model(
     config: TrainConfig | None = None,
     on_epoch: EpochHook | None = None,
     provenance: dict[str, Any] | None = None,
+    start: keras.Model | None = None,
 ) -> TrainResult:
     """Train a seq2seq model on windows of ``window`` samples (plus the ``horizon`` a forecaster
     predicts) every ``stride`` samples of recordings ``[(values (n, C), labels), ...]``, the
     labels ignored. Early stopping on the held-out users' loss (best weights kept); the
     metadata's anomaly threshold is the :data:`~models.seq2seq.THRESHOLD_QUANTILE` of the
-    training windows' scores.
+    training windows' scores (recomputed when fine-tuning).
+    ``start``: fine-tune this (inference) model (same spec; its normalisation is kept);
+    ``tune="head"`` trains only its output layer (:data:`SEQ2SEQ_HEAD`).
     """
     cfg = config or TrainConfig()
     if spec.setup != "seq2seq":
@@ -556,9 +570,12 @@ def train_seq2seq_model(
     if not len(X_fit):
         raise ModelsError(f"no training recording of {length} samples or more (one window)")
     frame = _frame(spec, channels, rate_hz)
-    mean, std = fit_normalisation(X_fit if frame is None else frame.features_of(X_fit))
+    mean, std = _normalisation(start, X_fit if frame is None else frame.features_of(X_fit))
     meta = _meta(spec, channels, (), rate_hz, mean, std, window, stride, provenance)
     trainer, model = build_seq2seq(spec, meta)
+    if start is not None:
+        _start_from(model, start, spec)
+        _anchor(trainer, cfg, SEQ2SEQ_HEAD)
     _compile(trainer, cfg, spec, steps=-(-len(X_fit) // cfg.batch_size))
     started = time.perf_counter()
     callbacks = _fit_callbacks(cfg, started, on_epoch)
@@ -571,6 +588,8 @@ def train_seq2seq_model(
     inputs, targets = training_arrays(meta, X_fit)
     history = trainer.fit(inputs, targets, batch_size=cfg.batch_size, epochs=cfg.epochs,
                           validation_data=validation, callbacks=callbacks, verbose=0)  # fmt: skip
+    for layer in trainer.layers:  # saved unfrozen: the next fine-tune chooses for itself
+        layer.trainable = True
     scores = anomaly_scores(model, meta, X_fit)
     meta = replace(meta, threshold=threshold_of(scores), threshold_quantile=THRESHOLD_QUANTILE)
     return _fitted(model, meta, history, started, train_users, val_users)

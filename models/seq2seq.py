@@ -119,9 +119,8 @@ def _forecaster(spec: ModelSpec, meta: ModelMeta, name: str) -> tuple[keras.Mode
 
 
 def span(meta: ModelMeta) -> int:
-    """Samples of the windows a seq2seq model is trained and scored on: the window it reads,
-    then the ``horizon`` samples a forecaster predicts."""
-    return meta.window + meta.spec.horizon
+    """Samples of the windows a seq2seq model is trained and scored on (:attr:`ModelMeta.span`)."""
+    return meta.span
 
 
 def training_arrays(meta: ModelMeta, windows: np.ndarray) -> tuple[object, np.ndarray]:
@@ -150,8 +149,28 @@ def anomaly_scores(
     if not len(windows):
         return np.zeros(0, np.float32)
     predicted = model.predict(windows[:, : meta.window], batch_size=batch_size, verbose=0)
+    return window_errors(meta, predicted, windows)
+
+
+def window_errors(meta: ModelMeta, predicted: np.ndarray, windows: np.ndarray) -> np.ndarray:
+    """The score of each raw window ``(N, span, channels)`` given the model's output on it:
+    the mean squared error of the reconstruction or forecast against the normalised window."""
     target = normalised(meta, windows)[:, -predicted.shape[1] :]
-    return np.mean(np.square(predicted - target), axis=(1, 2))
+    return np.mean(np.square(np.asarray(predicted) - target), axis=(1, 2))
+
+
+def scorer(model: keras.Model, meta: ModelMeta):
+    """``windows -> scores`` for a worker: :func:`anomaly_scores` of a batch of raw windows
+    ``(N, span, channels)`` in one Keras call (``predict_on_batch``, no per-call set-up)."""
+    if meta.spec.setup != "seq2seq":
+        raise SpecError(f"anomaly scores are the error of seq2seq models, not {meta.spec.name}")
+
+    def score(windows: np.ndarray) -> np.ndarray:
+        windows = np.asarray(windows, np.float32)
+        predicted = model.predict_on_batch(windows[:, : meta.window])
+        return window_errors(meta, predicted, windows)
+
+    return score
 
 
 def threshold_of(scores: np.ndarray, quantile: float = THRESHOLD_QUANTILE) -> float:

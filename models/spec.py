@@ -183,6 +183,12 @@ class ModelMeta:
         return GravityFrame.for_channels(self.channels, self.rate_hz)
 
     @property
+    def span(self) -> int:
+        """Samples of the windows a window or seq2seq model is fed: the ``window`` it reads,
+        then the ``horizon`` samples a forecaster predicts (and is scored on)."""
+        return self.window + self.spec.horizon
+
+    @property
     def inputs(self) -> tuple[str, ...]:
         """What the model's normalisation and first layer see: the channels, or the gravity
         frame's features."""

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from models.runtime import StreamRuntime
 from models.spec import ModelMeta
-from pipeline.exceptions import PipelineError
 
 
 @dataclass(frozen=True)
@@ -18,8 +18,10 @@ class ServingConfig:
 
     The registry's ``ref`` (``champion`` by default) of ``name``, or ``.keras`` files: a stream
     (many-to-many) model overrides the registry, a window (many-to-one) model runs beside it.
-    ``follow``: while serving the registry's champion, swap to each new one (``[swap]``); the
-    trainer's announcements on ``control_topic`` wake the worker at once.
+    An anomaly detector (a seq2seq model) runs beside them too: the file ``anomaly_model``, or
+    the registry's champion of ``anomaly_name``. ``follow``: while serving the registry's
+    champions, swap to each new one (``[swap]``); the trainer's announcements on
+    ``control_topic`` wake the worker at once.
     """
 
     registry: str | None = None
@@ -27,14 +29,22 @@ class ServingConfig:
     ref: str = "champion"
     stream_model: str | None = None
     window_model: str | None = None
+    anomaly_model: str | None = None
+    anomaly_name: str | None = None
     follow: bool = True
     control_topic: str = "har.control"
 
     @property
     def follows_champion(self) -> bool:
-        """True when the worker should hot-swap to each new champion."""
+        """True when the worker should hot-swap to each new champion of ``name``."""
         return bool(self.registry and self.follow and not self.stream_model
                     and self.ref == "champion")  # fmt: skip
+
+    @property
+    def follows_detector(self) -> bool:
+        """True when the worker should hot-swap to each new champion of ``anomaly_name``."""
+        return bool(self.registry and self.follow and self.anomaly_name
+                    and not self.anomaly_model)  # fmt: skip
 
 
 @dataclass
@@ -47,19 +57,25 @@ class ServingModel:
     """for a stream (many-to-many) model"""
     predict: Callable[[np.ndarray], np.ndarray] | None = None
     """for a window (many-to-one) model: (M, window, C) raw windows -> (M, classes)"""
+    score: Callable[[np.ndarray], np.ndarray] | None = None
+    """for an anomaly detector (seq2seq): (M, span, C) raw windows -> (M,) anomaly scores"""
 
     @classmethod
     def load(cls, model, meta: ModelMeta, version: str, capacity: int = 1024) -> ServingModel:
-        """Wrap a loaded Keras model: the NumPy runtime for stream models, Keras for windows.
-        Seq2seq (anomaly) models are not served yet: :class:`PipelineError`."""
-        if meta.spec.setup == "seq2seq":
-            raise PipelineError(
-                f"{version}: {meta.spec.name} is a seq2seq anomaly model; workers serve stream "
-                "and window classifiers only"
-            )
+        """Wrap a loaded Keras model: the NumPy runtime for stream models, Keras for window
+        models and anomaly detectors."""
         if meta.spec.setup == "stream":
             return cls(version, meta, runtime=StreamRuntime.from_keras(model, meta, capacity))
+        if meta.spec.setup == "seq2seq":
+            from models.seq2seq import scorer  # Keras: the caller loaded a model already
+
+            return cls(version, meta, score=scorer(model, meta))
         return cls(version, meta, predict=lambda x: np.asarray(model.predict_on_batch(x)))
+
+    @property
+    def slot(self) -> str:
+        """Which of a worker's models this is: ``stream``, ``window`` or ``anomaly``."""
+        return {"stream": "stream", "window": "window", "seq2seq": "anomaly"}[self.meta.spec.setup]
 
     def warm(self) -> None:
         """Run once on zeros, so that the first real batch pays no set-up cost."""
@@ -71,3 +87,13 @@ class ServingModel:
             self.runtime.set_state(probe, state)
         if self.predict is not None:
             self.predict(np.zeros((1, self.meta.window, channels), np.float32))
+        if self.score is not None:
+            self.score(np.zeros((1, self.meta.span, channels), np.float32))
+
+
+class Served(NamedTuple):
+    """The models a worker serves: at least one classifier, and optionally a detector."""
+
+    stream: ServingModel | None = None
+    window: ServingModel | None = None
+    anomaly: ServingModel | None = None

@@ -18,7 +18,7 @@ from pipeline.observability.fleet import FleetView
 from pipeline.observability.metrics import TrainerMetrics, WorkerMetrics, combined
 from pipeline.observability.probes import trainer_checks, worker_checks
 from pipeline.observability.server import HttpConfig, StatusServer
-from pipeline.serving import ServingConfig, ServingModel
+from pipeline.serving import Served, ServingConfig, ServingModel
 from pipeline.settings import Settings, TrainerSettings
 from pipeline.state.checkpoint import Checkpointer
 from pipeline.swap.watcher import HotSwap, SwapConfig
@@ -62,36 +62,48 @@ def reach(kafka: KafkaConfig, attempt) -> None:
     until_reachable(attempt, kafka.connect_timeout_s, waiting)
 
 
-def load_served(config: ServingConfig) -> tuple[ServingModel | None, ServingModel | None]:
-    """The stream and window models ``[model]`` names (loaded with ``safe_mode=True``)."""
+def load_served(config: ServingConfig) -> Served:
+    """The models ``[model]`` names (loaded with ``safe_mode=True``)."""
     from models.io import load_model  # Keras: imported when a model is loaded, not at start-up
 
-    stream = window = None
-    if config.stream_model:
-        stream = ServingModel.load(*load_model(config.stream_model),
-                                   version=f"file:{config.stream_model}")  # fmt: skip
-    elif config.registry:
-        version = Registry(config.registry).get(config.name, config.ref)
+    def from_file(path: str) -> ServingModel:
+        return ServingModel.load(*load_model(path), version=f"file:{path}")
+
+    def champion(name: str, ref: str) -> ServingModel:
+        version = Registry(config.registry).get(name, ref)
         model, meta = load_model(version.model_path)
-        loaded = ServingModel.load(model, meta, version=f"{config.name}@{version.label}")
-        stream, window = (loaded, None) if meta.spec.setup == "stream" else (None, loaded)
+        return ServingModel.load(model, meta, version=f"{name}@{version.label}")
+
+    stream = window = anomaly = None
+    if config.stream_model:
+        stream = from_file(config.stream_model)
+    elif config.registry:
+        loaded = champion(config.name, config.ref)
+        stream, window = (loaded, None) if loaded.slot == "stream" else (None, loaded)
     if config.window_model:
-        window = ServingModel.load(*load_model(config.window_model),
-                                   version=f"file:{config.window_model}")  # fmt: skip
+        window = from_file(config.window_model)
+    if config.anomaly_model:
+        anomaly = from_file(config.anomaly_model)
+    elif config.registry and config.anomaly_name:
+        anomaly = champion(config.anomaly_name, "champion")
     if stream is None and window is None:
         raise ConfigError("no model: give --registry (and --name) or --stream-model/--window-model")
-    return stream, window
+    return Served(stream, window, anomaly)
 
 
 def check_served(config: ServingConfig) -> None:
     """The models ``[model]`` names exist (files, registry version), so that a mistake is said
     before the worker waits for Kafka or loads anything."""
-    for key in ("stream_model", "window_model"):
+    for key in ("stream_model", "window_model", "anomaly_model"):
         path = getattr(config, key)
         if path and not Path(path).is_file():
             raise ConfigError(f"[model] {key}: no such model file: {path}")
     if config.registry and not config.stream_model:
         Registry(config.registry).get(config.name, config.ref)
+    if config.anomaly_name and not config.anomaly_model:
+        if not config.registry:
+            raise ConfigError("[model] anomaly_name is a registry name: give --registry too")
+        Registry(config.registry).get(config.anomaly_name, "champion")
     if not (config.registry or config.stream_model or config.window_model):
         raise ConfigError("no model: give --registry (and --name) or --stream-model/--window-model")
 
@@ -99,17 +111,18 @@ def check_served(config: ServingConfig) -> None:
 def hot_swaps(
     model: ServingConfig, swap: SwapConfig, control: Source | None = None
 ) -> list[HotSwap]:
-    """The hot swap that follows the registry's champion, if ``[model]`` asks for one."""
-    if not model.follows_champion:
-        return []
-    return [HotSwap(Registry(model.registry), model.name, swap, control=control)]
+    """The hot swaps that follow the registry's champions, as ``[model]`` asks: of ``name``,
+    and of ``anomaly_name`` (one control consumer wakes the first; the other polls)."""
+    names = [model.name] if model.follows_champion else []
+    names += [model.anomaly_name] if model.follows_detector else []
+    registry = Registry(model.registry) if names else None
+    return [HotSwap(registry, name, swap, control=control if i == 0 else None)
+            for i, name in enumerate(names)]  # fmt: skip
 
 
-def build_worker(
-    settings: Settings, served: tuple[ServingModel | None, ServingModel | None] | None = None
-) -> Worker:
+def build_worker(settings: Settings, served: Served | None = None) -> Worker:
     """A worker on Kafka as the settings describe (topics created if missing), serving the
-    ``[model]`` section's models or the (stream, window) models ``served``."""
+    ``[model]`` section's models or those ``served``."""
     k, w, m, c = settings.kafka, settings.worker, settings.model, settings.checkpoint
     if served is None:
         check_served(m)
@@ -132,17 +145,17 @@ def build_worker(
                 )
 
     reach(k, topics)
-    stream, window = served or load_served(m)
+    stream, window, anomaly = served or load_served(m)
     channels = len((stream or window).meta.channels)
     config = replace(w, codec=replace(w.codec, channels=channels))
     listener = _Rebalance()
     source = clients.source(kafka, [w.input_topic], group_config(k, k.group_id), listener)
     control = None
-    if m.follows_champion:
+    if m.follows_champion or m.follows_detector:
         control = clients.source(kafka, [m.control_topic], control_source_config(k.group_id))
     checkpoints = Checkpointer(clients.table(kafka, c.topic), c) if c.enabled else None
-    listener.worker = Worker(source, clients.sink(kafka), stream, window, config=config,
-                             swaps=hot_swaps(m, settings.swap, control),
+    listener.worker = Worker(source, clients.sink(kafka), stream, window, anomaly_model=anomaly,
+                             config=config, swaps=hot_swaps(m, settings.swap, control),
                              checkpoints=checkpoints)  # fmt: skip
     return listener.worker
 
@@ -184,9 +197,9 @@ def serve_worker(
     """Metrics and the fleet view as observers of ``worker`` (with a ``trainer``'s metrics
     beside them), served over HTTP; the started server."""
     metrics, fleet = WorkerMetrics(), FleetView()
-    for slot, model in (("stream", worker.stream_model), ("window", worker.window_model)):
+    for model in (worker.stream_model, worker.window_model, worker.anomaly_model):
         if model is not None:
-            metrics.serving(slot, model.version)
+            metrics.serving(model.slot, model.version)
     exposed = metrics
     if trainer is not None:
         trainer.metrics = TrainerMetrics(process=False)

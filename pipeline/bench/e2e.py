@@ -34,7 +34,7 @@ import numpy as np
 from models.spec import ModelMeta, ModelSpec
 from models.zoo import build_model
 from pipeline.bench.timing import percentile
-from pipeline.serving import ServingModel
+from pipeline.serving import Served, ServingModel
 from pipeline.settings import Settings
 from pipeline.state.checkpoint import CheckpointConfig
 from pipeline.swap.watcher import one_blas_thread
@@ -72,7 +72,7 @@ def _worker(kafka: KafkaConfig, topic: str, model, meta, group: str | None = Non
     )
     settings = Settings(kafka=replace(kafka, group_id=group or f"bench-{run}"), worker=config,
                         checkpoint=CheckpointConfig(enabled=False))  # fmt: skip
-    return build_worker(settings, served=(ServingModel.load(model, meta, "bench@v1"), None))
+    return build_worker(settings, served=Served(ServingModel.load(model, meta, "bench@v1")))
 
 
 def _drain(worker: Worker, settle_s: float = 3.0, wait_s: float = 120.0) -> dict[str, float]:

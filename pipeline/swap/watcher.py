@@ -151,7 +151,7 @@ class _Sync:
 
 
 class HotSwap:
-    """Follows the champion of one registry model for one worker slot (stream or window).
+    """Follows the champion of one registry model for one worker slot (stream, window or anomaly).
 
     Start it with :meth:`start`; the worker calls :meth:`at_boundary` between batches.
     """
@@ -273,8 +273,8 @@ class HotSwap:
                 f"{label} reads {meta.rate_hz:g} Hz in {_units(meta)}; the worker runs at "
                 f"{served.rate_hz:g} Hz in {_units(served)}: restart it to serve that model"
             )
-        if meta.spec.setup == "window" and meta.window > self._ring:
-            raise SwapError(f"{label} needs {meta.window}-sample windows; the worker keeps "
+        if meta.spec.setup != "stream" and meta.span > self._ring:
+            raise SwapError(f"{label} needs {meta.span}-sample windows; the worker keeps "
                             f"{self._ring} samples per device")  # fmt: skip
         serving = ServingModel.load(model, meta, label)
         serving.warm()

@@ -18,6 +18,8 @@ MAX_STEPS_PER_MESSAGE = 500
 """steps of one device in one prediction message at most (Kafka refuses messages over 1 MB)"""
 PROB_DECIMALS = 6
 """decimals of the probabilities in prediction messages (within 1e-6 of the model's float32)"""
+SCORE_DECIMALS = 6
+"""decimals of anomaly scores and thresholds in anomaly messages"""
 
 
 def chosen_steps(
@@ -152,6 +154,29 @@ def window_message(
         "t_ms": float(run.times_ms[w]),
         "activity": classes[int(probs.argmax())],
         "probs": np.round(probs.astype(np.float64), PROB_DECIMALS).tolist(),
+        "latency_ms": latency_ms(now_ms, run.kafka_ts_ms),
+    }
+
+
+def anomaly_message(
+    run, w: int, span: int, score: float, threshold: float, version: str, batch: int,
+    now_ms: float,
+) -> dict:  # fmt: skip
+    """The anomaly detector's score of the ``span``-sample window ending at new sample ``w`` of
+    ``run``: ``anomalous`` when the score is above the detector's ``threshold``. ``seq_first``
+    is counted back ``span - 1`` samples from ``seq_last`` (like a window prediction's): where
+    samples went missing inside the window, the window reaches further back."""
+    return {
+        "kind": "anomaly",
+        "device": run.device,
+        "model": version,
+        "batch": batch,
+        "seq_first": int(run.seqs[w]) - (span - 1),
+        "seq_last": int(run.seqs[w]),
+        "t_ms": float(run.times_ms[w]),
+        "score": round(score, SCORE_DECIMALS),
+        "threshold": round(threshold, SCORE_DECIMALS),
+        "anomalous": bool(score > threshold),
         "latency_ms": latency_ms(now_ms, run.kafka_ts_ms),
     }
 

@@ -6,7 +6,8 @@ One batch at a time::
     -> order and dedupe per device (Sequencer) -> resample devices at other rates (Resampler)
     -> one batched runtime call for every device with new samples (many-to-many)
     -> window predictions for every device whose window is due (many-to-one, batched)
-    -> predictions and activity-change events to the sink -> flush -> commit offsets
+    -> anomaly scores of the seq2seq detector for every device whose window is due (batched)
+    -> predictions, anomaly scores and activity-change events to the sink -> flush -> commit
 
 Offsets are committed only after the outputs that depend on them are flushed; records held by
 the sequencer (waiting for a gap to fill) keep their partition's commit behind them. Between two
@@ -25,13 +26,20 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pipeline.exceptions import ConfigError
-from pipeline.observability.report import BatchCollector, ChangeEvent, Observer, SwapReport
+from pipeline.observability.report import (
+    BatchCollector,
+    ChangeEvent,
+    Detections,
+    Observer,
+    SwapReport,
+)
 from pipeline.serving import ServingModel
 from pipeline.state.checkpoint import Checkpointer
 from pipeline.state.recovery import restore_devices, snapshot_devices
 from pipeline.worker.activity import ActivityChange, ActivityTracker
 from pipeline.worker.emission import (
     Emit,
+    anomaly_message,
     chosen_steps,
     dead_letter,
     encode,
@@ -85,6 +93,10 @@ class WorkerStats:
     samples: int = 0
     predictions: int = 0
     window_predictions: int = 0
+    anomaly_windows: int = 0
+    """windows the anomaly detector scored"""
+    anomalies: int = 0
+    """of those, the windows it flagged (score above its threshold)"""
     events: int = 0
     rejected: Counter = field(default_factory=Counter)
     latency_ms: deque = field(default_factory=lambda: deque(maxlen=200_000))
@@ -97,7 +109,8 @@ class WorkerStats:
 
 
 class Worker:
-    """Runs a stream model (and optionally a window model) over a source, into a sink."""
+    """Runs a stream model and/or a window model, and optionally an anomaly detector (a seq2seq
+    model) beside them, over a source, into a sink."""
 
     def __init__(
         self,
@@ -106,6 +119,7 @@ class Worker:
         stream_model: ServingModel | None = None,
         window_model: ServingModel | None = None,
         *,
+        anomaly_model: ServingModel | None = None,
         config: WorkerConfig | None = None,
         codec: Codec | None = None,
         clock: Callable[[], float] = time.time,
@@ -118,9 +132,13 @@ class Worker:
         self.config = cfg = config or WorkerConfig()
         self.source, self.sink = source, sink
         self.stream_model, self.window_model = stream_model, window_model
-        ring = max(cfg.store.ring, window_model.meta.window if window_model else 0)
-        store_cfg = StoreConfig(**{**cfg.store.__dict__, "ring": ring})
+        self.anomaly_model = anomaly_model
         meta = (stream_model or window_model).meta
+        if anomaly_model is not None:
+            _check_detector(anomaly_model, meta)
+        windowed = [m.meta.span for m in (window_model, anomaly_model) if m is not None]
+        ring = max([cfg.store.ring, *windowed])
+        store_cfg = StoreConfig(**{**cfg.store.__dict__, "ring": ring})
         self.tracker = ActivityTracker(cfg.min_dwell)
         self.resampler = Resampler(meta.rate_hz, len(meta.channels))
         self._in_model_units = ToUnits(Units(**meta.units), meta.channels)
@@ -140,7 +158,7 @@ class Worker:
             self.store.forgotten = []  # evicted devices' checkpoints are deleted
         self._since_checkpoint = 0
         self._stop = False
-        served = (stream_model, window_model)
+        served = (stream_model, window_model, anomaly_model)
         self._swaps = tuple(swap.start(served, self.store) for swap in swaps)
         self.observers = list(observers)
         self._collect = BatchCollector()
@@ -172,10 +190,9 @@ class Worker:
 
     def swap_in(self, model: ServingModel) -> str:
         """Serve ``model`` from the next batch on (call between batches); the old version."""
-        if model.meta.spec.setup == "stream":
-            old, self.stream_model = self.stream_model, model
-        else:
-            old, self.window_model = self.window_model, model
+        slot = f"{model.slot}_model"
+        old = getattr(self, slot)
+        setattr(self, slot, model)
         return old.version if old is not None else ""
 
     def close(self) -> None:
@@ -350,11 +367,8 @@ class Worker:
             self._next_idle_check = now + max(1.0, self.store.config.idle_ttl_s / 10)
 
     def _swap_report(self, record: SwapRecord) -> SwapReport:
-        slot = (
-            "stream"
-            if self.stream_model and self.stream_model.version == record.version
-            else "window"
-        )
+        served = (self.stream_model, self.window_model, self.anomaly_model)
+        slot = next(m.slot for m in served if m is not None and m.version == record.version)
         return SwapReport(slot, record.version, record.previous, record.batch,
                           tuple(record.pauses_ms))  # fmt: skip
 
@@ -440,10 +454,19 @@ class Worker:
         counts = np.array([len(r.seqs) for r in runs], dtype=np.int64)
         samples = np.concatenate([r.values for r in runs])
         seen_before = store.seen[slots].copy()
-        if self.window_model is not None:
-            self._windows(runs, slots, counts, samples)
-        else:
-            store.push(slots, counts, samples)
+        windowed = [m for m in (self.window_model, self.anomaly_model) if m is not None]
+        due = []
+        if windowed:
+            owner = np.repeat(np.arange(len(slots)), counts)
+            within = np.arange(len(samples)) - np.repeat(np.cumsum(counts) - counts, counts)
+            due = [self._due_windows(slots, counts, samples, owner, within, m.meta)
+                   for m in windowed]  # fmt: skip
+        store.push(slots, counts, samples)
+        for model, (rows, ends, windows) in zip(windowed, due, strict=True):
+            if len(rows) and model is self.window_model:
+                self._predict_windows(runs, rows, ends, windows)
+            elif len(rows):
+                self._score_windows(runs, rows, ends, windows)
         if self.stream_model is not None:
             out = self.stream_model.runtime.advance(slots, counts, samples)
             for swap in self._swaps:
@@ -485,21 +508,19 @@ class Worker:
         self.stats.predictions += len(emitted)
         self._collect.predicted("sample", classes, top[emitted])
 
-    def _windows(self, runs, slots, counts, samples) -> None:
-        """Push samples into the ring buffers, predicting every window that falls due."""
-        store, model = self.store, self.window_model
-        W, S, C = model.meta.window, model.meta.stride, samples.shape[1]
-        owner = np.repeat(np.arange(len(slots)), counts)
-        within = np.arange(len(samples)) - np.repeat(np.cumsum(counts) - counts, counts)
+    def _due_windows(self, slots, counts, samples, owner, within, meta) -> tuple[np.ndarray, ...]:
+        """The windows of ``meta.span`` samples, one every ``meta.stride`` samples of a device's
+        stream, that end in this batch (call before the batch enters the rings): for each, the
+        index of its device's run, the position of its last sample within the run, and the
+        window ``(M, span, C)``. ``owner``/``within``: each new sample's run and position."""
+        store, W, C = self.store, meta.span, samples.shape[1]
         g = store.seen[slots][owner] + within  # each new sample's index in its device's stream
-        due = np.flatnonzero((g >= W - 1) & ((g - (W - 1)) % S == 0))
+        due = np.flatnonzero((g >= W - 1) & ((g - (W - 1)) % meta.stride == 0))
         if len(due) == 0:
-            store.push(slots, counts, samples)
-            return
+            return due, due, np.zeros((0, W, C), np.float32)
         # the W-1 samples before this batch, for the devices with a window due
         devices = np.unique(owner[due])
         prev = store.recent(slots[devices], W - 1).reshape(-1, C)
-        store.push(slots, counts, samples)
         stack = np.concatenate([prev, samples])
         # the window ending at new sample j of a device covers positions j .. j+W-1 of that
         # device's (previous W-1 samples + new samples)
@@ -507,16 +528,42 @@ class Worker:
         j = within[due][:, None] + np.arange(W)[None, :]
         first_new = (np.cumsum(counts) - counts)[owner[due]][:, None]
         idx = np.where(j < W - 1, row * (W - 1) + j, len(prev) + first_new + j - (W - 1))
-        probs = model.predict(stack[idx].astype(np.float32))
+        return owner[due], within[due], stack[idx].astype(np.float32)
+
+    def _predict_windows(self, runs, rows, ends, windows) -> None:
+        """The window model's prediction of each due window (:meth:`_due_windows`), sent."""
+        model = self.window_model
+        probs = model.predict(windows)
         classes = model.meta.classes
         self._collect.predicted("window", classes, probs.argmax(axis=1))
         now_ms = self._clock() * 1000.0
-        for k, sample in enumerate(due.tolist()):
-            run = runs[int(owner[sample])]
-            message = window_message(run, int(within[sample]), W, probs[k], classes,
+        for k, (i, w) in enumerate(zip(rows.tolist(), ends.tolist(), strict=True)):
+            run = runs[i]
+            message = window_message(run, w, model.meta.window, probs[k], classes,
                                      model.version, self.batch, now_ms)  # fmt: skip
             self._send(self.config.predictions_topic, run.device, message)
-        self.stats.window_predictions += len(due)
+        self.stats.window_predictions += len(rows)
+
+    def _score_windows(self, runs, rows, ends, windows) -> None:
+        """The anomaly detector's score of each due window (:meth:`_due_windows`), sent."""
+        model = self.anomaly_model
+        span, threshold = model.meta.span, float(model.meta.threshold)
+        scores = np.asarray(model.score(windows), np.float64)
+        flagged = scores > threshold
+        now_ms = self._clock() * 1000.0
+        seq_last, t_ms = np.zeros(len(rows), np.int64), np.zeros(len(rows))
+        for k, (i, w) in enumerate(zip(rows.tolist(), ends.tolist(), strict=True)):
+            run = runs[i]
+            seq_last[k], t_ms[k] = int(run.seqs[w]), float(run.times_ms[w])
+            message = anomaly_message(run, w, span, float(scores[k]), threshold,
+                                      model.version, self.batch, now_ms)  # fmt: skip
+            self._send(self.config.predictions_topic, run.device, message)
+        self.stats.anomaly_windows += len(rows)
+        self.stats.anomalies += int(flagged.sum())
+        self._collect.detected(Detections(
+            [runs[i].device for i in rows.tolist()], seq_last - (span - 1), seq_last, t_ms,
+            scores, flagged, threshold, model.version,
+        ))  # fmt: skip
 
     def _send_event(self, run: DeviceRun, event: ActivityChange, classes, version: str) -> None:
         self.stats.events += 1
@@ -529,3 +576,18 @@ class Worker:
 
     def _send(self, topic: str, device: str, message: dict) -> None:
         self.sink.send(topic, device.encode("utf-8"), encode(message))
+
+
+def _check_detector(detector: ServingModel, meta) -> None:
+    """An anomaly detector must read what the worker's classifiers read: the same channels, at
+    the same rate, in the same units (the worker converts and resamples once, for all)."""
+    d = detector.meta
+    if detector.score is None:
+        raise ConfigError(f"{detector.version} is a {d.spec.setup} model, not an anomaly detector "
+                          "(a seq2seq model)")  # fmt: skip
+    if d.channels != meta.channels or d.rate_hz != meta.rate_hz or d.units != meta.units:
+        raise ConfigError(
+            f"the anomaly detector {detector.version} reads {list(d.channels)} at {d.rate_hz:g} Hz "
+            f"in {d.units}; the worker's models read {list(meta.channels)} at {meta.rate_hz:g} Hz "
+            f"in {meta.units}"
+        )

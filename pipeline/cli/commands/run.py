@@ -37,6 +37,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", dest="model.name", help="registry model name")
     p.add_argument("--stream-model", dest="model.stream_model", help="stream .keras file")
     p.add_argument("--window-model", dest="model.window_model", help="window .keras file")
+    p.add_argument("--anomaly-model", dest="model.anomaly_model",
+                   help="seq2seq .keras file: an anomaly detector beside the classifiers (one "
+                   'kind "anomaly" message per window)')  # fmt: skip
+    p.add_argument("--anomaly-name", dest="model.anomaly_name",
+                   help="registry name of an anomaly detector (its champion is served)")
     p.add_argument("--no-follow", dest="model.follow", action="store_const", const=False,
                    help="keep serving the loaded version (no hot swap)")  # fmt: skip
     add_http_flags(p)
@@ -70,11 +75,13 @@ def run(args: argparse.Namespace) -> int:
                     "topic": w.input_topic, "url": server.url})  # fmt: skip
     run_until_stopped(worker, args.max_seconds)
     stats = worker.stats
-    log.info("stopped: %s messages, %s samples, %s predictions, rejected %s",
-             f"{stats.messages:,}", f"{stats.samples:,}", f"{stats.predictions:,}",
+    log.info("stopped: %s messages, %s samples, %s predictions, %s anomalous windows of %s "
+             "scored, rejected %s", f"{stats.messages:,}", f"{stats.samples:,}",
+             f"{stats.predictions:,}", f"{stats.anomalies:,}", f"{stats.anomaly_windows:,}",
              dict(stats.rejected),
              extra={"messages": stats.messages, "samples": stats.samples,
-                    "predictions": stats.predictions,
+                    "predictions": stats.predictions, "anomaly_windows": stats.anomaly_windows,
+                    "anomalies": stats.anomalies,
                     "rejected": dict(stats.rejected)})  # fmt: skip
     worker.close()
     server.close()

@@ -1,15 +1,13 @@
-"""What a worker serves: stream models through the NumPy runtime, windows through Keras, and a
-clear refusal for what it cannot serve."""
+"""What a worker serves: stream models through the NumPy runtime, window models and anomaly
+detectors through Keras."""
 
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
-from models.seq2seq import build_seq2seq
+from models.seq2seq import anomaly_scores, build_seq2seq
 from models.spec import ModelMeta, ModelSpec
 from models.zoo import build_model
-from pipeline.exceptions import PipelineError
 from pipeline.serving import ServingModel
 
 CHANNELS = ("acc_x", "acc_y", "acc_z")
@@ -28,8 +26,11 @@ def test_stream_and_window_models_are_served():
     assert served.predict(np.zeros((2, 16, 3), np.float32)).shape == (2, 2)
 
 
-def test_a_seq2seq_model_is_refused_with_a_clear_error():
-    meta = _meta(ModelSpec(setup="seq2seq", task="reconstruct", hidden=4), classes=())
+def test_a_seq2seq_model_is_served_as_an_anomaly_detector():
+    meta = _meta(ModelSpec(setup="seq2seq", task="forecast", horizon=4, hidden=4), classes=())
     _, model = build_seq2seq(meta.spec, meta)
-    with pytest.raises(PipelineError, match="seq2seq anomaly model; workers serve stream"):
-        ServingModel.load(model, meta, "a@v1")
+    served = ServingModel.load(model, meta, "a@v1")
+    assert served.slot == "anomaly" and served.runtime is None and served.predict is None
+    windows = np.random.default_rng(0).normal(size=(5, meta.span, 3)).astype(np.float32)
+    np.testing.assert_allclose(served.score(windows), anomaly_scores(model, meta, windows),
+                               rtol=0, atol=1e-6)  # fmt: skip

@@ -28,13 +28,15 @@ from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-from pipeline.observability.report import BatchReport, SwapReport
+from pipeline.observability.report import BatchReport, Detections, SwapReport
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 STEP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 BATCH_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 PAUSE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 ANOMALY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+DETECTOR_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0)
+"""a mean squared error in normalised units, log-spaced"""
 TRAINING_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 1800)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -130,7 +132,8 @@ def combined(*parts: _Metrics) -> _Combined:
 
 
 class WorkerMetrics(_Metrics):
-    """What a worker counts: input, dead letters, latency, lag, devices, predictions, swaps."""
+    """What a worker counts: input, dead letters, latency, lag, devices, predictions, swaps,
+    and the scores of the anomaly detector it serves (if any)."""
 
     def __init__(self, process: bool = True) -> None:
         super().__init__(process)
@@ -186,8 +189,25 @@ class WorkerMetrics(_Metrics):
             ["activity"], registry=r,
         )  # fmt: skip
         self.anomaly = BulkHistogram(
-            "harstream_anomaly_score", "Next-step prediction error per emitted prediction",
+            "harstream_anomaly_score",
+            "The stream model's next-step prediction error per emitted prediction "
+            "(not the seq2seq detector's: harstream_detector_score)",
             ANOMALY_BUCKETS, r,
+        )  # fmt: skip
+        self.detector_score = BulkHistogram(
+            "harstream_detector_score",
+            "The seq2seq anomaly detector's score per scored window (mean squared error, "
+            "normalised units; not the stream model's next-step error: harstream_anomaly_score)",
+            DETECTOR_BUCKETS, r,
+        )  # fmt: skip
+        self.detector_flagged = Counter(
+            "harstream_detector_flagged",
+            "Windows the seq2seq anomaly detector flagged (score over its threshold)", registry=r,
+        )  # fmt: skip
+        self.detector_threshold = Gauge(
+            "harstream_detector_threshold",
+            "The served seq2seq anomaly detector's threshold on harstream_detector_score",
+            registry=r,
         )  # fmt: skip
         self.model = Info("harstream_model", "The model version served", ["slot"], registry=r)
         self.swaps = Counter("harstream_swaps", "Hot swaps to a new model version", registry=r)
@@ -243,12 +263,19 @@ class WorkerMetrics(_Metrics):
             self.changes.labels(activity=event.to).inc()
         if report.predictions is not None and report.predictions.anomaly is not None:
             self.anomaly.observe_many(report.predictions.anomaly)
+        if report.detections is not None:
+            self._detected(report.detections)
         for swap in report.swaps:
             self.on_swap(swap)
         self.checkpointed.inc(report.checkpointed)
         for devices, seconds in report.restores:
             self.restored.inc(devices)
             self.restore.observe(seconds)
+
+    def _detected(self, d: Detections) -> None:
+        self.detector_score.observe_many(d.score)
+        self.detector_flagged.inc(int(np.count_nonzero(d.flagged)))
+        self.detector_threshold.set(d.threshold)
 
     def on_swap(self, swap: SwapReport) -> None:
         self.swaps.inc()

@@ -14,6 +14,7 @@ from models.spec import ModelMeta, ModelSpec
 from models.zoo import build_model
 from pipeline.observability.metrics import BulkHistogram, TrainerMetrics, WorkerMetrics, combined
 from pipeline.observability.probes import worker_checks
+from pipeline.observability.report import BatchReport, Detections
 from pipeline.observability.server import HttpConfig, StatusServer
 from pipeline.serving import ServingModel
 from pipeline.trainer.gate import Verdict
@@ -103,6 +104,34 @@ def test_bulk_histogram_matches_prometheus_histogram_semantics():
     assert r.get_sample_value("harstream_event_to_prediction_seconds_bucket", {"le": "+Inf"}) == 5
     assert r.get_sample_value("harstream_event_to_prediction_seconds_count") == 5
     assert r.get_sample_value("harstream_event_to_prediction_seconds_sum") == pytest.approx(107.031)
+
+
+def test_the_detector_s_scores_flagged_windows_and_threshold_are_exported():
+    m = WorkerMetrics(process=False)
+    m.observe(BatchReport(1))  # no detector yet
+    assert _value(m, "harstream_detector_score_count") == 0
+    score = np.array([0.005, 0.03, 0.3, 0.7, 3.0, 200.0, np.nan])
+    first = np.arange(7) * 10
+    detections = Detections([f"d{i}" for i in range(7)], first, first + 9, first * 20.0, score,
+                            score > 0.6, 0.6, "s2s@v1")  # fmt: skip
+    m.observe(BatchReport(2, detections=detections))
+    assert _value(m, "harstream_detector_score_bucket", le="0.01") == 1
+    assert _value(m, "harstream_detector_score_bucket", le="0.5") == 3
+    assert _value(m, "harstream_detector_score_bucket", le="100.0") == 5
+    assert _value(m, "harstream_detector_score_bucket", le="+Inf") == 6  # not the NaN
+    assert _value(m, "harstream_detector_score_sum") == pytest.approx(204.035)
+    assert _value(m, "harstream_detector_flagged_total") == 3
+    assert _value(m, "harstream_detector_threshold") == 0.6
+    assert _value(m, "harstream_anomaly_score_count") == 0  # the stream model's, not these
+    swapped = Detections(["d0"], np.array([70]), np.array([79]), np.array([1580.0]),
+                         np.array([9.0]), np.array([True]), 0.8, "s2s@v2")  # fmt: skip
+    m.observe(BatchReport(3, detections=swapped))
+    assert _value(m, "harstream_detector_flagged_total") == 4
+    assert _value(m, "harstream_detector_score_count") == 7
+    assert _value(m, "harstream_detector_threshold") == 0.8
+    text = m.exposition().decode()
+    assert "# HELP harstream_detector_score The seq2seq anomaly detector's score" in text
+    assert "# HELP harstream_anomaly_score The stream model's next-step prediction error" in text
 
 
 def test_trainer_metrics_count_verdicts_by_reason():

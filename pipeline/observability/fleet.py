@@ -1,10 +1,15 @@
 """The live fleet view behind the dashboard: what every device is doing, and how the worker runs.
 
 A :class:`FleetView` is a worker :class:`~pipeline.observability.report.Observer`. Once per
-batch it folds the batch's prediction rows into flat per-device arrays (vectorised, one row per
-emitted message, never per sample); the status server reads :meth:`FleetView.snapshot` and
-:meth:`FleetView.device` from its own threads. Memory is bounded for any fleet size: at most
-``max_devices`` devices (idle ones are forgotten) and ``timeline_devices`` timelines.
+batch it folds the batch's prediction rows, and the windows the anomaly detector scored, into flat
+per-device arrays (vectorised, one row per emitted message or scored window, never per sample);
+the status server reads :meth:`FleetView.snapshot` and :meth:`FleetView.device` from its own
+threads. Memory is bounded for any fleet size: at most ``max_devices`` devices (idle ones are
+forgotten) and ``timeline_devices`` timelines.
+
+Without an anomaly detector (no :class:`~pipeline.observability.report.Detections` yet) nothing
+detector-related appears: the snapshot, its device list and :meth:`FleetView.device` gain a
+``detector`` key only once there is something to put in it.
 
 >>> import numpy as np
 >>> from pipeline.observability.report import BatchReport, Predictions
@@ -29,13 +34,24 @@ from typing import NamedTuple
 
 import numpy as np
 
-from pipeline.observability.report import BatchReport, ChangeEvent, Predictions, SwapReport
+from pipeline.observability.report import (
+    BatchReport,
+    ChangeEvent,
+    Detections,
+    Predictions,
+    SwapReport,
+)
 
 POINT = np.dtype(
     [("t_ms", "f8"), ("seq", "i8"), ("activity", "i4"), ("confidence", "f4"), ("label", "i4"),
      ("anomaly", "f4"), ("version", "i4")]
 )  # fmt: skip
 """one emitted prediction: a device's current state, or a point of its timeline"""
+DETECTION = np.dtype(
+    [("t_ms", "f8"), ("seq_first", "i8"), ("seq_last", "i8"), ("score", "f4"), ("flagged", "?"),
+     ("threshold", "f4"), ("version", "i4")]
+)  # fmt: skip
+"""one window the anomaly detector scored: a device's latest, or a point of its timeline"""
 WANTED = 32
 """devices without a timeline the dashboard may ask for at once"""
 
@@ -44,13 +60,14 @@ WANTED = 32
 class FleetConfig:
     """What the fleet view keeps.
 
-    ``timeline_points`` per device for up to ``timeline_devices``: a device keeps its timeline
-    until it falls silent, and one the dashboard asks for takes over the timeline viewed least
-    recently; ``max_devices`` tracked at all, and devices silent for ``idle_s`` are forgotten;
-    ``recent`` activity changes, anomalies and swaps; throughput over ``window_s`` seconds
-    (and second by second for the last ``history_s``), latency percentiles over the last
-    ``latency_records`` records, anomalies from the last ``anomaly_s`` seconds; ``list_devices``
-    in the snapshot's device list.
+    ``timeline_points`` per device (predictions, and as many detector windows) for up to
+    ``timeline_devices``: a device keeps its timeline until it falls silent, and one the
+    dashboard asks for takes over the timeline viewed least recently; ``max_devices`` tracked at
+    all, and devices silent for ``idle_s`` are forgotten; ``recent`` activity changes,
+    anomalies, flagged windows and swaps; throughput over ``window_s`` seconds (and second by
+    second for the last ``history_s``), latency percentiles over the last ``latency_records``
+    records, anomalies and the count of flagged windows from the last ``anomaly_s`` seconds;
+    ``list_devices`` in the snapshot's device list.
     """
 
     timeline_points: int = 240
@@ -70,12 +87,17 @@ class _Rows:
 
     A new device takes a free row; when none is left, it may take the row viewed least
     recently (then seen least recently). Ticks count batches; -1 marks a free row, or one
-    never viewed.
+    never viewed. ``rings`` (name: ``(size, dtype)``) are further :class:`_Ring` s beside
+    ``data``, emptied when a row changes hands.
     """
 
-    def __init__(self, capacity: int, shape: tuple[int, ...] = ()) -> None:
+    def __init__(
+        self, capacity: int, shape: tuple[int, ...] = (), rings: dict | None = None
+    ) -> None:
         self.capacity = capacity
         self.data = np.zeros((min(capacity, 256), *shape), POINT)
+        self.rings = {name: _Ring(len(self.data), size, dtype)
+                      for name, (size, dtype) in (rings or {}).items()}  # fmt: skip
         self.seen = np.full(len(self.data), -1, np.int64)
         self.viewed = np.full(len(self.data), -1, np.int64)
         self.seen_at = np.zeros(len(self.data))  # wall time
@@ -88,7 +110,7 @@ class _Rows:
     ) -> np.ndarray:
         """The rows of ``devices`` (-1 for those left without one), taking rows for new ones;
         with ``claims``, only the devices named there may take a row in use."""
-        rows = self._lookup(devices)
+        rows = self.lookup(devices)
         if (rows < 0).any():
             new = list(dict.fromkeys(np.asarray(devices, dtype=object)[rows < 0].tolist()))
             evicting = len(new)
@@ -100,13 +122,16 @@ class _Rows:
                 self.index[device] = row
                 self.keys[row] = device
             self.written[taken] = 0
+            for ring in self.rings.values():
+                ring.written[taken] = 0
             self.viewed[taken] = -1
-            rows = self._lookup(devices)
+            rows = self.lookup(devices)
         self.seen[rows[rows >= 0]] = tick
         self.seen_at[rows[rows >= 0]] = now
         return rows
 
-    def _lookup(self, devices: list[str]) -> np.ndarray:
+    def lookup(self, devices: list[str]) -> np.ndarray:
+        """The rows of ``devices``, -1 for those without one."""
         return np.fromiter((self.index.get(d, -1) for d in devices), np.int64, len(devices))
 
     def _take(self, n: int, evicting: int) -> np.ndarray:
@@ -131,6 +156,8 @@ class _Rows:
         self.seen_at = np.concatenate([self.seen_at, np.zeros(extra)])
         self.written = np.concatenate([self.written, np.zeros(extra, np.int64)])
         self.keys.extend([None] * extra)
+        for ring in self.rings.values():
+            ring.grow(extra)
 
     def forget(self, before: float) -> None:
         """Free the rows of devices not seen since the wall time ``before``."""
@@ -154,9 +181,49 @@ class _Rows:
 
     def timeline(self, row: int) -> np.ndarray:
         """The points of ``row``'s ring, oldest first."""
-        size = self.data.shape[1]
-        n = min(int(self.written[row]), size)
-        return self.data[row, (self.written[row] - n + np.arange(n)) % size]
+        return _oldest_first(self.data, self.written, row)
+
+
+class _Ring:
+    """The last ``size`` points of each row (of ``dtype``)."""
+
+    def __init__(self, rows: int, size: int, dtype: np.dtype) -> None:
+        self.data = np.zeros((rows, size), dtype)
+        self.written = np.zeros(rows, np.int64)
+        """points appended to each row since it changed hands"""
+
+    def grow(self, extra: int) -> None:
+        self.data = np.concatenate([self.data, np.zeros((extra, self.data.shape[1]),
+                                                        self.data.dtype)])  # fmt: skip
+        self.written = np.concatenate([self.written, np.zeros(extra, np.int64)])
+
+    def append(self, rows: np.ndarray, points: np.ndarray) -> None:
+        _append(self.data, self.written, rows, points)
+
+    def points(self, row: int) -> np.ndarray:
+        """``row``'s points, oldest first."""
+        return _oldest_first(self.data, self.written, row)
+
+
+def _append(data: np.ndarray, written: np.ndarray, rows: np.ndarray, points: np.ndarray) -> None:
+    """Append each point to its row's ring in ``data`` (a row may get several at once, and keeps
+    the last of them if they are more than its ring holds); ``written`` counts each row's points."""
+    size = data.shape[1]
+    order = np.argsort(rows, kind="stable")
+    ordered = rows[order]
+    first = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    rank = np.empty_like(rows)
+    rank[order] = np.arange(len(rows)) - np.repeat(first, np.diff(np.r_[first, len(rows)]))
+    new = np.bincount(rows, minlength=len(written))
+    kept = rank >= new[rows] - size
+    data[rows[kept], (written[rows[kept]] + rank[kept]) % size] = points[kept]
+    written += new
+
+
+def _oldest_first(data: np.ndarray, written: np.ndarray, row: int) -> np.ndarray:
+    size = data.shape[1]
+    n = min(int(written[row]), size)
+    return data[row, (written[row] - n + np.arange(n)) % size]
 
 
 class _Anomaly(NamedTuple):
@@ -169,14 +236,24 @@ class _Anomaly(NamedTuple):
     activity: int
 
 
+class _Flagged(NamedTuple):
+    device: str
+    seq_first: int
+    seq_last: int
+    t_ms: float
+    score: float
+    version: str
+
+
 class FleetView:
     """Follows a worker batch by batch and answers the dashboard (thread-safe)."""
 
     def __init__(self, config: FleetConfig | None = None) -> None:
         self.config = cfg = config or FleetConfig()
         self._lock = threading.Lock()
-        self._devices = _Rows(cfg.max_devices)
-        self._timelines = _Rows(cfg.timeline_devices, (cfg.timeline_points,))
+        self._devices = _Rows(cfg.max_devices, rings={"detector": (1, DETECTION)})
+        self._timelines = _Rows(cfg.timeline_devices, (cfg.timeline_points,),
+                                rings={"detector": (cfg.timeline_points, DETECTION)})  # fmt: skip
         self.classes: list[str] = []
         self._class_index: dict[str, int] = {}
         self.versions: list[str] = []
@@ -188,6 +265,13 @@ class FleetView:
         self._changes: deque[ChangeEvent] = deque(maxlen=cfg.recent)
         self._swaps: deque[SwapReport] = deque(maxlen=cfg.recent)
         self._anomalies: list[_Anomaly] = []
+        self.detector_versions: list[str] = []
+        self._detector_index: dict[str, int] = {}
+        self._detector: tuple[str, float] | None = None
+        """the served detector's version and threshold, as of the latest detections"""
+        self._detector_totals = Counter(scored=0, flagged=0)
+        self._flagged_at: deque[tuple[float, int]] = deque()  # (wall time, windows flagged)
+        self._flagged: deque[_Flagged] = deque(maxlen=cfg.recent)
         self._scored: Counter = Counter()
         self._hits: Counter = Counter()
         self._dead_letters: Counter = Counter()
@@ -223,6 +307,10 @@ class FleetView:
                 self._next_forget = now + cfg.idle_s / 10
             if report.predictions is not None:
                 self._note_predictions(report.predictions, now)
+            if report.detections is not None:
+                self._note_detections(report.detections, now)
+            while self._flagged_at and self._flagged_at[0][0] < now - cfg.anomaly_s:
+                self._flagged_at.popleft()
 
     def _note_latency(self, latency_ms: np.ndarray) -> None:
         values = latency_ms[np.isfinite(latency_ms)][-len(self._latency) :]
@@ -249,21 +337,31 @@ class FleetView:
         for device in [d for d in self._wanted if d in self._timelines.index]:
             del self._wanted[device]
         kept = rows >= 0
-        self._append(rows[kept], points[kept])
+        _append(self._timelines.data, self._timelines.written, rows[kept], points[kept])
         if p.anomaly is not None:
             self._note_anomalies(p, points, now)
 
-    def _append(self, rows: np.ndarray, points: np.ndarray) -> None:
-        """Append each point to its row's ring (a device may have several points per batch)."""
-        timelines = self._timelines
-        order = np.argsort(rows, kind="stable")
-        ordered = rows[order]
-        first = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-        rank = np.empty_like(rows)
-        rank[order] = np.arange(len(rows)) - np.repeat(first, np.diff(np.r_[first, len(rows)]))
-        at = (timelines.written[rows] + rank) % self.config.timeline_points
-        timelines.data[rows, at] = points
-        timelines.written += np.bincount(rows, minlength=len(timelines.written))
+    def _note_detections(self, d: Detections, now: float) -> None:
+        """The scored windows of devices already followed: each one's latest, and its timeline's
+        points if it has a timeline (a detector window alone takes no row)."""
+        points = np.zeros(len(d.devices), DETECTION)
+        points["t_ms"], points["seq_first"], points["seq_last"] = d.t_ms, d.seq_first, d.seq_last
+        points["score"], points["flagged"], points["threshold"] = d.score, d.flagged, d.threshold
+        index, names = self._detector_index, self.detector_versions
+        points["version"] = self._indices(index, names, (d.version,))[0]
+        for table in (self._devices, self._timelines):
+            rows = table.lookup(d.devices)
+            table.rings["detector"].append(rows[rows >= 0], points[rows >= 0])
+        self._detector = (d.version, float(d.threshold))
+        flagged = np.flatnonzero(points["flagged"])
+        self._detector_totals.update(scored=len(points), flagged=len(flagged))
+        if len(flagged):
+            self._flagged_at.append((now, len(flagged)))
+        self._flagged.extend(
+            _Flagged(d.devices[i], int(d.seq_first[i]), int(d.seq_last[i]), float(d.t_ms[i]),
+                     float(d.score[i]), d.version)
+            for i in flagged[-self.config.recent :].tolist()
+        )  # fmt: skip
 
     def _note_anomalies(self, p: Predictions, points: np.ndarray, now: float) -> None:
         k = self.config.recent
@@ -289,7 +387,14 @@ class FleetView:
     # -- the dashboard's reads ----------------------------------------------------------------
 
     def snapshot(self) -> dict:
-        """The fleet overview: JSON-ready plain values, no NaN."""
+        """The fleet overview: JSON-ready plain values, no NaN.
+
+        Once the worker serves an anomaly detector, ``detector`` sums up its windows: ``version``
+        and ``threshold`` served, windows ``scored`` and ``flagged`` so far, ``flagged_in_window``
+        over the last ``window_s`` seconds, the ``recent`` flagged ones (newest first: device,
+        ``seq_first``, ``seq_last``, ``t_ms``, score, version); and each entry of ``device_list``
+        with a scored window has its latest as ``detector`` (score, flagged, version).
+        """
         cfg = self.config
         with self._lock:
             devices = self._devices
@@ -329,13 +434,17 @@ class FleetView:
                     }
                     for a in self._anomalies
                 ],
-                "device_list": self._describe(
-                    [devices.keys[r] for r in listed.tolist()], devices.data[listed]
-                ),
+                "device_list": self._listed(listed),
+                **({"detector": self._detector_summary()} if self._detector else {}),
             }
 
     def device(self, device: str) -> dict | None:
-        """``device``'s current state and timeline (oldest point first), or None if unknown."""
+        """``device``'s current state and timeline (oldest point first), or None if unknown.
+
+        If its timeline holds windows the anomaly detector scored, ``detector`` has them (oldest
+        first: ``t_ms`` of each window's last sample, ``seq_first``, ``seq_last``, ``score``,
+        ``flagged``) with the ``threshold`` and ``model`` of the latest.
+        """
         with self._lock:
             row = self._devices.index.get(device)
             line = self._timelines.index.get(device)
@@ -349,6 +458,9 @@ class FleetView:
                 points = self._timelines.timeline(line)
             latest = points[-1:] if row is None else self._devices.data[[row]]
             current = self._describe([device], latest)
+            windows = np.zeros(0, DETECTION)
+            if line is not None:
+                windows = self._timelines.rings["detector"].points(line)
             return {
                 **current[0],
                 "classes": list(self.classes),
@@ -357,6 +469,7 @@ class FleetView:
                     "seq": points["seq"].tolist(),
                     **self._columns(points),
                 },
+                **({"detector": self._windows(windows)} if len(windows) else {}),
             }
 
     def _want(self, device: str) -> None:
@@ -405,12 +518,58 @@ class FleetView:
             "version": np.array(self.versions, dtype=object)[points["version"]].tolist(),
         }
 
+    def _listed(self, rows: np.ndarray) -> list[dict]:
+        """The device list: the devices at ``rows``, with their latest scored window if any."""
+        devices = self._devices
+        listed = self._describe([devices.keys[r] for r in rows.tolist()], devices.data[rows])
+        ring = devices.rings["detector"]
+        scored = ring.written[rows] > 0
+        latest = ring.data[rows[scored], 0]
+        names = np.array(self.detector_versions, dtype=object)[latest["version"]].tolist()
+        entries = [entry for entry, has in zip(listed, scored.tolist(), strict=True) if has]
+        for entry, score, flagged, version in zip(
+            entries, _scores(latest["score"]), latest["flagged"].tolist(), names, strict=True
+        ):
+            entry["detector"] = {"score": score, "flagged": flagged, "version": version}
+        return listed
+
+    def _windows(self, windows: np.ndarray) -> dict:
+        """A device's scored windows as columns, with the latest one's threshold and model."""
+        return {
+            "t_ms": windows["t_ms"].tolist(),
+            "seq_first": windows["seq_first"].tolist(),
+            "seq_last": windows["seq_last"].tolist(),
+            "score": _scores(windows["score"]),
+            "flagged": windows["flagged"].tolist(),
+            "threshold": _scores(windows["threshold"][-1:])[0],
+            "model": self.detector_versions[windows["version"][-1]],
+        }
+
+    def _detector_summary(self) -> dict:
+        (version, threshold), cfg = self._detector, self.config
+        return {
+            "version": version,
+            "threshold": _scores([threshold])[0],
+            **self._detector_totals,
+            "window_s": cfg.anomaly_s,
+            "flagged_in_window": sum(n for _, n in self._flagged_at),
+            "recent": [
+                {**f._asdict(), "score": _scores([f.score])[0]} for f in reversed(self._flagged)
+            ],
+        }
+
     def _describe(self, names: list[str], points: np.ndarray) -> list[dict]:
         columns = self._columns(points)
         fields = ("device", "seq", "t_ms", *columns)
         rows = zip(names, points["seq"].tolist(), points["t_ms"].tolist(), *columns.values(),
                    strict=True)  # fmt: skip
         return [dict(zip(fields, row, strict=True)) for row in rows]
+
+
+def _scores(values) -> list[float | None]:
+    """Detector scores (or thresholds) rounded for JSON, None for a non-finite one."""
+    rounded = np.asarray(values, np.float64).round(4)
+    return np.where(np.isfinite(rounded), rounded, None).tolist()
 
 
 def _number(value: float) -> float | None:

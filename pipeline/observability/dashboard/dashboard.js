@@ -9,6 +9,7 @@ const SVG = "http://www.w3.org/2000/svg";
 
 const state = {
   classes: [],
+  detector: false,  // whether the worker serves an anomaly detector (its scores are shown)
   selected: decodeURIComponent((location.hash.match(/device=([^&]+)/) || [])[1] || "") || null,
   updates: 0,
 };
@@ -31,6 +32,7 @@ const fmt = (n, digits = 0) => n === null || n === undefined ? "–"
   : Number(n).toLocaleString("en-US", {maximumFractionDigits: digits,
                                        minimumFractionDigits: digits});
 const ms = (v) => fmt(v, v !== null && v < 10 ? 1 : 0);
+const score = (v) => fmt(v, v !== null && v !== undefined && v < 0.1 ? 3 : 2);
 const pct = (x) => x === null || x === undefined ? "–" : `${(100 * x).toFixed(1)} %`;
 const colour = (name) => {
   const i = state.classes.indexOf(name);
@@ -96,6 +98,8 @@ function renderDevices(s) {
       el("td", {class: "num", text: pct(d.confidence)}),
       el("td", {class: wrong ? "wrong" : null}, d.label ? chip(d.label) : el("span", {class: "muted", text: "–"})),
       el("td", {class: "num", text: d.anomaly === null ? "–" : fmt(d.anomaly, 2)}),
+      el("td", {class: d.detector && d.detector.flagged ? "num flagged" : "num",
+                text: d.detector ? score(d.detector.score) : "–"}),
       el("td", {class: "num mono", text: d.seq}),
       el("td", {class: "mono muted", text: d.version}));
     row.addEventListener("click", () => select(d.device));
@@ -125,24 +129,82 @@ function renderEvents(s) {
   if (!s.anomalies.length) $("#anomalies").append(el("li", {class: "muted", text: "none"}));
 }
 
+function renderFlagged(s) {  // the anomaly detector's flagged windows, when there is one
+  const det = s.detector;
+  $("#flagged-panel").hidden = !det;
+  if (!det) return;
+  $("#flagged-summary").textContent = `${fmt(det.flagged_in_window)} in the last `
+    + `${fmt(det.window_s)} s · threshold ${score(det.threshold)} · ${det.version}`;
+  $("#flagged").replaceChildren(...det.recent.slice(0, 8).map((f) => el("li",
+    {"data-device": f.device},
+    el("span", {class: "mono dev", text: f.device}),
+    el("span", {class: "num flagged", text: score(f.score)}),
+    el("span", {class: "muted", text: `seq ${f.seq_first}–${f.seq_last}`}),
+    el("span", {class: "mono muted right", text: f.version}))));
+  for (const li of document.querySelectorAll("#flagged li")) {
+    li.addEventListener("click", () => select(li.dataset.device));
+  }
+  if (!det.recent.length) $("#flagged").append(el("li", {class: "muted", text: "none"}));
+}
+
 // -- one device's timeline ---------------------------------------------------------------------
+
+// The anomaly detector's window scores in a lane of their own, scaled to the highest score shown
+// or the threshold (dashed); flagged windows are dots, with their sequence range as a tooltip.
+function drawDetector(svg, det, x, t0, lane) {
+  const {left, width, top, height} = lane;
+  const shown = det.t_ms.map((_, i) => i)
+    .filter((i) => det.t_ms[i] >= t0 && det.score[i] !== null);
+  const peak = 1.1 * Math.max(det.threshold || 0, ...shown.map((i) => det.score[i])) || 1;
+  const y = (v) => top + height - (height * Math.min(v, peak)) / peak;
+  svg.append(el("svg:text", {x: 0, y: top + height / 2 + 4, class: "lane", text: "detector"}));
+  svg.append(el("svg:rect", {x: left, y: top, width, height, class: "bg"}));
+  if (det.threshold !== null) {
+    const at = y(det.threshold);
+    svg.append(el("svg:line", {x1: left, x2: left + width, y1: at, y2: at, class: "threshold"},
+      el("svg:title", {text: `threshold ${score(det.threshold)} · ${det.model}`})));
+    svg.append(el("svg:text", {x: left + width + 5, y: at + 4, class: "tick",
+                               text: score(det.threshold)}));
+  }
+  const gaps = shown.slice(1).map((i, k) => det.t_ms[i] - det.t_ms[shown[k]])
+    .sort((a, b) => a - b);
+  const dt = gaps.length ? gaps[gaps.length >> 1] : Infinity;
+  let run = [];  // a line per run of windows without a gap (none scored for 5 spacings)
+  const end = () => {
+    if (run.length) svg.append(el("svg:polyline", {class: "detector", points: run.join(" ")}));
+    run = [];
+  };
+  shown.forEach((i, k) => {
+    if (k && det.t_ms[i] - det.t_ms[shown[k - 1]] > 5 * dt) end();
+    run.push(`${x(det.t_ms[i])},${y(det.score[i])}`);
+  });
+  end();
+  for (const i of shown.filter((i) => det.flagged[i])) {
+    svg.append(el("svg:circle", {cx: x(det.t_ms[i]), cy: y(det.score[i]), r: 3.5, class: "flagged"},
+      el("svg:title", {text: `flagged · score ${score(det.score[i])} · `
+                             + `seq ${det.seq_first[i]}–${det.seq_last[i]}`})));
+  }
+}
 
 function renderTimeline(d) {
   const box = $("#timeline");
   const p = d.points;
   const n = p.t_ms.length;
-  $("#timeline-device").textContent = `${d.device} · ${n} predictions · ${d.version || ""}`;
-  Object.assign(box.dataset, {device: d.device, points: n, lastSeq: n ? p.seq[n - 1] : ""});
+  const det = d.detector;  // absent without a detector, or without scored windows yet
+  $("#timeline-device").textContent = `${d.device} · ${n} predictions · ${d.version || ""}`
+    + (det ? ` · ${det.t_ms.length} windows scored by ${det.model}` : "");
+  Object.assign(box.dataset, {device: d.device, points: n, lastSeq: n ? p.seq[n - 1] : "",
+                              windows: det ? det.t_ms.length : 0});
   if (!n) {
     box.replaceChildren(el("p", {class: "empty", text: "no timeline kept for this device yet"}));
     return;
   }
   const W = Math.max(320, box.clientWidth), left = 78, right = 30;
-  const lane = 24, conf = 88, top = 18;
-  const H = top + 2 * (lane + 8) + conf + 28;
+  const lane = 24, conf = 88, top = 18, band = det ? 56 : 0;
+  const H = top + 2 * (lane + 8) + conf + (det ? band + 14 : 0) + 28;
   const gaps = p.t_ms.slice(1).map((t, i) => t - p.t_ms[i]).sort((a, b) => a - b);
   const dt = gaps.length ? gaps[gaps.length >> 1] : 1000;
-  const t0 = p.t_ms[0] - dt, t1 = p.t_ms[n - 1];
+  const t0 = p.t_ms[0] - dt, t1 = Math.max(p.t_ms[n - 1], ...(det ? det.t_ms : []));
   const x = (t) => left + ((W - left - right) * (t - t0)) / Math.max(1, t1 - t0);
   const svg = el("svg:svg", {width: W, height: H, viewBox: `0 0 ${W} ${H}`});
 
@@ -193,6 +255,11 @@ function renderTimeline(d) {
                                    points: idx.map((i) => at(i, p.confidence[i])).join(" ")}));
   }
 
+  if (det) {
+    drawDetector(svg, det, x, t0,
+                 {left, width: W - left - right, top: cy + conf + 14, height: band});
+  }
+
   for (let i = 1; i < n; i++) {  // model swaps
     if (p.version[i] === p.version[i - 1]) continue;
     const at = (x(p.t_ms[i - 1]) + x(p.t_ms[i])) / 2;
@@ -209,9 +276,15 @@ function renderTimeline(d) {
 }
 
 function renderLegend() {
+  const detector = state.detector ? [
+    el("span", {class: "key detector", text: "detector score"}),
+    el("span", {class: "key threshold", text: "detector threshold"}),
+    el("span", {class: "key flagged", text: "flagged window"}),
+  ] : [];
   $("#legend").replaceChildren(...state.classes.map((c) => chip(c)),
     el("span", {class: "key confidence", text: "confidence"}),
-    el("span", {class: "key anomaly", text: "anomaly (scaled)"}),
+    el("span", {class: "key anomaly", text: "anomaly (next-step error, scaled)"}),
+    ...detector,
     el("span", {class: "key swap", text: "model swap"}),
     el("span", {class: "key gap", text: "no prediction (held back or silent)"}));
 }
@@ -249,8 +322,9 @@ async function tick() {
   try {
     const s = await getJSON("/api/fleet");
     if (!s) throw new Error("no fleet view");
-    if (s.classes.join() !== state.classes.join()) {
+    if (s.classes.join() !== state.classes.join() || Boolean(s.detector) !== state.detector) {
       state.classes = s.classes;
+      state.detector = Boolean(s.detector);
       renderLegend();
     }
     if (!state.selected && s.device_list.length) state.selected = s.device_list[0].device;
@@ -258,6 +332,7 @@ async function tick() {
     renderFleet(s);
     renderDevices(s);
     renderEvents(s);
+    renderFlagged(s);
     await loadDevice();
     state.updates += 1;
     document.body.dataset.updates = state.updates;

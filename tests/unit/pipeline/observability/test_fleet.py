@@ -16,7 +16,7 @@ from models.spec import ModelMeta, ModelSpec
 from models.zoo import build_model
 from pipeline.observability.fleet import FleetConfig, FleetView
 from pipeline.observability.metrics import WorkerMetrics
-from pipeline.observability.report import BatchReport, Predictions, SwapReport
+from pipeline.observability.report import BatchReport, Detections, Predictions, SwapReport
 from pipeline.observability.server import HttpConfig, StatusServer
 from pipeline.serving import ServingModel
 from pipeline.worker import Worker, WorkerConfig
@@ -176,6 +176,92 @@ def test_a_swap_shows_in_the_model_and_in_the_timelines():
     assert fleet.device("a")["points"]["version"] == ["m@v1", "m@v2"]
     assert fleet.device("a")["points"]["label"] == [None, "A"]
     assert [d["device"] for d in snap["device_list"]] == ["a", "b"]
+
+
+def _windows(devices, first, score, threshold=1.0, version="s2s@v1"):
+    """Windows of 10 samples from ``first`` on, one per device, scored ``score``."""
+    score = np.asarray(score, np.float64)
+    first = np.asarray(first)
+    return Detections(list(devices), first, first + 9, first * 20.0 + 180.0, score,
+                      score > threshold, threshold, version)  # fmt: skip
+
+
+def _detecting(devices, batch, wall_time, detections):
+    report = _batch(devices, batch, wall_time)
+    report.detections = detections
+    return report
+
+
+def test_a_device_s_detector_windows_are_kept_in_order_and_bounded():
+    fleet = FleetView(FleetConfig(timeline_points=4))
+    fleet.observe(_batch(["a", "b"], 1, 1.0))
+    fleet.observe(_detecting(["a", "b"], 2, 2.0, _windows(["a", "a"], [0, 10], [0.5, 2.0])))
+    d = fleet.device("a")["detector"]
+    assert d == {"t_ms": [180.0, 380.0], "seq_first": [0, 10], "seq_last": [9, 19],
+                 "score": [0.5, 2.0], "flagged": [False, True], "threshold": 1.0,
+                 "model": "s2s@v1"}  # fmt: skip
+    # five more for a (more than its ring holds, in one batch), under a new detector
+    more = _windows(["a"] * 5 + ["b"], [20, 30, 40, 50, 60, 0], [0.1, 0.2, 3.0, 0.4, 0.5, 0.25],
+                    threshold=2.5, version="s2s@v2")  # fmt: skip
+    fleet.observe(_detecting(["a", "b"], 3, 3.0, more))
+    d = fleet.device("a")["detector"]
+    assert d["seq_first"] == [30, 40, 50, 60] and d["seq_last"] == [39, 49, 59, 69]
+    assert d["score"] == pytest.approx([0.2, 3.0, 0.4, 0.5])
+    assert d["flagged"] == [False, True, False, False]
+    assert (d["threshold"], d["model"]) == (2.5, "s2s@v2")
+    assert fleet.device("b")["detector"]["score"] == [0.25]
+    listed = {e["device"]: e["detector"] for e in fleet.snapshot()["device_list"]}
+    assert listed == {"a": {"score": 0.5, "flagged": False, "version": "s2s@v2"},
+                      "b": {"score": 0.25, "flagged": False, "version": "s2s@v2"}}  # fmt: skip
+    json.dumps(fleet.snapshot(), allow_nan=False)
+    json.dumps(fleet.device("a"), allow_nan=False)
+
+
+def test_the_snapshot_counts_the_flagged_windows_of_the_last_anomaly_s():
+    fleet = FleetView(FleetConfig(anomaly_s=10.0, recent=3))
+    fleet.observe(_batch(["a"], 1, 1.0))
+    assert "detector" not in fleet.snapshot()
+    fleet.observe(_detecting(["a"], 2, 2.0, _windows(["a", "x", "y"], [0, 0, 0], [5, 6, 0.5])))
+    fleet.observe(_detecting(["a"], 3, 8.0, _windows(["a"], [10], [np.nan])))
+    assert fleet.snapshot()["detector"]["flagged_in_window"] == 2
+    fleet.observe(_detecting(["a"], 4, 15.0, _windows(["a", "z"], [20, 0], [7.0, 1.5])))
+    detector = fleet.snapshot()["detector"]
+    assert {k: v for k, v in detector.items() if k != "recent"} == {
+        "version": "s2s@v1", "threshold": 1.0, "scored": 6, "flagged": 4, "window_s": 10.0,
+        "flagged_in_window": 2,  # the batch at 2.0 s is more than 10 s old
+    }  # fmt: skip
+    recent = [(f["device"], f["seq_first"], f["seq_last"], f["score"], f["version"])
+              for f in detector["recent"]]  # fmt: skip
+    assert recent == [("z", 0, 9, 1.5, "s2s@v1"), ("a", 20, 29, 7.0, "s2s@v1"),
+                      ("x", 0, 9, 6.0, "s2s@v1")]  # fmt: skip
+    assert fleet.device("a")["detector"]["score"] == [5.0, None, 7.0]
+    json.dumps(fleet.snapshot(), allow_nan=False)
+
+
+def test_a_device_without_detector_windows_looks_as_without_a_detector():
+    plain, detecting = FleetView(), FleetView()
+    for batch in range(1, 4):
+        plain.observe(_batch(["a", "b"], batch, float(batch)))
+        windows = _windows(["a"], [batch * 10], [2.0 * batch])
+        detecting.observe(_detecting(["a", "b"], batch, float(batch), windows))
+    assert detecting.device("b") == plain.device("b") and "detector" not in plain.device("b")
+    assert "detector" in detecting.device("a")
+    shown, before = detecting.snapshot(), plain.snapshot()
+    assert "detector" not in before and "detector" in shown
+    assert [e["device"] for e in shown["device_list"]] == ["a", "b"]
+    assert shown["device_list"][1] == before["device_list"][1]
+    latest = shown["device_list"][0].pop("detector")
+    assert latest == {"score": 6.0, "flagged": True, "version": "s2s@v1"}
+    assert {k: v for k, v in shown.items() if k != "detector"} == before
+
+
+def test_a_timeline_that_changes_hands_drops_the_detector_windows_of_its_last_device():
+    fleet = FleetView(FleetConfig(timeline_devices=1, idle_s=10.0))
+    fleet.observe(_detecting(["a"], 1, 1.0, _windows(["a"], [0], [3.0])))
+    assert fleet.device("a")["detector"]["score"] == [3.0]
+    fleet.observe(_batch(["c"], 2, 100.0))  # a falls silent and is forgotten; c takes its rows
+    assert fleet.device("a") is None and "detector" not in fleet.device("c")
+    assert "detector" not in fleet.snapshot()["device_list"][0]
 
 
 def _get(url: str) -> tuple[int, str, bytes]:

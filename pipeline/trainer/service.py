@@ -450,4 +450,4 @@ def train_candidate(
             raise PipelineError("no training window has a labelled last sample")
         result = train_window_model(meta.spec, X, y, users[keep], stride=meta.stride,
                                     config=train_config, **common)  # fmt: skip
-    return result.model, result.meta
+    return result.model, replace(result.meta, units=dict(meta.units))  # the buffer's units

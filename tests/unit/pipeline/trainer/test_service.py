@@ -185,10 +185,12 @@ def test_tune_head_fine_tunes_only_the_output_layers(tmp_path, registry, tilted)
                     np.stack([s.labels[i : i + WINDOW] for s, i in cut]))  # fmt: skip
     config = _config(tmp_path)
     config = replace(config, train=replace(config.train, tune="head", epochs=1))
-    model, _ = train_candidate(champion, meta, train, config)
+    si = {"acceleration": "m/s2", "angular_rate": "deg/s"}  # what the buffer then holds
+    model, trained = train_candidate(champion, replace(meta, units=si), train, config)
     changed = {w.path.split("/")[0] for w, before in zip(model.weights, champion.get_weights(),
                strict=True) if not np.array_equal(w.numpy(), before)}  # fmt: skip
     assert changed == {"activity", "next"}  # the output layers, not gru_0
+    assert trained.units == si  # the champion's units, in which the buffer's windows are
 
 
 def test_devices_at_other_rates_and_in_other_units_give_the_model_s_windows(

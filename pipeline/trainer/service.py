@@ -11,6 +11,8 @@ One loop, in a process of its own so that workers never wait for it::
        training devices (fine-tune the champion, or from scratch)
     -> gate against the champion on the held-out devices -> register; promote and announce
        on ``har.control``, or mark rejected with the reason
+    -> the same for the anomaly detector (``anomaly_name``), if there is one: trained on the
+       buffer's windows (labels ignored), gated by its mean error on the held-out devices
 
 Source offsets are committed only after the buffer holding their windows was saved, so a
 restarted trainer resumes with its buffer instead of from zero.
@@ -34,7 +36,15 @@ from pipeline.exceptions import ConfigError, PipelineError
 from pipeline.swap.control import CONTROL_TOPIC, announce
 from pipeline.trainer.buffer import BufferConfig, TrainingBuffer, Windows, stitched
 from pipeline.trainer.drift import PageHinkley, PageHinkleyConfig
-from pipeline.trainer.gate import GateConfig, Verdict, judge, scores, window_examples
+from pipeline.trainer.gate import (
+    DetectorVerdict,
+    GateConfig,
+    Verdict,
+    judge,
+    judge_detector,
+    scores,
+    window_examples,
+)
 from pipeline.trainer.labelling import JoinConfig, LabelError, LabelJoiner, parse_label_message
 from pipeline.worker.resampler import RecordResampler
 from streams.codecs import Codec, CodecConfig, make_codec
@@ -79,9 +89,14 @@ class TrainerConfig:
     at 1e-3) were the best of 14 variants on real data (``python -m pipeline.bench.retrain``, HAPT,
     6 seeds): +1.8 points on the new users' later recordings, -0.9 on held-out users, where
     tuning every layer at 3e-4 gave +2.2 and -4.0. ``state_dir`` keeps the buffer.
+    ``anomaly_name``: the registry name of a seq2seq anomaly detector to retrain beside the
+    classifier on every trigger (same ``mode`` and ``train``; ``tune="head"`` trains its output
+    layer), gated by its mean held-out error (``gate.error_margin``). Its champion must read the
+    classifier's channels at its rate and in its units, in windows no longer than the buffer's.
     """
 
     name: str = "har"
+    anomaly_name: str | None = None
     registry: str | None = None
     """the registry root (the command opens it; a Trainer is given the Registry itself)"""
     group_id: str = "harstream-trainer"
@@ -113,6 +128,19 @@ class TrainerConfig:
             raise ConfigError("min_windows must be >= 1")
         if self.train.max_seconds is None:
             raise ConfigError("[trainer.train] max_seconds must be set: a retrain is bounded")
+        if self.anomaly_name == self.name:
+            raise ConfigError(f"anomaly_name must name another model than name ({self.name!r})")
+
+
+@dataclass
+class DetectorRetrain:
+    """The anomaly detector's part of a retrain: what it produced and what the gate said."""
+
+    name: str
+    version: int
+    verdict: DetectorVerdict
+    train_windows: int
+    seconds: float
 
 
 @dataclass
@@ -124,6 +152,8 @@ class Retrain:
     verdict: Verdict
     train_windows: int
     seconds: float
+    detector: DetectorRetrain | None = None
+    """the anomaly detector's retrain (``anomaly_name`` set)"""
 
     @property
     def kind(self) -> str:
@@ -149,9 +179,14 @@ class TrainerStats:
     def promotions(self) -> int:
         return sum(r.verdict.promote for r in self.retrains)
 
+    @property
+    def detector_promotions(self) -> int:
+        return sum(r.detector is not None and r.detector.verdict.promote for r in self.retrains)
+
 
 class Trainer:
-    """Keeps the champion of ``config.name`` in ``registry`` learning from labelled streams."""
+    """Keeps the champion of ``config.name`` in ``registry`` learning from labelled streams
+    (and that of ``config.anomaly_name`` from the same windows)."""
 
     def __init__(
         self,
@@ -169,6 +204,9 @@ class Trainer:
         self.source, self.registry, self.control = source, registry, control
         self._clock = clock
         self._load_champion()
+        self.detector = self.detector_meta = self.detector_version = None
+        if cfg.anomaly_name is not None:
+            self._load_detector()
         channels = len(self.meta.channels)
         self.codec = codec or make_codec("auto", CodecConfig(channels=channels))
         self._in_units = ToUnits(Units(**self.meta.units), self.meta.channels)
@@ -206,6 +244,33 @@ class Trainer:
         if self.meta.spec.setup == "window" and self.meta.window > self.config.buffer.window:
             raise ConfigError(f"{name} reads {self.meta.window}-sample windows; the buffer keeps "
                               f"{self.config.buffer.window}-sample ones")  # fmt: skip
+
+    def _load_detector(self) -> None:
+        """The champion of ``anomaly_name``, checked against the classifier's and the buffer."""
+        from models.seq2seq import span  # Keras: not at start-up
+
+        name, root = self.config.anomaly_name, self.registry.root
+        version, _ = self.registry.champion_stamp(name)
+        if version is None:
+            raise ConfigError(f"anomaly detector {name} has no champion in {root}: register and "
+                              f"promote a seq2seq model (harstream train --setup seq2seq "
+                              f"--registry {root} --name {name} --promote)")  # fmt: skip
+        meta, classifier = self.registry.get(name, version).meta, self.meta
+        label = f"{name}@{version_label(version)}"
+        if meta.spec.setup != "seq2seq":
+            raise ConfigError(f"anomaly detector {label} is a {meta.spec.name}, not a seq2seq "
+                              f"model")  # fmt: skip
+        for what, mine, theirs in (("channels", meta.channels, classifier.channels),
+                                   ("rate_hz", meta.rate_hz, classifier.rate_hz),
+                                   ("units", meta.units, classifier.units)):  # fmt: skip
+            if mine != theirs:
+                raise ConfigError(f"anomaly detector {label} has {what} {mine}, the classifier "
+                                  f"{self.config.name} {theirs}: they must be equal")  # fmt: skip
+        if span(meta) > self.config.buffer.window:
+            raise ConfigError(f"anomaly detector {label} scores {span(meta)}-sample windows; the "
+                              f"buffer keeps {self.config.buffer.window}-sample ones")  # fmt: skip
+        self.detector, self.detector_meta = self.registry.load(name, version)
+        self.detector_version = version
 
     def _open_buffer(self, channels: int) -> TrainingBuffer:
         path = self._buffer_path()
@@ -338,47 +403,84 @@ class Trainer:
     # -- retraining ---------------------------------------------------------------------------
 
     def retrain(self, trigger: str = "manual") -> Retrain:
-        """Train a candidate on the buffer, gate it, register it, promote or reject it."""
+        """Train a candidate on the buffer, gate it, register it, promote or reject it; then the
+        same for the anomaly detector, if there is one."""
         cfg = self.config
         self._refresh_champion()
         started = time.perf_counter()
         self.retraining = True
         train, holdout = self.buffer.windows(holdout=False), self.buffer.windows(holdout=True)
-        log.info("retraining %s (%s) on %d windows, gate on %d held-out windows", cfg.name,
-                 trigger, len(train.devices), len(holdout.devices),
-                 extra={"model": cfg.name, "trigger": trigger, "train_windows": len(train.devices),
-                        "holdout_windows": len(holdout.devices)})  # fmt: skip
+        self._log_start(cfg.name, trigger, train, holdout)
         model, meta = train_candidate(self.champion, self.meta, train, cfg)
         verdict = judge(model, self.champion, meta, holdout, cfg.gate, stride=cfg.join.stride)
-        version = self._register(model, meta, verdict, trigger, train)
+        version = self._register(cfg.name, self.champion_version, model, meta, verdict, trigger,
+                                 train)  # fmt: skip
         result = Retrain(trigger, version, verdict, len(train.devices),
                          time.perf_counter() - started)  # fmt: skip
-        self.stats.retrains.append(result)
         self._since_retrain, self._last_retrain, self._drifted = 0, self._clock(), False
-        self.retraining = False
         if verdict.promote and version is not None:
             self.champion, self.meta, self.champion_version = model, meta, version
             self.drift.reset()
         if self.metrics is not None:
             self.metrics.retrained(result.kind, result.seconds, verdict)
             self.metrics.champion.info({"version": version_label(self.champion_version)})
-        label = version_label(version) if version is not None else "-"
-        outcome = "promoted" if verdict.promote else "rejected"
-        log.info("%s %s %s: %s (%.1f s)", cfg.name, label, outcome, verdict.reason,
-                 result.seconds,
-                 extra={"model": cfg.name, "version": f"{cfg.name}@{label}", "outcome": outcome,
-                        "reason": verdict.code, "candidate_accuracy": verdict.candidate_accuracy,
-                        "champion_accuracy": verdict.champion_accuracy,
-                        "seconds": round(result.seconds, 3)})  # fmt: skip
+        self._log_outcome(cfg.name, version, verdict, result.seconds,
+                          candidate_accuracy=verdict.candidate_accuracy,
+                          champion_accuracy=verdict.champion_accuracy)  # fmt: skip
+        if cfg.anomaly_name is not None:
+            result.detector = self._retrain_detector(trigger, train, holdout)
+        self.stats.retrains.append(result)
+        self.retraining = False
         self.save()
         return result
+
+    def _retrain_detector(self, trigger: str, train: Windows, holdout: Windows) -> DetectorRetrain:
+        """The anomaly detector's candidate: trained on ``train``'s values, gated by its mean
+        error on ``holdout``, registered, promoted and announced or rejected."""
+        cfg, name = self.config, self.config.anomaly_name
+        if self.registry.champion_stamp(name)[0] != self.detector_version:
+            self._load_detector()  # promoted or rolled back meanwhile: train from the current one
+        started = time.perf_counter()
+        self._log_start(name, trigger, train, holdout)
+        model, meta = train_detector(self.detector, self.detector_meta, train, cfg)
+        verdict = judge_detector(model, meta, self.detector, self.detector_meta, holdout,
+                                 cfg.gate, stride=cfg.join.stride)  # fmt: skip
+        version = self._register(name, self.detector_version, model, meta, verdict, trigger,
+                                 train)  # fmt: skip
+        result = DetectorRetrain(name, version, verdict, len(train.devices),
+                                 time.perf_counter() - started)  # fmt: skip
+        if verdict.promote:
+            self.detector, self.detector_meta, self.detector_version = model, meta, version
+        self._log_outcome(name, version, verdict, result.seconds,
+                          candidate_error=verdict.candidate_error,
+                          champion_error=verdict.champion_error)  # fmt: skip
+        return result
+
+    @staticmethod
+    def _log_start(name: str, trigger: str, train: Windows, holdout: Windows) -> None:
+        log.info("retraining %s (%s) on %d windows, gate on %d held-out windows", name, trigger,
+                 len(train.devices), len(holdout.devices),
+                 extra={"model": name, "trigger": trigger, "train_windows": len(train.devices),
+                        "holdout_windows": len(holdout.devices)})  # fmt: skip
+
+    @staticmethod
+    def _log_outcome(name: str, version: int, verdict: Verdict | DetectorVerdict,
+                     seconds: float, **compared: float) -> None:  # fmt: skip
+        label = version_label(version)
+        outcome = "promoted" if verdict.promote else "rejected"
+        log.info("%s %s %s: %s (%.1f s)", name, label, outcome, verdict.reason, seconds,
+                 extra={"model": name, "version": f"{name}@{label}", "outcome": outcome,
+                        "reason": verdict.code, **compared,
+                        "seconds": round(seconds, 3)})  # fmt: skip
 
     def _refresh_champion(self) -> None:
         """Someone may have promoted or rolled back meanwhile: train from the current one."""
         if self.registry.champion_stamp(self.config.name)[0] != self.champion_version:
             self._load_champion()
 
-    def _register(self, model, meta, verdict: Verdict, trigger: str, train: Windows) -> int:
+    def _register(self, name: str, parent: int, model, meta, verdict: Verdict | DetectorVerdict,
+                  trigger: str, train: Windows) -> int:  # fmt: skip
+        """Register a candidate of ``name``; promote and announce it, or reject it."""
         from models.io import save_model  # Keras: not at start-up
 
         cfg = self.config
@@ -388,17 +490,17 @@ class Trainer:
         with tempfile.TemporaryDirectory() as tmp:
             path = save_model(model, meta, Path(tmp) / "candidate.keras")
             registered = self.registry.register(
-                cfg.name, path, metrics, parent=self.champion_version,
+                name, path, metrics, parent=parent,
                 training_data=f"trainer buffer: {len(train.devices)} windows of "
                 f"{len(set(train.devices))} devices from {cfg.input_topic}",
                 notes=f"{cfg.mode} ({trigger})",
             )  # fmt: skip
         if verdict.promote:
-            self.registry.promote(cfg.name, registered.version)
+            self.registry.promote(name, registered.version)
             if self.control is not None:
-                announce(self.control, cfg.name, registered.version, topic=cfg.control_topic)
+                announce(self.control, name, registered.version, topic=cfg.control_topic)
         else:
-            self.registry.reject(cfg.name, registered.version, verdict.reason)
+            self.registry.reject(name, registered.version, verdict.reason)
         return registered.version
 
     def close(self) -> None:
@@ -450,4 +552,23 @@ def train_candidate(
             raise PipelineError("no training window has a labelled last sample")
         result = train_window_model(meta.spec, X, y, users[keep], stride=meta.stride,
                                     config=train_config, **common)  # fmt: skip
+    return result.model, replace(result.meta, units=dict(meta.units))  # the buffer's units
+
+
+def train_detector(
+    champion: keras.Model, meta: ModelMeta, train: Windows, config: TrainerConfig
+) -> tuple[keras.Model, ModelMeta]:
+    """An anomaly detector of the champion's architecture trained on ``train``'s values, each
+    device's windows joined in time order (:func:`stitched`) and cut as the champion was
+    (``meta.window`` every ``meta.stride`` samples), fine-tuned or anew."""
+    from models.training import train_seq2seq_model  # Keras: not at start-up
+
+    recordings, devices = stitched(train, config.join.stride)
+    result = train_seq2seq_model(
+        meta.spec, recordings, list(range(len(devices))), channels=meta.channels,
+        rate_hz=meta.rate_hz, window=meta.window, stride=meta.stride,
+        config=replace(config.train, rotate_deg=0.0),  # turning is for the classifier
+        start=champion if config.mode == "finetune" else None,
+        provenance={**meta.provenance, "trained_by": "harstream trainer", "mode": config.mode},
+    )  # fmt: skip
     return result.model, replace(result.meta, units=dict(meta.units))  # the buffer's units

@@ -44,7 +44,7 @@ import keras
 import numpy as np
 
 from models.anomaly import next_step_scores, zscore_scores
-from models.diagnostics import input_gradient_norms, plot_gradient_norms
+from models.diagnostics import input_gradient_norms, plot_attention, plot_gradient_norms
 from models.evaluation import evaluate, plot_confusion, recall_at_fpr, roc_auc
 from models.faults import (
     DRIFT_STD,
@@ -71,7 +71,7 @@ from models.windowing import fit_normalisation, windows_from_recordings
 from models.zoo import build_model
 from pipeline.cli.progress import stderr
 from pipeline.reports.phone_export import PhoneExport, export
-from pipeline.trainer.modelling import evaluate_model, recordings
+from pipeline.trainer.modelling import attention_examples, evaluate_model, recordings
 from streams.datasets import (
     HAPT_TEST_USERS,
     load_generic,
@@ -92,6 +92,15 @@ HAR_MODELS: dict[str, ModelSpec] = {
     "MLP (no memory)": ModelSpec(architecture="mlp", layers=2, hidden=256, dropout=0.3),
     "1-D CNN (no memory)": ModelSpec(architecture="cnn", layers=3, hidden=64, dropout=0.3),
 }
+HAR_ATTENTION: dict[str, ModelSpec] = {
+    "LSTM + attention": ModelSpec(architecture="attention", cell="lstm", layers=2, hidden=64,
+                                  dropout=0.3),
+    "GRU + attention": ModelSpec(architecture="attention", cell="gru", layers=2, hidden=64,
+                                 dropout=0.3),
+}  # fmt: skip
+"""window classifiers that pool their hidden states with learned attention weights instead of
+taking the last one: a section of their own (``har_attention``) beside HAR_MODELS, with the
+same windows, budget, rotation and seed"""
 ROTATE_DEG = 20.0
 """every HAR model also trains and validates on copies of its windows turned by up to this
 (training: a fresh rotation every epoch)"""
@@ -154,6 +163,26 @@ def train_command(spec: ModelSpec, cfg: TrainConfig, dataset: str, **flags: obje
 
 def har_section(budget: Budget, out: Path, saved: Path) -> tuple[list[dict], dict]:
     """Train every HAR model on windows of the training users; score the official test windows."""
+    runs = [(label, spec, ROTATE_DEG) for label, spec in HAR_MODELS.items()]
+    runs.append((UNROTATED, HAR_MODELS["LSTM"], 0.0))
+    return _har_rows(budget, runs, out, saved)
+
+
+def har_attention_section(budget: Budget, out: Path, saved: Path) -> list[dict]:
+    """The attention classifiers, trained and scored as :func:`har_section`'s models are; the
+    attention weights of the first over a few test windows (``har-attention.png``)."""
+    runs = [(label, spec, ROTATE_DEG) for label, spec in HAR_ATTENTION.items()]
+    rows, models = _har_rows(budget, runs, out, saved)
+    model, X, y, meta = models[next(iter(HAR_ATTENTION))]
+    predicted = model.predict(X, batch_size=512, verbose=0).argmax(-1)
+    a = attention_examples(model, meta, X, y, predicted)
+    plot_attention(a.windows, a.weights, out / "har-attention.png", a.channels, a.titles)
+    return rows
+
+
+def _har_rows(budget: Budget, runs, out: Path, saved: Path) -> tuple[list[dict], dict]:
+    """Train each ``(label, spec, rotate_deg)`` of ``runs`` on windows of the HAR training
+    users; score it on the official test windows: its row, and (model, X_test, y_test, meta)."""
     har = load_uci_har()
     train = har.streams("train")
     recs, users = recordings(train)
@@ -165,8 +194,6 @@ def har_section(budget: Budget, out: Path, saved: Path) -> tuple[list[dict], dic
         X, y, g = X[::20], y[::20], g[::20]
         X_test, y_test = X_test[::10], y_test[::10]
     rows, models = [], {}
-    runs = [(label, spec, ROTATE_DEG) for label, spec in HAR_MODELS.items()]
-    runs.append((UNROTATED, HAR_MODELS["LSTM"], 0.0))
     for label, spec, rotate_deg in runs:
         stderr.print(f"[bold]HAR[/bold] {label} ({spec.name}) on {len(X):,} windows")
         cfg = _config(budget, rotate_deg=rotate_deg)
@@ -492,8 +519,10 @@ def _har_block(data: dict) -> list[str]:
         f"holds a copy of each training window with its three sensors turned by a fresh random "
         f"rotation of up to {ROTATE_DEG:g}° about a random axis, as a phone worn at another "
         f"angle would record it (`TrainConfig.rotate_deg`; the held-out users' windows are "
-        f"validated with one turned copy each as well); the last row is the LSTM without the "
-        f"turned copies. {ANCHORS}.",
+        f"validated with one turned copy each as well); `{UNROTATED}` is the LSTM without the "
+        f"turned copies. The attention rows (section `har_attention`) pool the recurrent "
+        f"layer's hidden states with learned weights instead of taking the last one. "
+        f"{ANCHORS}.",
         "",
         "| model | spec | parameters | test accuracy | macro-F1 | epochs | training (min) |",
         "|---|---|---:|---:|---:|---:|---:|",
@@ -516,7 +545,12 @@ def _har_block(data: dict) -> list[str]:
             + ", ".join(f"{k} {100 * v:.2f} %" for k, v in recurrent.items())  # a near miss shows
             + ").",
         ]
-    return lines + ["", f"![confusion](img/{best['file']}.png)", ""]
+    lines += ["", f"![confusion](img/{best['file']}.png)", ""]
+    if any(r["spec"].startswith("window-attention") for r in rows):
+        lines += [f"Where the {next(iter(HAR_ATTENTION))} model looks in a few test windows "
+                  "(its attention weights over the 128 steps, beside the signal):", "",
+                  "![attention](img/har-attention.png)", ""]  # fmt: skip
+    return lines
 
 
 def _hapt_block(data: dict) -> list[str]:
@@ -710,9 +744,9 @@ def _anomaly_reading(rows: dict[str, dict]) -> str:
     )
 
 
-SECTIONS = ("har", "hapt", "phones", "anomaly")
-"""measured on their own: har (models.json keys uci_har, gradients), hapt, phones (real_phones),
-anomaly (anomaly, anomaly_windows)"""
+SECTIONS = ("har", "har_attention", "hapt", "phones", "anomaly")
+"""measured on their own: har (models.json keys uci_har, gradients), har_attention (more rows of
+uci_har), hapt, phones (real_phones), anomaly (anomaly, anomaly_windows)"""
 
 
 def write_markdown(path: Path, results: dict, quick: bool) -> None:
@@ -749,10 +783,12 @@ def fingerprint(section: str, budget: Budget) -> str:
     """What a section trains, as a short hash: its code and the settings it reads."""
     import inspect  # noqa: PLC0415  (only the report computes fingerprints)
 
-    code = {"har": (har_section, gradient_section), "hapt": (hapt_section,),
+    code = {"har": (har_section, _har_rows, gradient_section),
+            "har_attention": (har_attention_section, _har_rows), "hapt": (hapt_section,),
             "phones": (phones_section,),
             "anomaly": (anomaly_section, inject, faulty_windows)}[section]  # fmt: skip
-    settings = {"budget": budget, "har": (HAR_MODELS, ROTATE_DEG), "hapt": HAPT_SEEDS,
+    settings = {"budget": budget, "har": (HAR_MODELS, ROTATE_DEG),
+                "har_attention": (HAR_ATTENTION, ROTATE_DEG), "hapt": HAPT_SEEDS,
                 "phones": (PHONE_MODELS, PHONE_EXPORT, PHONE_VARIANTS),
                 "anomaly": (ANOMALY_DETECTORS, ANOMALY_SPAN, ANOMALY_STRIDES, ANOMALY_SEED,
                             LENGTHS, SPIKE_STD, DRIFT_STD, NOISE_STD, GLITCH_EVERY)}  # fmt: skip
@@ -762,6 +798,16 @@ def fingerprint(section: str, budget: Budget) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+def har_key(row: dict) -> str:
+    """A HAR row's key in models.json: its spec's name without the setup (``lstm-2x64``,
+    ``attention-gru-2x64``), ``-unrotated`` for the LSTM trained without turned copies."""
+    return row["file"].removeprefix("har-window-")
+
+
+SHARED = ("uci_har",)
+"""models.json keys that several sections fill (har and har_attention): merged, not replaced"""
+
+
 def _measure(section: str, budget: Budget, img: Path, saved: Path) -> dict:
     """Train and score one section: its keys of models.json."""
     if section == "har":
@@ -769,7 +815,9 @@ def _measure(section: str, budget: Budget, img: Path, saved: Path) -> dict:
         curves = gradient_section(models, img)
         gradients = {name: {str(d): float(c[len(c) - 1 - d]) for d in GRADIENT_DISTANCES}
                      for name, c in curves.items()}  # fmt: skip
-        return {"uci_har": {r["model"]: r for r in rows}, "gradients": gradients}
+        return {"uci_har": {har_key(r): r for r in rows}, "gradients": gradients}
+    if section == "har_attention":
+        return {"uci_har": {har_key(r): r for r in har_attention_section(budget, img, saved)}}
     if section == "hapt":
         rows = hapt_section(budget, img, saved)
         by = {v: [r for r in rows if r["variant"] == v] for v in dict.fromkeys(
@@ -819,7 +867,8 @@ def main(argv: list[str] | None = None) -> int:
             stderr.print(f"{section}: kept from {kept[section]['measured']} (unchanged)")
             continue
         started = time.time()
-        results.update(_measure(section, budget, img, Path(args.models_dir)))
+        for key, value in _measure(section, budget, img, Path(args.models_dir)).items():
+            results[key] = {**results.get(key, {}), **value} if key in SHARED else value
         kept[section] = {"fingerprint": mark, "measured": time.strftime("%Y-%m-%d %H:%M:%S UTC",
                          time.gmtime()), "minutes": (time.time() - started) / 60,
                          "machine": f"{platform.node() or 'this machine'} "

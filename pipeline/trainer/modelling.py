@@ -118,7 +118,7 @@ def evaluate_model(model: keras.Model, meta: ModelMeta, dataset: StreamDataset) 
         evaluation = evaluate(y, predicted, meta.classes)
         examples = None
         if meta.spec.architecture == "attention" and len(X):
-            examples = _attention_examples(model, meta, X, y, predicted)
+            examples = attention_examples(model, meta, X, y, predicted)
         return EvaluationRun(evaluation, unit="window", attention=examples)
 
     probs = predict_streams(model, [v for v, _ in recs])
@@ -136,7 +136,7 @@ def evaluate_model(model: keras.Model, meta: ModelMeta, dataset: StreamDataset) 
     return EvaluationRun(evaluate(y_all, pred_all, meta.classes), thirds, unit="sample")
 
 
-def _attention_examples(model, meta: ModelMeta, X, y, predicted, count: int = 4):
+def attention_examples(model, meta: ModelMeta, X, y, predicted, count: int = 4):
     """Up to ``count`` windows, the first of each true class first, with their weights."""
     labelled = np.flatnonzero(y >= 0)
     first = labelled[np.unique(y[labelled], return_index=True)[1]]

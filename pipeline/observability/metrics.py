@@ -336,6 +336,16 @@ class TrainerMetrics(_Metrics):
             "The last candidate's accuracy on the held-out devices", registry=r,
         )  # fmt: skip
         self.champion = Info("harstream_trainer_champion", "The champion version", registry=r)
+        self.detector_outcomes = Counter(
+            "harstream_trainer_detector_retrains",
+            "Anomaly detector retrains, by the gate's verdict (promoted, or the reason it was not)",
+            ["outcome"], registry=r,
+        )  # fmt: skip
+        self.detector_errors = Gauge(
+            "harstream_trainer_detector_error",
+            "Mean anomaly score on the held-out devices' windows at the last detector retrain",
+            ["model"], registry=r,
+        )  # fmt: skip
 
     def progress(self, records: int, windows: int, online_accuracy: float | None) -> None:
         """Account for consumed records and the buffer's size."""
@@ -356,3 +366,12 @@ class TrainerMetrics(_Metrics):
             self.champion_accuracy.set(verdict.champion_accuracy)
         if np.isfinite(verdict.candidate_accuracy):
             self.candidate_accuracy.set(verdict.candidate_accuracy)
+
+    def detector_retrained(self, verdict) -> None:
+        """Account for one anomaly detector retrain (its
+        :class:`~pipeline.trainer.gate.DetectorVerdict`)."""
+        self.detector_outcomes.labels(outcome="promoted" if verdict.promote else verdict.code).inc()
+        for model, error in (("champion", verdict.champion_error),
+                             ("candidate", verdict.candidate_error)):  # fmt: skip
+            if np.isfinite(error):
+                self.detector_errors.labels(model=model).set(error)

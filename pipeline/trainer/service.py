@@ -451,6 +451,8 @@ class Trainer:
                                  time.perf_counter() - started)  # fmt: skip
         if verdict.promote:
             self.detector, self.detector_meta, self.detector_version = model, meta, version
+        if self.metrics is not None:
+            self.metrics.detector_retrained(verdict)
         self._log_outcome(name, version, verdict, result.seconds,
                           candidate_error=verdict.candidate_error,
                           champion_error=verdict.champion_error)  # fmt: skip

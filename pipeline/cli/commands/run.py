@@ -40,8 +40,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--anomaly-model", dest="model.anomaly_model",
                    help="seq2seq .keras file: an anomaly detector beside the classifiers (one "
                    'kind "anomaly" message per window)')  # fmt: skip
-    p.add_argument("--anomaly-name", dest="model.anomaly_name",
-                   help="registry name of an anomaly detector (its champion is served)")
+    p.add_argument(
+        "--anomaly-name",
+        dest="model.anomaly_name",
+        help="registry name of an anomaly detector (its champion is served)",
+    )
     p.add_argument("--no-follow", dest="model.follow", action="store_const", const=False,
                    help="keep serving the loaded version (no hot swap)")  # fmt: skip
     add_http_flags(p)

@@ -36,6 +36,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--registry", dest="trainer.registry", help="registry root (required)")
     p.add_argument("--name", dest="trainer.name", help="registry model name")
     p.add_argument("--mode", dest="trainer.mode", choices=["finetune", "scratch"])
+    p.add_argument("--anomaly-name", dest="trainer.anomaly_name",
+                   help="registry name of a seq2seq anomaly detector to retrain beside the "
+                   "classifier (gated on its mean error on held-out devices)")  # fmt: skip
     p.add_argument("--state-dir", dest="trainer.state_dir", help="where the buffer is kept")
     p.add_argument("--every-windows", dest="trainer.every_windows", type=int)
     p.add_argument("--interval-s", dest="trainer.interval_s", type=float)
@@ -72,11 +75,12 @@ def run(args: argparse.Namespace) -> int:
                     "labels_topic": cfg.labels_topic, "url": server.url})  # fmt: skip
     run_until_stopped(trainer, args.max_seconds)
     stats = trainer.stats
-    log.info("stopped: %s records, %s windows buffered, %d retrains, %d promoted",
-             f"{stats.records:,}", f"{len(trainer.buffer):,}", len(stats.retrains),
-             stats.promotions,
+    log.info("stopped: %s records, %s windows buffered, %d retrains, %d promoted (the anomaly "
+             "detector: %d promoted)", f"{stats.records:,}", f"{len(trainer.buffer):,}",
+             len(stats.retrains), stats.promotions, stats.detector_promotions,
              extra={"records": stats.records, "buffered": len(trainer.buffer),
-                    "retrains": len(stats.retrains), "promotions": stats.promotions})  # fmt: skip
+                    "retrains": len(stats.retrains), "promotions": stats.promotions,
+                    "detector_promotions": stats.detector_promotions})  # fmt: skip
     trainer.close()
     server.close()
     return 0

@@ -19,6 +19,7 @@ from models.training import train_seq2seq_model
 from models.windowing import fit_normalisation
 from pipeline import demo_models
 from pipeline.exceptions import ConfigError
+from pipeline.observability.metrics import TrainerMetrics
 from pipeline.swap.control import Announcement
 from pipeline.trainer.buffer import BufferConfig, Windows
 from pipeline.trainer.gate import GateConfig
@@ -82,9 +83,9 @@ def _config(tmp_path, **kw) -> TrainerConfig:
     return replace(base, **kw)
 
 
-def _trainer(registry, bus, control_bus, config):
+def _trainer(registry, bus, control_bus, config, metrics=None):
     source = MemorySource(bus, ["sensor.raw"])
-    return Trainer(source, registry, config, control=MemorySink(control_bus))
+    return Trainer(source, registry, config, control=MemorySink(control_bus), metrics=metrics)
 
 
 def _announced(control_bus) -> list[Announcement]:
@@ -98,10 +99,17 @@ def test_a_trigger_retrains_the_detector_and_a_lower_error_is_promoted_and_annou
     champion, champion_meta = _untrained(fleet)  # random weights: any training beats it
     _register_detector(registry, tmp_path, champion, champion_meta)
     bus, control = MemoryBus(partitions=2, capacity=1_000_000), MemoryBus(1, 1000)
-    trainer = _trainer(registry, bus, control, _config(tmp_path, every_windows=200))
+    metrics = TrainerMetrics(process=False)
+    trainer = _trainer(registry, bus, control, _config(tmp_path, every_windows=200), metrics)
     replay(fleet, MemorySink(bus), ReplayConfig(samples_per_record=25))
     stats = trainer.run(timeout=0.5)
     assert stats.retrains, "no retrain was triggered"
+    value = metrics.registry.get_sample_value
+    promoted = value("harstream_trainer_detector_retrains_total", {"outcome": "promoted"})
+    assert promoted == stats.detector_promotions >= 1
+    assert value("harstream_trainer_detector_error", {"model": "candidate"}) == pytest.approx(
+        stats.retrains[-1].detector.verdict.candidate_error
+    )
     first = stats.retrains[0]
     detector = first.detector
     assert detector is not None and detector.name == DETECTOR and first.kind == "windows"

@@ -15,6 +15,7 @@ import pytest
 from corpus import dataset_slice
 from models.io import save_model
 from models.registry import Registry
+from models.seq2seq import build_seq2seq
 from models.spec import ModelMeta, ModelSpec
 from models.training import predict_streams
 from models.zoo import build_model
@@ -197,3 +198,42 @@ def test_a_worker_without_a_registry_version_cannot_follow_one(registry, fleet, 
         Worker(MemorySource(bus, ["sensor.raw"]), MemorySink(bus),
                ServingModel.load(model, meta, "file:x.keras"),
                swaps=[HotSwap(registry, NAME)])  # fmt: skip
+
+
+def test_a_new_detector_champion_is_swapped_into_the_detector_slot(registry, fleet, tmp_path):
+    """Two hot swaps, the classifier's and the detector's: promoting a detector version swaps
+    only the detector; its anomaly messages name the new version from then on."""
+    spec = ModelSpec(setup="seq2seq", task="reconstruct", cell="gru", hidden=4)
+    meta = ModelMeta(spec, fleet.channels, (), 50.0, (0.0,) * 6, (0.5,) * 6, 16, 8,
+                     threshold=1.0, threshold_quantile=0.99)  # fmt: skip
+    for seed in (1, 2):
+        keras.utils.set_random_seed(seed)
+        _, model = build_seq2seq(spec, meta)
+        registry.register("har-anomaly", save_model(model, meta, tmp_path / "d.keras"))
+    registry.promote("har-anomaly", 1)
+    bus, out = MemoryBus(partitions=3, capacity=1_000_000), MemoryBus(1, 10_000_000)
+    model, meta = registry.load(NAME, 1)
+    classifier = ServingModel.load(model, meta, f"{NAME}@v0001")
+    detector = ServingModel.load(*registry.load("har-anomaly", 1), "har-anomaly@v0001")
+    swaps = [HotSwap(registry, name, SwapConfig(poll_s=0.02)) for name in (NAME, "har-anomaly")]
+    worker = Worker(MemorySource(bus, ["sensor.raw"]), MemorySink(out), classifier,
+                    anomaly_model=detector, config=WorkerConfig(max_records=40),
+                    swaps=swaps)  # fmt: skip
+    first = fleet.streams[0]
+    half = len(first.values) // 2
+    config = ReplayConfig(samples_per_record=5)
+    replay(dataset_slice(fleet, 0, half, [first.device]), MemorySink(bus), config)
+    worker.run(timeout=0.1)
+    registry.promote("har-anomaly", 2)
+    _wait_for_swaps(worker, 1)
+    replay(dataset_slice(fleet, half, None, [first.device]), MemorySink(bus), config)
+    worker.run(timeout=0.1)
+    worker.close()
+    assert worker.anomaly_model.version == "har-anomaly@v0002"
+    assert worker.stream_model is classifier and [s.version for s in worker.stats.swaps] == [
+        "har-anomaly@v0002"
+    ]
+    scored = [m for m in _predictions(out) if m["kind"] == "anomaly"]
+    versions = [m["model"] for m in sorted(scored, key=lambda m: m["seq_last"])]
+    assert versions[0] == "har-anomaly@v0001" and versions[-1] == "har-anomaly@v0002"
+    assert versions == sorted(versions)  # never back to the old one

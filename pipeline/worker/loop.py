@@ -585,6 +585,9 @@ def _check_detector(detector: ServingModel, meta) -> None:
     if detector.score is None:
         raise ConfigError(f"{detector.version} is a {d.spec.setup} model, not an anomaly detector "
                           "(a seq2seq model)")  # fmt: skip
+    if d.threshold is None:
+        raise ConfigError(f"{detector.version} has no anomaly threshold in its metadata (train it "
+                          "with harstream train --setup seq2seq)")  # fmt: skip
     if d.channels != meta.channels or d.rate_hz != meta.rate_hz or d.units != meta.units:
         raise ConfigError(
             f"the anomaly detector {detector.version} reads {list(d.channels)} at {d.rate_hz:g} Hz "

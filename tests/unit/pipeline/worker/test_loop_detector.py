@@ -111,6 +111,10 @@ def test_a_detector_must_read_what_the_classifiers_read(fleet):
     other_rate = ServingModel.load(model, replace(meta, rate_hz=100.0), "a@v1")
     with pytest.raises(ConfigError, match="at 100 Hz"):
         Worker(source, sink, _classifier(fleet), anomaly_model=other_rate)
+    no_threshold = replace(meta, threshold=None, threshold_quantile=None)
+    with pytest.raises(ConfigError, match="no anomaly threshold"):
+        Worker(source, sink, _classifier(fleet), anomaly_model=ServingModel.load(model,
+               no_threshold, "a@v1"))  # fmt: skip
     classifier = _classifier(fleet)
     with pytest.raises(ConfigError, match="not an anomaly detector"):
         Worker(source, sink, classifier, anomaly_model=classifier)

@@ -20,14 +20,72 @@ small matrix product per step of its longest run, never per-sample Python.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
+from models.evaluation import evaluate
 from models.exceptions import ModelsError
 
 FLOOR = 1e-6
 """the smallest probability the filter lets the model say (one wrong 0.0 must not veto a class
 for good)"""
+SMOOTHING = 1.0
+"""added to every transition count"""
+TEMPERATURES = (0.25, 0.5, 0.75, 1.0)
+"""the temperatures :func:`fit_grammar` tries on the validation users"""
+
+
+@dataclass(frozen=True)
+class Grammar:
+    """The HMM a stream model's per-sample probabilities are decoded with, kept in its metadata:
+    transitions and class prior from the training users' labels, the temperature that did best
+    on the validation users, and whether decoding beat the model alone there (``enabled``; a
+    worker decodes only then). ``validation``: macro-F1 there without and with decoding."""
+
+    transitions: tuple[tuple[float, ...], ...]
+    prior: tuple[float, ...]
+    temperature: float
+    enabled: bool
+    validation: tuple[float, float] = (float("nan"), float("nan"))
+
+    def filter(self, capacity: int = 1024) -> ForwardFilter:
+        return ForwardFilter(np.array(self.transitions), np.array(self.prior), self.temperature,
+                             capacity)  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> Grammar:
+        return cls(tuple(map(tuple, raw["transitions"])), tuple(raw["prior"]),
+                   float(raw["temperature"]), bool(raw["enabled"]),
+                   tuple(raw.get("validation", (float("nan"),) * 2)))  # fmt: skip
+
+
+def fit_grammar(
+    train_labels: Sequence[np.ndarray], val_probs: Sequence[np.ndarray],
+    val_labels: Sequence[np.ndarray], classes: Sequence[str],
+) -> Grammar:  # fmt: skip
+    """The :class:`Grammar` of a stream model: transitions from ``train_labels``; each of
+    :data:`TEMPERATURES` decodes the model's probabilities on the validation recordings
+    (``val_probs``, each from its start), the best macro-F1 wins, and decoding is enabled if
+    it beats the model's own argmax (without validation recordings: enabled at 1.0)."""
+    A, prior = estimate(train_labels, len(classes), SMOOTHING)
+    pack = lambda t: tuple(map(float, t))  # noqa: E731
+    rows = tuple(pack(r) for r in A)
+    if not len(val_probs):
+        return Grammar(rows, pack(prior), 1.0, True)
+    y = np.concatenate(val_labels)
+
+    def f1(decoded: Sequence[np.ndarray]) -> float:
+        return evaluate(y, np.concatenate([p.argmax(-1) for p in decoded]), classes).macro_f1
+
+    plain, counts = f1(val_probs), [len(p) for p in val_probs]
+    scored = []
+    for t in TEMPERATURES:  # every recording at once, as devices
+        f = ForwardFilter(A, prior, t, capacity=len(val_probs))
+        decoded = f.filter(np.arange(len(counts)), counts, np.concatenate(val_probs))
+        scored.append((f1([decoded]), t))
+    best, temperature = max(scored)
+    return Grammar(rows, pack(prior), temperature, best > plain, (plain, best))
 
 
 def estimate(

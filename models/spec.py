@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from models.exceptions import ModelFileError, SpecError
 from models.frame import GravityFrame
+from models.hmm import Grammar
 
 Cell = Literal["rnn", "lstm", "gru"]
 Architecture = Literal["recurrent", "birnn", "mlp", "cnn", "attention"]
@@ -157,6 +158,8 @@ class ModelMeta:
     deg/s; metadata of earlier versions has none: g and rad/s)"""
     threshold: float | None = None
     threshold_quantile: float | None = None
+    grammar: Grammar | None = None
+    """a stream model's HMM for causal decoding (:mod:`models.hmm`); older models have none"""
 
     def __post_init__(self) -> None:
         c = len(self.inputs)
@@ -174,6 +177,8 @@ class ModelMeta:
             raise SpecError("threshold_quantile must be in (0, 1)")
         if self.window < 1 or self.stride < 1:
             raise SpecError("window and stride must be >= 1")
+        if self.grammar is not None and len(self.grammar.prior) != len(self.classes):
+            raise SpecError("the grammar needs one prior value per class")
 
     @property
     def frame(self) -> GravityFrame | None:
@@ -205,6 +210,8 @@ class ModelMeta:
             raw["spec"] = ModelSpec(**raw["spec"])
             for key in ("channels", "classes", "mean", "std"):
                 raw[key] = tuple(raw[key])
+            if raw.get("grammar") is not None:
+                raw["grammar"] = Grammar.from_dict(raw["grammar"])
             return cls(**raw)
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFileError(f"invalid model metadata: {exc}") from exc

@@ -25,6 +25,7 @@ import numpy as np
 from models.augment import axis_groups, random_rotations, rotated, turned
 from models.exceptions import ModelsError, SpecError
 from models.frame import GravityFrame
+from models.hmm import fit_grammar
 from models.seq2seq import (
     THRESHOLD_QUANTILE,
     anomaly_scores,
@@ -524,6 +525,9 @@ def train_stream_model(
             break
     if best_weights is not None:
         model.set_weights(best_weights)
+    val_probs = predict_streams(model, [v for v, _ in val]) if val else []
+    grammar = fit_grammar([y for _, y in train], val_probs, [y for _, y in val], classes)
+    meta = replace(meta, grammar=grammar)
     return TrainResult(model, meta, history, time.perf_counter() - started, train_users, val_users)
 
 

@@ -8,6 +8,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from models.hmm import ForwardFilter
 from models.runtime import StreamRuntime
 from models.spec import ModelMeta
 
@@ -59,13 +60,19 @@ class ServingModel:
     """for a window (many-to-one) model: (M, window, C) raw windows -> (M, classes)"""
     score: Callable[[np.ndarray], np.ndarray] | None = None
     """for an anomaly detector (seq2seq): (M, span, C) raw windows -> (M,) anomaly scores"""
+    decoder: ForwardFilter | None = None
+    """for a stream model whose grammar helped on its validation users: the HMM forward filter
+    its per-sample probabilities go through (:mod:`models.hmm`), a belief per device"""
 
     @classmethod
     def load(cls, model, meta: ModelMeta, version: str, capacity: int = 1024) -> ServingModel:
         """Wrap a loaded Keras model: the NumPy runtime for stream models, Keras for window
         models and anomaly detectors."""
         if meta.spec.setup == "stream":
-            return cls(version, meta, runtime=StreamRuntime.from_keras(model, meta, capacity))
+            grammar = meta.grammar
+            decoder = grammar.filter(capacity) if grammar and grammar.enabled else None
+            return cls(version, meta, runtime=StreamRuntime.from_keras(model, meta, capacity),
+                       decoder=decoder)  # fmt: skip
         if meta.spec.setup == "seq2seq":
             from models.seq2seq import scorer  # Keras: the caller loaded a model already
 

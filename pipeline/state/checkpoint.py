@@ -9,7 +9,7 @@ records, so that the owner of input partition ``p`` restores its devices from st
     0      2     magic b"HC"
     2      1     version (1)
     3      1     flags: bit 0 = LSTM cell state, bit 1 = next-step prediction, bit 2 = resampler,
-                 bit 3 = gravity frame
+                 bit 3 = gravity frame, bit 4 = HMM belief
     4      2     layers L (uint16)
     6      2     hidden H (uint16)
     8      2     channels C (uint16)
@@ -24,10 +24,12 @@ records, so that the owner of input partition ``p`` restores its devices from st
     52     32    activity tracker: current, candidate, run, last top (4 x int64)
     84     V+D   model version, device id (UTF-8)
     ...    2     the model's inputs F (uint16; flag bit 3: the gravity frame's features)
+    ...    2     classes K (uint16; flag bit 4)
     ...    4LH   h, float32 (L x H)
     ...    4LH   c, float32 (flag bit 0)
     ...    4F    the last next-step prediction, float32 (flag bit 1; F = C without bit 3)
     ...    32    the gravity frame's filters, float32 (8; flag bit 3)
+    ...    4K    the HMM decoder's belief over the classes, float32 (flag bit 4)
     ...    4RC   ring buffer as the store keeps it (slot ``seen % R`` is the next to write)
     ...    8K    a device at another rate than the model's: what its resampler carries,
                  float64, the rest of the message (flag bit 2; see
@@ -101,6 +103,8 @@ class DeviceState:
     model's)"""
     frame: np.ndarray | None = None
     """(8,): the gravity frame's filters, for a model that reads one"""
+    belief: np.ndarray | None = None
+    """(classes,): the HMM decoder's belief, for a model whose probabilities are decoded"""
 
 
 def encode_state(s: DeviceState) -> bytes:
@@ -110,15 +114,16 @@ def encode_state(s: DeviceState) -> bytes:
     ring_len, channels = s.ring.shape
     flags = (
         (s.c is not None) | (s.next is not None) << 1 | (s.resample is not None) << 2
-        | (s.frame is not None) << 3
+        | (s.frame is not None) << 3 | (s.belief is not None) << 4
     )  # fmt: skip
     # with a gravity frame, the next-step prediction is of its features: their number
     inputs = b"" if s.frame is None else _U16.pack(0 if s.next is None else len(s.next))
+    inputs += b"" if s.belief is None else _U16.pack(len(s.belief))
     header = _HEADER.pack(
         MAGIC, VERSION, flags, layers, hidden, channels, ring_len, len(model), len(device),
         s.last_seq, s.last_time_ms, s.seen, s.partition, s.offset, *s.tracker,
     )  # fmt: skip
-    arrays = [s.h] + [a for a in (s.c, s.next, s.frame) if a is not None] + [s.ring]
+    arrays = [s.h] + [a for a in (s.c, s.next, s.frame, s.belief) if a is not None] + [s.ring]
     tail = b"" if s.resample is None else np.ascontiguousarray(s.resample, _F64).tobytes()
     return b"".join([header, model, device, inputs, *(np.ascontiguousarray(a, _F32).tobytes()
                                               for a in arrays), tail])  # fmt: skip
@@ -140,8 +145,14 @@ def decode_state(data: bytes) -> DeviceState:
             raise CheckpointError(f"{len(data)} bytes: shorter than a gravity-frame checkpoint")
         (inputs,) = _U16.unpack_from(data, at)
         at += _U16.size
+    classes = 0
+    if flags & 16:
+        if len(data) < at + _U16.size:
+            raise CheckpointError(f"{len(data)} bytes: shorter than a decoded model's checkpoint")
+        (classes,) = _U16.unpack_from(data, at)
+        at += _U16.size
     sizes = [layers * hidden, layers * hidden if flags & 1 else 0, inputs if flags & 2 else 0,
-             FRAME_STATE if flags & 8 else 0, ring_len * channels]  # fmt: skip
+             FRAME_STATE if flags & 8 else 0, classes, ring_len * channels]  # fmt: skip
     end = at + 4 * sum(sizes)
     extra = len(data) - end
     if extra < 0 or (extra and not flags & 4) or (flags & 4 and (extra == 0 or extra % 8)):
@@ -153,13 +164,13 @@ def decode_state(data: bytes) -> DeviceState:
     for n in sizes:
         parts.append(values[start : start + n])
         start += n
-    h, c, nxt, frame, ring = parts
+    h, c, nxt, frame, belief, ring = parts
     return DeviceState(
         device, model, last_seq, last_time_ms, seen, partition, offset, tuple(tracker),
         h.reshape(layers, hidden), ring.reshape(ring_len, channels),
         c.reshape(layers, hidden) if flags & 1 else None, nxt if flags & 2 else None,
         np.frombuffer(data, _F64, offset=end) if flags & 4 else None,
-        frame if flags & 8 else None,
+        frame if flags & 8 else None, belief if flags & 16 else None,
     )  # fmt: skip
 
 

@@ -2,7 +2,7 @@
 
 :func:`snapshot_devices` reads every per-device array a worker keeps (the store's sequence
 number, ring buffer and source position, the runtime's hidden states, the activity tracker,
-the resampler's carried samples, the gravity frame's filters);
+the resampler's carried samples, the gravity frame's filters, the HMM decoder's belief);
 :func:`restore_devices` puts them back into another worker. A state written by another model
 version cannot be used by this one's weights: those devices are re-primed from their restored
 ring buffers, as a hot swap does.
@@ -40,6 +40,7 @@ def snapshot_devices(
     states = model.runtime.get_states(slots) if model.runtime is not None else {}
     h = states.get("h", np.zeros((len(slots), 0, 0), np.float32))
     carried = resampler.snapshot(slots)
+    belief = model.decoder.belief[slots] if model.decoder is not None else None
     out = []
     for i, slot in enumerate(slots.tolist()):
         device = store.device(slot)
@@ -54,6 +55,7 @@ def snapshot_devices(
                 states["c"][i] if "c" in states else None,
                 states["next"][i] if "next" in states else None, carried[i],
                 states["frame"][i] if "frame" in states else None,
+                belief[i] if belief is not None else None,
             )
         )  # fmt: skip
     return out
@@ -82,6 +84,7 @@ def restore_devices(
     resampler.restore(slots, [s.resample for s in states])
     if model is None or model.runtime is None:
         return slots
+    _restore_beliefs(model, states, slots)
     runtime = model.runtime
     expected = {key: value.shape[1:] for key, value in runtime.get_states(slots[:1]).items()}
     same = np.array([s.model == model.version and _shapes(s) == expected for s in states])
@@ -92,6 +95,20 @@ def restore_devices(
     if not same.all():  # another model's states: run the ring through this one
         prime(runtime, store.ring, store.seen, slots[~same])
     return slots
+
+
+def _restore_beliefs(model: ServingModel, states: list[DeviceState], slots: np.ndarray) -> None:
+    """The decoder's beliefs: each device's own where the checkpoint holds one for this model
+    version, the prior for the others (a decoder starts there)."""
+    decoder = model.decoder
+    if decoder is None:
+        return
+    decoder.ensure_capacity(int(slots.max()) + 1)
+    decoder.reset(slots)
+    k = len(decoder.prior)
+    for slot, s in zip(slots.tolist(), states, strict=True):
+        if s.belief is not None and s.model == model.version and len(s.belief) == k:
+            decoder.set_state(slot, s.belief)
 
 
 def _arrays(s: DeviceState) -> dict[str, np.ndarray]:

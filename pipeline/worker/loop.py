@@ -64,8 +64,11 @@ class WorkerConfig:
     """Topics, emission policy and batch sizes of a worker.
 
     ``emit``: a many-to-many prediction for every sample, every ``every_k``-th sample of a
-    device, or only when a device's most likely activity changes. ``min_dwell``: samples a new
-    activity must persist before an activity-change event is sent (hysteresis).
+    device, or only when a device's most likely activity changes. ``decode``: a stream model
+    whose training found that its grammar helps (an HMM over its per-sample probabilities,
+    :mod:`models.hmm`) has its probabilities decoded with it; ``false`` emits the model's own.
+    ``min_dwell``: samples a new activity must persist before an activity-change event is sent
+    (hysteresis).
     """
 
     input_topic: str = "sensor.raw"
@@ -74,6 +77,7 @@ class WorkerConfig:
     dlq_topic: str = "sensor.dlq"
     emit: Emit = "every_k"
     every_k: int = 25
+    decode: bool = True
     min_dwell: int = 50
     max_records: int = 5000
     poll_timeout_s: float = 0.05
@@ -133,6 +137,8 @@ class Worker:
         self.source, self.sink = source, sink
         self.stream_model, self.window_model = stream_model, window_model
         self.anomaly_model = anomaly_model
+        if stream_model is not None and not cfg.decode:
+            stream_model.decoder = None
         meta = (stream_model or window_model).meta
         if anomaly_model is not None:
             _check_detector(anomaly_model, meta)
@@ -177,12 +183,16 @@ class Worker:
     def _grow(self, capacity: int) -> None:
         if self.stream_model is not None:
             self.stream_model.runtime.ensure_capacity(capacity)
+            if self.stream_model.decoder is not None:
+                self.stream_model.decoder.ensure_capacity(capacity)
         self.tracker.ensure_capacity(capacity)
         self.resampler.ensure_capacity(capacity)
 
     def _reset(self, slots: np.ndarray) -> None:
         if self.stream_model is not None:
             self.stream_model.runtime.reset(slots)
+            if self.stream_model.decoder is not None:
+                self.stream_model.decoder.reset(slots)
         self.tracker.reset(slots)
         self.resampler.reset(slots)
         for swap in self._swaps:
@@ -191,6 +201,10 @@ class Worker:
     def swap_in(self, model: ServingModel) -> str:
         """Serve ``model`` from the next batch on (call between batches); the old version."""
         slot = f"{model.slot}_model"
+        if model.decoder is not None and self.config.decode:  # every device from the prior
+            model.decoder.ensure_capacity(self.store.capacity)
+        else:
+            model.decoder = None
         old = getattr(self, slot)
         setattr(self, slot, model)
         return old.version if old is not None else ""
@@ -471,7 +485,10 @@ class Worker:
             out = self.stream_model.runtime.advance(slots, counts, samples)
             for swap in self._swaps:
                 swap.follow(store, slots, counts, samples)
-            self._emit_stream(runs, slots, counts, seen_before, out.probs, out.anomaly)
+            probs, decoder = out.probs, self.stream_model.decoder
+            if decoder is not None:
+                probs = decoder.filter(slots, counts, probs)
+            self._emit_stream(runs, slots, counts, seen_before, probs, out.anomaly)
 
     def _emit_stream(self, runs, slots, counts, seen_before, probs, anomaly) -> None:
         cfg, model = self.config, self.stream_model

@@ -3,11 +3,14 @@ the sample-by-sample recursion across uneven batches, and a grammar that vetoes 
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
+
 import numpy as np
 import pytest
 
 from models.exceptions import ModelsError
-from models.hmm import FLOOR, ForwardFilter, estimate
+from models.hmm import FLOOR, TEMPERATURES, ForwardFilter, Grammar, estimate, fit_grammar
 
 
 def _reference(A, prior, temperature, probs):
@@ -75,3 +78,19 @@ def test_bad_matrices_are_refused():
         ForwardFilter(np.ones((2, 2)), np.array([0.5, 0.5]))
     with pytest.raises(ModelsError, match="prior"):
         ForwardFilter(np.eye(2), np.array([1.0, 0.0]))
+
+
+def test_fit_grammar_enables_decoding_only_where_it_beats_the_model_on_validation():
+    rng = np.random.default_rng(3)
+    labels = np.repeat(rng.integers(0, 3, 40), 50)  # long runs of one class
+    flicker = np.eye(3)[labels] * 0.6 + 0.4 / 3
+    wrong = rng.random(len(labels)) < 0.2  # one sample in five leans to a random class
+    flicker[wrong] = rng.dirichlet(np.ones(3) * 0.3, int(wrong.sum()))
+    grammar = fit_grammar([labels], [flicker], [labels], ("a", "b", "c"))
+    plain, decoded = grammar.validation
+    assert grammar.enabled and decoded > plain + 0.05 and grammar.temperature in TEMPERATURES
+    perfect = np.eye(3)[labels]
+    assert not fit_grammar([labels], [perfect], [labels], ("a", "b", "c")).enabled
+    assert fit_grammar([labels], [], [], ("a", "b", "c")).enabled  # nothing to judge on
+    back = Grammar.from_dict(json.loads(json.dumps(asdict(grammar))))
+    assert back == grammar

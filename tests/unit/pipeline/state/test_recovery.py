@@ -11,6 +11,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from models.hmm import Grammar, estimate
 from models.spec import ModelMeta, ModelSpec
 from models.zoo import build_model
 from pipeline.observability.metrics import WorkerMetrics
@@ -78,10 +79,11 @@ class LogSource:
         self.owned = set()
 
 
-@pytest.fixture(scope="module", params=["device", "gravity"])
+@pytest.fixture(scope="module", params=["device", "gravity", "decoded"])
 def stream(request):
     """A fleet's messages in 3 partition logs, with duplicates and reordering, and a model (on
-    the raw axes, or in the gravity frame, whose filters are state too)."""
+    the raw axes; in the gravity frame, whose filters are state too; or decoded by an HMM,
+    whose beliefs are state too)."""
     data = simulate(SyntheticConfig(devices=18, duration_s=16, seed=4))
     bus = MemoryBus(partitions=3, capacity=1_000_000)
     faults = FaultConfig(duplicate=0.05, reorder=0.05, seed=3)
@@ -89,11 +91,16 @@ def stream(request):
     log: dict[int, list[Message]] = {0: [], 1: [], 2: []}
     for m in MemorySource(bus, [TOPIC]).poll(10_000_000, 0):
         log[m.partition].append(m)
+    frame = "gravity" if request.param == "gravity" else "device"
     spec = ModelSpec(setup="stream", cell="lstm", layers=2, hidden=8, next_step=True,
-                     frame=request.param)  # fmt: skip
-    inputs = 5 if request.param == "gravity" else 6
+                     frame=frame)  # fmt: skip
+    inputs = 5 if frame == "gravity" else 6
+    grammar = None
+    if request.param == "decoded":
+        A, prior = estimate([s.labels for s in data.streams], len(data.activities))
+        grammar = Grammar(tuple(map(tuple, A.tolist())), tuple(prior.tolist()), 0.5, True)
     meta = ModelMeta(spec, data.channels, data.activities, 50.0, (0.0,) * inputs,
-                     (0.5,) * inputs, 64, 1)  # fmt: skip
+                     (0.5,) * inputs, 64, 1, grammar=grammar)  # fmt: skip
     return data, log, build_model(spec, meta), meta
 
 
@@ -122,8 +129,12 @@ def _predictions(out) -> dict[tuple[str, int], list[float]]:
 
 
 def _final_states(worker) -> dict[str, dict[str, np.ndarray]]:
-    runtime = worker.stream_model.runtime
-    return {d: runtime.get_state(worker.store.slot(d)) for d in worker.store.devices()}
+    runtime, decoder = worker.stream_model.runtime, worker.stream_model.decoder
+    states = {d: runtime.get_state(worker.store.slot(d)) for d in worker.store.devices()}
+    if decoder is not None:
+        for device, state in states.items():
+            state["belief"] = decoder.get_state(worker.store.slot(device))
+    return states
 
 
 def test_a_replacement_worker_ends_where_an_uninterrupted_one_does(stream):
@@ -200,7 +211,14 @@ def test_checkpoint_bytes_round_trip_and_bad_ones_are_refused():
     back = decode_state(encode_state(framed))
     for name in ("h", "c", "next", "ring", "resample", "frame"):
         np.testing.assert_array_equal(getattr(back, name), getattr(framed, name))
-    assert back.device == "phone-é" and back.next.shape == (5,)
+    assert back.device == "phone-é" and back.next.shape == (5,) and back.belief is None
+    # a decoded model: the HMM's belief over its classes kept
+    decoded = replace(framed, belief=rng.dirichlet(np.ones(12)).astype(np.float32))
+    back = decode_state(encode_state(decoded))
+    for name in ("h", "c", "next", "ring", "resample", "frame", "belief"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(decoded, name))
+    with pytest.raises(CheckpointError):
+        decode_state(encode_state(decoded)[:-4])
     gru = DeviceState("d", "m", 0, 0.0, 1, 0, 0, (0, 0, 0, 0), np.zeros((1, 4), np.float32),
                       np.zeros((8, 3), np.float32))  # fmt: skip
     assert (

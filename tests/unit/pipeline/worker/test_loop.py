@@ -4,11 +4,13 @@ replay duplicates or reorders; window predictions, events, dead letters and comm
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from corpus import bad_input, sample_record
+from models.hmm import ForwardFilter, Grammar, estimate
 from models.spec import ModelMeta, ModelSpec
 from models.training import predict_streams
 from models.zoo import build_model
@@ -77,6 +79,37 @@ def test_stream_predictions_equal_keras_despite_duplicates_and_reordering(fleet,
     assert "har.events" in topics
     assert all(e["to"] in fleet.activities for e in topics["har.events"])
     assert bus.committed[TopicPartition("sensor.raw", 0)] > 0
+
+
+@pytest.mark.parametrize("decode", [True, False])
+def test_decoded_predictions_equal_the_offline_hmm_filter_over_keras(fleet, decode):
+    """A model whose grammar is enabled has its probabilities decoded (the HMM forward filter
+    over the Keras model's, per device from its first sample); ``decode=False`` emits the
+    model's own."""
+    spec = ModelSpec(setup="stream", cell="gru", hidden=8)
+    A, prior = estimate([s.labels for s in fleet.streams], len(fleet.activities))
+    grammar = Grammar(tuple(map(tuple, A.tolist())), tuple(prior.tolist()), 0.5, True)
+    meta = replace(_meta(spec, fleet), grammar=grammar)
+    model = build_model(spec, meta)
+    faults = FaultConfig(duplicate=0.1, reorder=0.1, seed=2)
+    _, _, _, topics = _run(fleet, WorkerConfig(emit="every", decode=decode),
+                           ServingModel.load(model, meta, "m@v1"), faults=faults)  # fmt: skip
+    got: dict[str, dict[int, list[float]]] = {}
+    for p in topics["har.predictions"]:
+        steps = p.get("steps") or {"seq": [p["seq"]], "probs": [p["probs"]]}
+        for seq, probs in zip(steps["seq"], steps["probs"], strict=True):
+            got.setdefault(p["device"], {})[seq] = probs
+    offline = predict_streams(model, [s.values for s in fleet.streams])
+    if decode:
+        f = ForwardFilter(A, prior, 0.5, capacity=len(offline))
+        counts = [len(p) for p in offline]
+        offline = np.split(f.filter(np.arange(len(offline)), counts, np.concatenate(offline)),
+                           np.cumsum(counts)[:-1])  # fmt: skip
+    for stream, probs in zip(fleet.streams, offline, strict=True):
+        mine = got[stream.device]
+        np.testing.assert_allclose(
+            np.array([mine[s] for s in stream.sequence().tolist()]), probs, atol=1e-5
+        )
 
 
 def test_window_predictions_equal_keras_on_the_same_windows(fleet):

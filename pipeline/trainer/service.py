@@ -55,6 +55,7 @@ from streams.units import ToUnits, Units
 if TYPE_CHECKING:
     import keras
 
+    from models.hmm import Grammar
     from models.spec import ModelMeta
     from pipeline.observability.metrics import TrainerMetrics
 
@@ -554,7 +555,19 @@ def train_candidate(
             raise PipelineError("no training window has a labelled last sample")
         result = train_window_model(meta.spec, X, y, users[keep], stride=meta.stride,
                                     config=train_config, **common)  # fmt: skip
-    return result.model, replace(result.meta, units=dict(meta.units))  # the buffer's units
+    return result.model, replace(
+        result.meta,
+        units=dict(meta.units),  # the buffer's units
+        grammar=_grammar(result.meta.grammar, meta.grammar),
+    )
+
+
+def _grammar(fitted: Grammar | None, champion: Grammar | None) -> Grammar | None:
+    """The candidate's grammar: transitions from its buffer, but with no validation users to
+    judge decoding on, the champion's choice (temperature, on or off) carries over."""
+    if fitted is None or champion is None or not np.isnan(fitted.validation[0]):
+        return fitted
+    return replace(fitted, temperature=champion.temperature, enabled=champion.enabled)
 
 
 def train_detector(

@@ -91,6 +91,6 @@ def test_fit_grammar_enables_decoding_only_where_it_beats_the_model_on_validatio
     assert grammar.enabled and decoded > plain + 0.05 and grammar.temperature in TEMPERATURES
     perfect = np.eye(3)[labels]
     assert not fit_grammar([labels], [perfect], [labels], ("a", "b", "c")).enabled
-    assert fit_grammar([labels], [], [], ("a", "b", "c")).enabled  # nothing to judge on
+    assert not fit_grammar([labels], [], [], ("a", "b", "c")).enabled  # no evidence
     back = Grammar.from_dict(json.loads(json.dumps(asdict(grammar))))
     assert back == grammar

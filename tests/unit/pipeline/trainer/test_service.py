@@ -11,6 +11,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from models.hmm import Grammar
 from models.registry import Registry
 from pipeline import demo_models
 from pipeline.exceptions import ConfigError
@@ -186,11 +187,18 @@ def test_tune_head_fine_tunes_only_the_output_layers(tmp_path, registry, tilted)
     config = _config(tmp_path)
     config = replace(config, train=replace(config.train, tune="head", epochs=1))
     si = {"acceleration": "m/s2", "angular_rate": "deg/s"}  # what the buffer then holds
-    model, trained = train_candidate(champion, replace(meta, units=si), train, config)
+    k = len(meta.classes)
+    decoded = Grammar(tuple(tuple(1.0 / k for _ in range(k)) for _ in range(k)),
+                      (1.0 / k,) * k, 0.25, True)  # fmt: skip
+    model, trained = train_candidate(champion, replace(meta, units=si, grammar=decoded), train,
+                                     config)  # fmt: skip
     changed = {w.path.split("/")[0] for w, before in zip(model.weights, champion.get_weights(),
                strict=True) if not np.array_equal(w.numpy(), before)}  # fmt: skip
     assert changed == {"activity", "next"}  # the output layers, not gru_0
     assert trained.units == si  # the champion's units, in which the buffer's windows are
+    # its grammar from the buffer's labels; no validation users: the champion's choice carries
+    assert trained.grammar.transitions != decoded.transitions
+    assert (trained.grammar.enabled, trained.grammar.temperature) == (True, 0.25)
 
 
 def test_devices_at_other_rates_and_in_other_units_give_the_model_s_windows(

@@ -49,7 +49,8 @@ class Grammar:
     enabled: bool
     validation: tuple[float, float] = (float("nan"), float("nan"))
 
-    def filter(self, capacity: int = 1024) -> ForwardFilter:
+    def decoder(self, capacity: int = 1024) -> ForwardFilter:
+        """A forward filter of this grammar for up to ``capacity`` devices."""
         return ForwardFilter(np.array(self.transitions), np.array(self.prior), self.temperature,
                              capacity)  # fmt: skip
 

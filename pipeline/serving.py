@@ -70,7 +70,7 @@ class ServingModel:
         models and anomaly detectors."""
         if meta.spec.setup == "stream":
             grammar = meta.grammar
-            decoder = grammar.filter(capacity) if grammar and grammar.enabled else None
+            decoder = grammar.decoder(capacity) if grammar and grammar.enabled else None
             return cls(version, meta, runtime=StreamRuntime.from_keras(model, meta, capacity),
                        decoder=decoder)  # fmt: skip
         if meta.spec.setup == "seq2seq":

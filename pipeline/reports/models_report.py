@@ -232,22 +232,47 @@ HAPT_SEEDS = (0, 1, 2)
 """every HAPT variant trains once per seed: one run each flipped the comparison's sign"""
 
 
-def hapt_section(budget: Budget, out: Path, saved: Path) -> list[dict]:
-    """Truncated BPTT with carried state against fixed-window training, on whole recordings
-    and on all test recordings played back to back as one stream, for several seeds."""
+HAPT_STREAM = ModelSpec(setup="stream", cell="lstm", layers=2, hidden=64, dropout=0.2)
+"""the HAPT sequence labeller"""
+TBPTT_LABEL = "truncated BPTT, state carried over 16 chunks of 128"
+
+
+def _hapt_split(budget: Budget):
+    """HAPT, its training and test users (a few of each with ``--quick``)."""
     hapt = load_uci_hapt()
     train, test = split_by_user(hapt, HAPT_TEST_USERS)
     if budget.quick:
         train = replace(train, streams=train.streams[:6])
         test = replace(test, streams=test.streams[:2])
+    return hapt, train, test
+
+
+def _hapt_model(budget: Budget, hapt, recs, users, seed: int, label: str, **kw):
+    """The HAPT sequence labeller trained on ``recs`` with ``seed`` (``kw``: more TrainConfig,
+    ``chunks_per_lane`` at least): the TrainResult and its config."""
+    cfg = _config(budget, epochs=budget.hapt_epochs, patience=15, tbptt_steps=128,
+                  lanes=32, seed=seed, **kw)  # fmt: skip
+    result = train_stream_model(
+        HAPT_STREAM, recs, users, channels=hapt.channels, classes=hapt.activities,
+        rate_hz=50.0, config=cfg,
+        on_epoch=lambda e, n, logs: stderr.print(f"  epoch {e}/{n} {logs}"),
+        provenance={"dataset": "uci_hapt", "report": COMMAND, "variant": label},
+    )  # fmt: skip
+    return result, cfg
+
+
+def hapt_section(budget: Budget, out: Path, saved: Path) -> list[dict]:
+    """Truncated BPTT with carried state against fixed-window training, on whole recordings
+    and on all test recordings played back to back as one stream, for several seeds."""
+    hapt, train, test = _hapt_split(budget)
     recs, users = recordings(train)
     test_recs, _ = recordings(test)
     # every test recording back to back: one stream of hours, its state never reset
     long_values = np.concatenate([v for v, _ in test_recs])
     long_labels = np.concatenate([y for _, y in test_recs])
-    spec = ModelSpec(setup="stream", cell="lstm", layers=2, hidden=64, dropout=0.2)
+    spec = HAPT_STREAM
     variants = {
-        "truncated BPTT, state carried over 16 chunks of 128": dict(chunks_per_lane=16),
+        TBPTT_LABEL: dict(chunks_per_lane=16),
         "fixed 128-sample windows (state reset each window)": dict(chunks_per_lane=1),
     }
     rows = []
@@ -255,14 +280,7 @@ def hapt_section(budget: Budget, out: Path, saved: Path) -> list[dict]:
         name = "tbptt" if kw["chunks_per_lane"] > 1 else "windows"
         for seed in HAPT_SEEDS[: 1 if budget.quick else None]:
             stderr.print(f"[bold]HAPT[/bold] {label}, seed {seed}")
-            cfg = _config(budget, epochs=budget.hapt_epochs, patience=15, tbptt_steps=128,
-                          lanes=32, seed=seed, **kw)  # fmt: skip
-            result = train_stream_model(
-                spec, recs, users, channels=hapt.channels, classes=hapt.activities,
-                rate_hz=50.0, config=cfg,
-                on_epoch=lambda e, n, logs: stderr.print(f"  epoch {e}/{n} {logs}"),
-                provenance={"dataset": "uci_hapt", "report": COMMAND, "variant": label},
-            )  # fmt: skip
+            result, cfg = _hapt_model(budget, hapt, recs, users, seed, label, **kw)
             run = evaluate_model(result.model, result.meta, test)
             (long_probs,) = predict_streams(result.model, [long_values])
             if seed == HAPT_SEEDS[0]:
@@ -286,6 +304,37 @@ def hapt_section(budget: Budget, out: Path, saved: Path) -> list[dict]:
                 }
             )
             stderr.print(f"  → {rows[-1]}")
+    return rows
+
+
+def hapt_decoding_section(budget: Budget, out: Path, saved: Path) -> list[dict]:
+    """Each seed's truncated-BPTT labeller of :func:`hapt_section`, trained again, scored per
+    annotated sample over the test users' whole recordings as it labels them (``causal``) and
+    decoded by its HMM (``causal_hmm``: transitions from the training users' labels, the
+    temperature that did best on its validation users; :mod:`models.hmm`), causally both."""
+    hapt, train, test = _hapt_split(budget)
+    recs, users = recordings(train)
+    test_recs, _ = recordings(test)
+    y = np.concatenate([y for _, y in test_recs])
+    counts = [len(v) for v, _ in test_recs]
+    rows = []
+    for seed in HAPT_SEEDS[: 1 if budget.quick else None]:
+        stderr.print(f"[bold]HAPT decoding[/bold] seed {seed}")
+        result, cfg = _hapt_model(budget, hapt, recs, users, seed, TBPTT_LABEL,
+                                  chunks_per_lane=16)  # fmt: skip
+        probs = np.concatenate(predict_streams(result.model, [v for v, _ in test_recs]))
+        grammar = result.meta.grammar
+        decoded = grammar.decoder(len(counts)).filter(np.arange(len(counts)), counts, probs)
+        common = {"seed": seed, "epochs": len(result.history["loss"]),
+                  "train_minutes": result.seconds / 60,
+                  "command": train_command(HAPT_STREAM, cfg, "uci_hapt")}  # fmt: skip
+        for variant, p in (("causal", probs), ("causal_hmm", decoded)):
+            ev = evaluate(y, p.argmax(-1), hapt.activities)
+            rows.append({"variant": variant, "accuracy": ev.accuracy, "macro_f1": ev.macro_f1,
+                         **common})  # fmt: skip
+        rows[-1] |= {"temperature": grammar.temperature, "enabled": grammar.enabled,
+                     "validation_macro_f1": list(grammar.validation)}  # fmt: skip
+        stderr.print(f"  → {rows[-2]}\n  → {rows[-1]}")
     return rows
 
 
@@ -554,7 +603,8 @@ def _har_block(data: dict) -> list[str]:
 
 
 def _hapt_block(data: dict) -> list[str]:
-    rows = [r for variant in data["hapt"].values() for r in variant["per_seed"]]
+    rows = [r for name, variant in data["hapt"].items() if name in ("tbptt", "windows")
+            for r in variant["per_seed"]]  # fmt: skip
     hours = rows[0]["long_hours"] if rows else 0.0
     lines = [
         "## 2. UCI HAPT, many-to-many over whole recordings (official user split, 12 classes)",
@@ -587,7 +637,39 @@ def _hapt_block(data: dict) -> list[str]:
         )
     lines += _commands(rows, lambda r: f"{r['training']}, seed {r['seed']}")
     lines += ["", _hapt_reading(rows)]
-    return lines + ["", "![confusion](img/hapt-tbptt.png)", ""]
+    lines += ["", "![confusion](img/hapt-tbptt.png)", ""]
+    return lines + (_decoding_block(data["hapt"]) if "causal_hmm" in data["hapt"] else [])
+
+
+def _decoding_block(hapt: dict) -> list[str]:
+    """The ``hapt_decoding`` section: the labeller's own labels against its HMM-decoded ones."""
+    causal, decoded = hapt["causal"], hapt["causal_hmm"]
+    lines = [
+        "### Causal decoding with the activities' grammar (section `hapt_decoding`)",
+        "",
+        "The truncated-BPTT labeller above, trained again per seed, labels each test recording "
+        "from its start, as a worker does; *causal_hmm* decodes its per-sample probabilities "
+        "with an online HMM forward filter (`models/hmm.py`): transitions counted from the "
+        "training users' label sequences (plus 1 each), the model's probabilities divided by "
+        "the class prior and raised to the temperature that did best on the validation users "
+        "(0.25 to 1). No look-ahead: each label uses the samples up to it. *Used by workers* "
+        "says whether decoding beat the model's own labels on the validation users, which "
+        "turns it on in the model's metadata.",
+        "",
+        "| labels | median macro-F1 | median accuracy | per seed (macro-F1) | temperature | "
+        "used by workers |",
+        "|---|---:|---:|---|---|---|",
+    ]
+    for name, v in (("causal", causal), ("causal_hmm", decoded)):
+        seeds = v["per_seed"]
+        per_seed = ", ".join(f"{r['seed']}: {r['macro_f1']:.3f}" for r in seeds)
+        temps = ", ".join(f"{r['temperature']:g}" for r in seeds if "temperature" in r) or "–"
+        used = ", ".join("yes" if r["enabled"] else "no" for r in seeds if "enabled" in r)
+        lines.append(f"| {name} | {v['macro_f1_median']:.3f} | {_pct(v['accuracy_median'])} | "
+                     f"{per_seed} | {temps} | {used or '–'} |")  # fmt: skip
+    gain = decoded["macro_f1_median"] - causal["macro_f1_median"]
+    lines += _commands(causal["per_seed"], lambda r: f"seed {r['seed']}")
+    return lines + ["", f"Decoding changes the median macro-F1 by {100 * gain:+.1f} points.", ""]
 
 
 def _gradient_block(data: dict) -> list[str]:
@@ -750,9 +832,10 @@ def _anomaly_reading(rows: dict[str, dict]) -> str:
     )
 
 
-SECTIONS = ("har", "har_attention", "hapt", "phones", "anomaly")
+SECTIONS = ("har", "har_attention", "hapt", "hapt_decoding", "phones", "anomaly")
 """measured on their own: har (models.json keys uci_har, gradients), har_attention (more rows of
-uci_har), hapt, phones (real_phones), anomaly (anomaly, anomaly_windows)"""
+uci_har), hapt, hapt_decoding (more variants of hapt), phones (real_phones), anomaly (anomaly,
+anomaly_windows)"""
 
 
 def write_markdown(path: Path, results: dict, quick: bool) -> None:
@@ -790,11 +873,14 @@ def fingerprint(section: str, budget: Budget) -> str:
     import inspect  # noqa: PLC0415  (only the report computes fingerprints)
 
     code = {"har": (har_section, _har_rows, gradient_section),
-            "har_attention": (har_attention_section, _har_rows), "hapt": (hapt_section,),
+            "har_attention": (har_attention_section, _har_rows),
+            "hapt": (hapt_section, _hapt_split, _hapt_model),
+            "hapt_decoding": (hapt_decoding_section, _hapt_split, _hapt_model),
             "phones": (phones_section,),
             "anomaly": (anomaly_section, inject, faulty_windows)}[section]  # fmt: skip
     settings = {"budget": budget, "har": (HAR_MODELS, ROTATE_DEG),
-                "har_attention": (HAR_ATTENTION, ROTATE_DEG), "hapt": HAPT_SEEDS,
+                "har_attention": (HAR_ATTENTION, ROTATE_DEG),
+                "hapt": (HAPT_SEEDS, HAPT_STREAM), "hapt_decoding": (HAPT_SEEDS, HAPT_STREAM),
                 "phones": (PHONE_MODELS, PHONE_EXPORT, PHONE_VARIANTS),
                 "anomaly": (ANOMALY_DETECTORS, ANOMALY_SPAN, ANOMALY_STRIDES, ANOMALY_SEED,
                             LENGTHS, SPIKE_STD, DRIFT_STD, NOISE_STD, GLITCH_EVERY)}  # fmt: skip
@@ -810,8 +896,9 @@ def har_key(row: dict) -> str:
     return row["file"].removeprefix("har-window-")
 
 
-SHARED = ("uci_har",)
-"""models.json keys that several sections fill (har and har_attention): merged, not replaced"""
+SHARED = ("uci_har", "hapt")
+"""models.json keys that several sections fill (har and har_attention, hapt and hapt_decoding):
+merged, not replaced"""
 
 
 def _measure(section: str, budget: Budget, img: Path, saved: Path) -> dict:
@@ -824,8 +911,8 @@ def _measure(section: str, budget: Budget, img: Path, saved: Path) -> dict:
         return {"uci_har": {har_key(r): r for r in rows}, "gradients": gradients}
     if section == "har_attention":
         return {"uci_har": {har_key(r): r for r in har_attention_section(budget, img, saved)}}
-    if section == "hapt":
-        rows = hapt_section(budget, img, saved)
+    if section in ("hapt", "hapt_decoding"):
+        rows = (hapt_section if section == "hapt" else hapt_decoding_section)(budget, img, saved)
         by = {v: [r for r in rows if r["variant"] == v] for v in dict.fromkeys(
             r["variant"] for r in rows)}  # fmt: skip
         return {"hapt": {v: {"macro_f1_median": float(np.median([r["macro_f1"] for r in rs])),

@@ -670,9 +670,13 @@ def _decoding_block(hapt: dict) -> list[str]:
     gain = decoded["macro_f1_median"] - causal["macro_f1_median"]
     on = sum(bool(r.get("enabled")) for r in decoded["per_seed"])
     lines += _commands(causal["per_seed"], lambda r: f"seed {r['seed']}")
-    return lines + ["", f"Decoding changes the median macro-F1 by {100 * gain:+.1f} points; the "
-                    f"validation users turned it on for {on} of {len(decoded['per_seed'])} "
-                    "seeds, so workers serving the others label as the model does.", ""]
+    return lines + [
+        "",
+        f"Decoding changes the median macro-F1 by {100 * gain:+.1f} points; the "
+        f"validation users turned it on for {on} of {len(decoded['per_seed'])} "
+        "seeds, so workers serving the others label as the model does.",
+        "",
+    ]
 
 
 def _gradient_block(data: dict) -> list[str]:

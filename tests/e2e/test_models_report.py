@@ -7,7 +7,7 @@ import json
 import pytest
 
 from models.faults import FAULTS
-from pipeline.reports.models_report import ANOMALY_DETECTORS, main
+from pipeline.reports.models_report import ANOMALY_DETECTORS, SECTIONS, main
 
 pytestmark = pytest.mark.dataset
 
@@ -23,14 +23,21 @@ def test_quick_report_writes_tables_plots_and_figures_and_runs_again_only_what_i
     for heading in ("UCI HAR, many-to-one", "UCI HAPT, many-to-many", "Vanishing gradients",
                     "Real phones", "Anomaly detection"):  # fmt: skip
         assert heading in text
-    for model in ("LSTM", "GRU", "SimpleRNN", "BiLSTM", "MLP", "1-D CNN", "LSTM, no rotation"):
+    for model in ("LSTM", "GRU", "SimpleRNN", "BiLSTM", "MLP", "1-D CNN", "LSTM, no rotation",
+                  "LSTM + attention", "GRU + attention", "causal_hmm"):  # fmt: skip
         assert f"| {model}" in text
     img = out.parent / "img"
     assert (img / "vanishing-gradients.png").is_file() and (img / "hapt-tbptt.png").is_file()
+    assert (img / "har-attention.png").is_file()
     figures = json.loads(out.with_suffix(".json").read_text())
-    assert set(figures["_sections"]) == {"har", "hapt", "phones", "anomaly"}
-    assert len(figures["uci_har"]) == 7 and set(figures["hapt"]) == {"tbptt", "windows"}
-    hapt_rows = [r for v in figures["hapt"].values() for r in v["per_seed"]]
+    assert set(figures["_sections"]) == set(SECTIONS)
+    assert len(figures["uci_har"]) == 9 and {"lstm-2x64", "attention-gru-2x64"} <= set(
+        figures["uci_har"]
+    )  # fmt: skip
+    assert set(figures["hapt"]) == {"tbptt", "windows", "causal", "causal_hmm"}
+    decoded = figures["hapt"]["causal_hmm"]["per_seed"]
+    assert all(0 <= r["macro_f1"] <= 1 and r["temperature"] > 0 for r in decoded)
+    hapt_rows = [r for v in ("tbptt", "windows") for r in figures["hapt"][v]["per_seed"]]
     assert all(len(r["thirds"]) == 3 and len(r["long_thirds"]) == 3 for r in hapt_rows)
     assert len(figures["real_phones"]) == 10  # 2 models x 5 ways (3 on raw axes, 2 gravity)
     assert all(0 <= r["macro_f1"] <= 1 for r in figures["real_phones"].values())
@@ -45,7 +52,8 @@ def test_quick_report_writes_tables_plots_and_figures_and_runs_again_only_what_i
     assert "Best detector per fault by ROC-AUC" in text
     assert "Medians over seeds, truncated BPTT against fixed windows" in text
     assert (img / "har-window-lstm-2x64-unrotated.png").is_file()
-    assert len(list((tmp_path / "models").glob("*.keras"))) == 9 + 5  # anomaly: no zscore model
+    # HAR 7 + 2 attention, HAPT 2 (decoding saves none), anomaly 5 (no zscore model)
+    assert len(list((tmp_path / "models").glob("*.keras"))) == 9 + 2 + 5
 
     # again: every section is kept (nothing changed); --only runs the named one again
     measured = {k: v["measured"] for k, v in figures["_sections"].items()}

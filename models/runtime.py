@@ -32,6 +32,8 @@ Example::
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -140,39 +142,35 @@ class StreamWeights:
 
     @classmethod
     def from_keras(cls, model: keras.Model, meta: ModelMeta) -> StreamWeights:
-        """The weights of ``model``, a stream model as :func:`models.zoo.build_model` makes it.
+        """The weights of ``model``, a stream model as :func:`models.zoo.build_model` makes it
+        (an ensemble's members: :func:`members_from_keras`).
 
         Raises :class:`ModelsError` for anything the runtime would not reproduce exactly: window
         or bidirectional models, other layers or activations, GRU ``reset_after=False``, layers
         running backwards or not returning sequences, or a model that does not match ``meta``.
         """
+        members = members_from_keras(model, meta)
+        if len(members) != 1:
+            raise ModelsError(f"{meta.spec.name}: an ensemble, read by members_from_keras")
+        return members[0]
+
+    @classmethod
+    def _from_layers(cls, meta: ModelMeta, frame, layers: list[tuple[str, object]]):
+        """One model's weights from its layers, as ``(name without member prefix, layer)``."""
         import keras  # here, so that running the runtime needs only NumPy
 
-        from models.layers import GravityFrameCell  # a Keras layer: here, with Keras
-
         spec = meta.spec
-        if spec.setup != "stream" or spec.architecture != "recurrent":
-            raise ModelsError(f"{spec.name}: the runtime runs unidirectional stream models only")
         cells = {keras.layers.SimpleRNN: "rnn", keras.layers.LSTM: "lstm", keras.layers.GRU: "gru"}
-        normalise, recurrent, heads, frame = None, [], {}, None
-        for layer in model.layers:
-            if isinstance(layer, keras.layers.InputLayer | keras.layers.Dropout):
-                continue
-            if (
-                type(layer) is keras.layers.RNN
-                and isinstance(layer.cell, GravityFrameCell)
-                and frame is None
-                and normalise is None
-            ):
-                frame = layer.cell.frame
-            elif type(layer) is keras.layers.Normalization and normalise is None:
+        normalise, recurrent, heads = None, [], {}
+        for name, layer in layers:
+            if type(layer) is keras.layers.Normalization and normalise is None:
                 normalise = layer
             elif type(layer) in cells and cells[type(layer)] == spec.cell:
                 _check_recurrent(layer, spec.cell)
                 recurrent.append(layer.get_weights())
-            elif type(layer) is keras.layers.Dense and layer.name in ("activity", "next"):
-                _check_head(layer)
-                heads[layer.name] = layer.get_weights()
+            elif type(layer) is keras.layers.Dense and name in ("activity", "next"):
+                _check_head(layer, name)
+                heads[name] = layer.get_weights()
             else:
                 raise ModelsError(
                     f"{spec.name}: layer {layer.name!r} ({type(layer).__name__}) is not supported "
@@ -185,8 +183,6 @@ class StreamWeights:
             )
         if ("next" in heads) != spec.next_step:
             raise ModelsError(f"{spec.name}: the next-step head does not match the spec")
-        if frame != meta.frame:
-            raise ModelsError(f"{spec.name}: the gravity frame does not match the meta")
         mean, scale = _normalisation(normalise, keras.config.epsilon())
         weights = cls(
             cell=spec.cell,
@@ -207,6 +203,42 @@ class StreamWeights:
         return weights
 
 
+def members_from_keras(model: keras.Model, meta: ModelMeta) -> tuple[StreamWeights, ...]:
+    """The weights of ``model``'s members: one for a stream model as
+    :func:`models.zoo.build_model` makes it, ``meta.spec.members`` for an ensemble of them
+    (layers ``m<k>_...``, outputs averaged); see :meth:`StreamWeights.from_keras`."""
+    import keras  # here, so that running the runtime needs only NumPy
+
+    from models.layers import GravityFrameCell  # a Keras layer: here, with Keras
+
+    spec = meta.spec
+    if spec.setup != "stream" or spec.architecture != "recurrent":
+        raise ModelsError(f"{spec.name}: the runtime runs unidirectional stream models only")
+    frame, members = None, [[] for _ in range(spec.members)]
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer | keras.layers.Dropout):
+            continue
+        if type(layer) is keras.layers.RNN and isinstance(layer.cell, GravityFrameCell):
+            if frame is not None or any(members):
+                raise ModelsError(f"{spec.name}: the gravity frame must come first, once")
+            frame = layer.cell.frame
+            continue
+        if spec.members > 1 and type(layer) is keras.layers.Average:
+            if layer.name not in ("activity", "next"):
+                raise ModelsError(f"{spec.name}: unexpected averaging layer {layer.name!r}")
+            continue
+        member, name = 0, layer.name
+        if spec.members > 1:
+            match = re.fullmatch(r"m(\d+)_(.+)", layer.name)
+            if match is None or int(match[1]) >= spec.members:
+                raise ModelsError(f"{spec.name}: layer {layer.name!r} belongs to no member")
+            member, name = int(match[1]), match[2]
+        members[member].append((name, layer))
+    if frame != meta.frame:
+        raise ModelsError(f"{spec.name}: the gravity frame does not match the meta")
+    return tuple(StreamWeights._from_layers(meta, frame, layers) for layers in members)
+
+
 def _name(activation) -> str:
     return getattr(activation, "__name__", repr(activation))
 
@@ -225,8 +257,8 @@ def _check_recurrent(layer, cell: str) -> None:
         raise ModelsError(f"layer {layer.name!r}: {', '.join(problems)}")
 
 
-def _check_head(layer) -> None:
-    wanted = "softmax" if layer.name == "activity" else "linear"
+def _check_head(layer, name: str) -> None:
+    wanted = "softmax" if name == "activity" else "linear"
     if _name(layer.activation) != wanted or not layer.use_bias:
         raise ModelsError(f"head {layer.name!r} must be a {wanted} Dense layer with a bias")
 
@@ -258,56 +290,67 @@ class StepOutput:
 
 
 class StreamRuntime:
-    """The hidden states of many devices, one slot each, advanced in batches by one model.
+    """The hidden states of many devices, one slot each, advanced in batches by one model, or by
+    an ensemble of K models whose probabilities are averaged.
 
-    ``capacity`` is the initial number of slots (it doubles on demand, see
-    :meth:`ensure_capacity`); ``block`` is how many devices are computed together, small enough
-    for the work buffers to stay in cache. Slots in one call must be distinct. Not thread-safe:
-    the work buffers are shared by every call.
+    ``weights``: one :class:`StreamWeights`, or K of the same cell, size, channels, classes and
+    gravity frame (each with its own normalisation): their weights are stacked, so that every
+    step of all K is one batched GEMM per layer, and a device's state holds all K. ``capacity``
+    is the initial number of slots (it doubles on demand, see :meth:`ensure_capacity`);
+    ``block`` is how many devices are computed together, small enough for the work buffers to
+    stay in cache. Slots in one call must be distinct. Not thread-safe: the work buffers are
+    shared by every call.
     """
 
-    def __init__(self, weights: StreamWeights, capacity: int = 1024, block: int = 1024) -> None:
+    def __init__(
+        self,
+        weights: StreamWeights | Sequence[StreamWeights],
+        capacity: int = 1024,
+        block: int = 1024,
+    ) -> None:
         if capacity < 1 or block < 1:
             raise ModelsError("capacity and block must be >= 1")
-        self.weights = weights
+        self.members = _members(weights)
+        self.weights = w = self.members[0]
         self.block = block
-        w, h = weights, weights.hidden
-        self._fused = [
-            _fuse(w.cell, *layer)
-            for layer in zip(w.kernels, w.recurrent_kernels, w.biases, strict=True)
+        k, h = len(self.members), w.hidden
+        self._fused = [  # (gates, K, inputs + hidden + 1, hidden) per layer
+            np.stack([_fuse(w.cell, *m) for m in layer], axis=1)
+            for layer in zip(
+                *(zip(m.kernels, m.recurrent_kernels, m.biases, strict=True) for m in self.members),
+                strict=True,
+            )
         ]
-        head_kernel, head_bias = w.activity_kernel, w.activity_bias
-        if w.next_kernel is not None:
-            head_kernel = np.hstack([head_kernel, w.next_kernel])
-            head_bias = np.concatenate([head_bias, w.next_bias])
-        self._head = _f32(np.vstack([head_kernel, head_bias]).T)
-        # Work buffers for `block` devices. Each layer reads rows [input, previous h, 1] (the 1
-        # adds the bias in the GEMM) and writes its new h into the next layer's (or the head's)
-        # input. Gates are gate-major (gates, devices, hidden) and the head's output is
-        # (outputs, devices), so that the elementwise work runs over contiguous memory.
+        self._head = np.stack([_head(m) for m in self.members])  # (K, outputs, hidden + 1)
+        # Work buffers for `block` devices, one plane per member. Each layer reads rows [input,
+        # previous h, 1] (the 1 adds the bias in the GEMM) and writes its new h into the next
+        # layer's (or the head's) input. Gates are gate-major (gates, K, devices, hidden) and the
+        # head's output is (K, outputs, devices), so that the elementwise work runs over
+        # contiguous memory.
         self._rows = {
-            "mean": np.tile(w.mean, (block, 1)),
-            "scale": np.tile(w.scale, (block, 1)),
-            "normalised": np.empty((block, w.inputs), _F32),
-            "error": np.empty((block, w.inputs), _F32),
+            "mean": np.stack([np.tile(m.mean, (block, 1)) for m in self.members]),
+            "scale": np.stack([np.tile(m.scale, (block, 1)) for m in self.members]),
+            "normalised": np.empty((k, block, w.inputs), _F32),
+            "error": np.empty((k, block, w.inputs), _F32),
             "features": np.empty((block, w.inputs), _F32),
         }
-        self._inputs = [self._ones(m.shape[1] - 1) for m in self._fused] + [self._ones(h)]
-        self._gates = [np.empty(m.shape[0] * block * h, _F32) for m in self._fused]
-        self._logits = np.empty(len(self._head) * block, _F32)
-        self._top = np.empty(block, _F32)
+        self._inputs = [self._ones(m.shape[2] - 1) for m in self._fused] + [self._ones(h)]
+        self._gates = [np.empty(m.shape[0] * k * block * h, _F32) for m in self._fused]
+        self._logits = np.empty(len(self._head[0]) * k * block, _F32)
+        self._top = np.empty((k, 1, block), _F32)
+        self._member_anomaly = np.empty((k, block), _F32)
         self._channel_mean = np.full(w.inputs, 1 / w.inputs, _F32)
-        self._h = [np.zeros((capacity, h), _F32) for _ in range(w.layers)]
+        self._h = [np.zeros((k, capacity, h), _F32) for _ in range(w.layers)]
         self._c = [
-            np.zeros((capacity, h), _F32) for _ in range(w.layers if w.cell == "lstm" else 0)
+            np.zeros((k, capacity, h), _F32) for _ in range(w.layers if w.cell == "lstm" else 0)
         ]
-        self._next = np.full((capacity, w.inputs), np.nan, _F32) if self.has_next else None
+        self._next = np.full((k, capacity, w.inputs), np.nan, _F32) if self.has_next else None
         self._frame = None if w.frame is None else np.zeros((capacity, STATE_SIZE), _F32)
         self._mark = np.zeros(capacity, np.intp)
         self._step_state = _State(  # h gathered straight into the GEMM inputs, as they are read
-            [a[:, a.shape[1] - 1 - h : a.shape[1] - 1] for a in self._inputs[:-1]],
-            [np.empty((block, h), _F32) for _ in self._c],
-            np.empty((block, w.inputs), _F32) if self.has_next else None,
+            [a[..., a.shape[2] - 1 - h : a.shape[2] - 1] for a in self._inputs[:-1]],
+            [np.empty((k, block, h), _F32) for _ in self._c],
+            np.empty((k, block, w.inputs), _F32) if self.has_next else None,
             None if w.frame is None else np.empty((block, STATE_SIZE), _F32),
         )
 
@@ -315,14 +358,16 @@ class StreamRuntime:
     def from_keras(
         cls, model: keras.Model, meta: ModelMeta, capacity: int = 1024, block: int = 1024
     ) -> StreamRuntime:
-        """A runtime for ``model`` (see :meth:`StreamWeights.from_keras`), all slots zeroed."""
-        return cls(StreamWeights.from_keras(model, meta), capacity=capacity, block=block)
+        """A runtime for ``model``, one stream model or an ensemble of them (see
+        :func:`members_from_keras`), all slots zeroed."""
+        return cls(members_from_keras(model, meta), capacity=capacity, block=block)
 
     def __repr__(self) -> str:
-        w = self.weights
+        w, k = self.weights, len(self.members)
         return (
-            f"StreamRuntime({w.cell} {w.layers}x{w.hidden}, channels={w.channels}, "
-            f"classes={w.classes}, next={self.has_next}, capacity={self.capacity})"
+            f"StreamRuntime({w.cell} {w.layers}x{w.hidden}{f' x{k} members' if k > 1 else ''}, "
+            f"channels={w.channels}, classes={w.classes}, next={self.has_next}, "
+            f"capacity={self.capacity})"
         )
 
     @property
@@ -349,29 +394,30 @@ class StreamRuntime:
         if self._next is not None:
             self._next = _grown(self._next, size, np.nan)
         if self._frame is not None:
-            self._frame = _grown(self._frame, size, 0.0)
+            self._frame = _grown(self._frame[None], size, 0.0)[0]
         self._mark = np.zeros(size, np.intp)
 
     def reset(self, slots) -> None:
         """Forget the state of ``slots``: a fresh device, or one back after a gap."""
         slots = self._slots(slots)
         for state in self._h + self._c:
-            state[slots] = 0.0
+            state[:, slots] = 0.0
         if self._next is not None:
-            self._next[slots] = np.nan
+            self._next[:, slots] = np.nan
         if self._frame is not None:
             self._frame[slots] = 0.0
 
     def get_states(self, slots) -> dict[str, np.ndarray]:
-        """Copies of the states of ``slots``: ``h`` (and ``c`` for an LSTM) (B, layers, hidden),
-        with a next-step head ``next`` (B, inputs), the last prediction (NaN if none), and with a
-        gravity frame ``frame`` (B, 8), its filters (zeros after a reset)."""
+        """Copies of the states of ``slots``: ``h`` (and ``c`` for an LSTM) (B, K x layers,
+        hidden), member by member; with a next-step head ``next`` (B, K x inputs), the last
+        predictions (NaN if none); with a gravity frame ``frame`` (B, 8), its filters (zeros
+        after a reset). K is 1 for one model."""
         slots = self._slots(slots)
-        out = {"h": np.stack([a[slots] for a in self._h], axis=1)}
+        out = {"h": _by_slot(self._h, slots)}
         if self._c:
-            out["c"] = np.stack([a[slots] for a in self._c], axis=1)
+            out["c"] = _by_slot(self._c, slots)
         if self._next is not None:
-            out["next"] = self._next[slots]
+            out["next"] = _by_slot([self._next], slots).reshape(len(slots), -1)
         if self._frame is not None:
             out["frame"] = self._frame[slots]
         return out
@@ -379,24 +425,25 @@ class StreamRuntime:
     def set_states(self, slots, states: dict[str, np.ndarray]) -> None:
         """Restore ``slots`` from ``states`` as :meth:`get_states` gives them."""
         slots = self._slots(slots)
-        w, b = self.weights, len(slots)
-        expected = {"h": (b, w.layers, w.hidden)}
+        w, b, k = self.weights, len(slots), len(self.members)
+        expected = {"h": (b, k * w.layers, w.hidden)}
         if self._c:
-            expected["c"] = (b, w.layers, w.hidden)
+            expected["c"] = (b, k * w.layers, w.hidden)
         if self._next is not None:
-            expected["next"] = (b, w.inputs)
+            expected["next"] = (b, k * w.inputs)
         if self._frame is not None:
             expected["frame"] = (b, STATE_SIZE)
         arrays = {key: np.asarray(value, _F32) for key, value in states.items()}
         shapes = {key: a.shape for key, a in arrays.items()}
         if shapes != expected:
             raise ModelsError(f"states must be {expected}, not {shapes}")
-        for layer, a in enumerate(self._h):
-            a[slots] = arrays["h"][:, layer]
-        for layer, a in enumerate(self._c):
-            a[slots] = arrays["c"][:, layer]
+        for name, layers in (("h", self._h), ("c", self._c)):
+            if layers:  # (B, K x L, H) member by member -> per layer (K, B, H)
+                planes = arrays[name].reshape(b, k, w.layers, w.hidden).transpose(2, 1, 0, 3)
+                for a, plane in zip(layers, planes, strict=True):
+                    a[:, slots] = plane
         if self._next is not None:
-            self._next[slots] = arrays["next"]
+            self._next[:, slots] = arrays["next"].reshape(b, k, w.inputs).transpose(1, 0, 2)
         if self._frame is not None:
             self._frame[slots] = arrays["frame"]
 
@@ -491,32 +538,33 @@ class StreamRuntime:
         return x
 
     def _ones(self, width: int) -> np.ndarray:
-        """A work buffer of ``width`` columns plus a last column of ones (the bias input)."""
-        buffer = np.empty((self.block, width + 1), _F32)
-        buffer[:, -1] = 1.0
+        """A work buffer (K, block, ``width`` + 1): a last column of ones (the bias input)."""
+        buffer = np.empty((len(self.members), self.block, width + 1), _F32)
+        buffer[..., -1] = 1.0
         return buffer
 
     def _gather(self, slots: np.ndarray, out: _State | None = None) -> _State:
         """Copies of the states of ``slots``, in their order (into ``out`` if given)."""
         if out is None:
-            return _State([h[slots] for h in self._h], [c[slots] for c in self._c],
-                          None if self._next is None else self._next[slots],
+            return _State([h[:, slots] for h in self._h], [c[:, slots] for c in self._c],
+                          None if self._next is None else self._next[:, slots],
                           None if self._frame is None else self._frame[slots])  # fmt: skip
         for state, rows in zip(self._h + self._c, out.h + out.c, strict=True):
-            np.take(state, slots, axis=0, out=rows, mode="clip")
-        for state, rows in ((self._next, out.next), (self._frame, out.frame)):
-            if state is not None:
-                np.take(state, slots, axis=0, out=rows, mode="clip")
+            np.take(state, slots, axis=1, out=rows, mode="clip")
+        if self._next is not None:
+            np.take(self._next, slots, axis=1, out=out.next, mode="clip")
+        if self._frame is not None:
+            np.take(self._frame, slots, axis=0, out=out.frame, mode="clip")
         return out
 
     def _scatter(self, slots: np.ndarray, state: _State) -> None:
         """Write ``state`` (as :meth:`_gather` gave it, advanced) back to ``slots``."""
         for h, rows in zip(self._h, state.h, strict=True):
-            h[slots] = rows
+            h[:, slots] = rows
         for c, rows in zip(self._c, state.c, strict=True):
-            c[slots] = rows
+            c[:, slots] = rows
         if self._next is not None:
-            self._next[slots] = state.next
+            self._next[:, slots] = state.next
         if self._frame is not None:
             self._frame[slots] = state.frame
 
@@ -535,26 +583,31 @@ class StreamRuntime:
     def _block(self, state: _State, x, probs, nxt, anomaly) -> None:
         """One step of at most ``block`` devices (``state``: their rows), in the preallocated
         buffers."""
-        w, b, h = self.weights, len(x), self.weights.hidden
-        rows = {key: a[:b] for key, a in self._rows.items()}
+        w, b, h, k = self.weights, len(x), self.weights.hidden, len(self.members)
+        rows = {key: a[..., :b, :] for key, a in self._rows.items()}
         if w.frame is not None:
             w.frame.step(x, state.frame, rows["features"])
             x = rows["features"]
         normalised = rows["normalised"]
         np.subtract(x, rows["mean"], out=normalised)
         np.divide(normalised, rows["scale"], out=normalised)
-        self._inputs[0][:b, : w.inputs] = normalised
+        self._inputs[0][:, :b, : w.inputs] = normalised
         if anomaly is not None:
             error = rows["error"]
             np.subtract(state.next, normalised, out=error)
             np.square(error, out=error)
-            np.matmul(error, self._channel_mean, out=anomaly)
+            if k == 1:
+                np.matmul(error[0], self._channel_mean, out=anomaly)
+            else:
+                member = self._member_anomaly[:, :b]
+                np.matmul(error, self._channel_mean, out=member)
+                np.mean(member, axis=0, out=anomaly)
         for layer, fused in enumerate(self._fused):
-            inputs = self._inputs[layer][:b]
-            gates = self._gates[layer][: len(fused) * b * h].reshape(len(fused), b, h)
-            width = inputs.shape[1] - 1 - h
-            previous = inputs[:, width : width + h]
-            new = self._inputs[layer + 1][:b, :h]
+            inputs = self._inputs[layer][:, :b]
+            gates = self._gates[layer][: len(fused) * k * b * h].reshape(len(fused), k, b, h)
+            width = inputs.shape[2] - 1 - h
+            previous = inputs[..., width : width + h]
+            new = self._inputs[layer + 1][:, :b, :h]
             if not np.may_share_memory(previous, state.h[layer]):
                 previous[...] = state.h[layer]
             np.matmul(inputs, fused, out=gates)
@@ -565,20 +618,24 @@ class StreamRuntime:
             else:
                 _gru(gates, previous, new)
             state.h[layer][...] = new
-        logits = self._logits[: len(self._head) * b].reshape(-1, b)
-        np.matmul(self._head, self._inputs[-1][:b].T, out=logits)
-        activity, top = logits[: w.classes], self._top[:b]
-        np.max(activity, axis=0, out=top)
+        logits = self._logits[: len(self._head[0]) * k * b].reshape(k, -1, b)
+        np.matmul(self._head, self._inputs[-1][:, :b].transpose(0, 2, 1), out=logits)
+        activity, top = logits[:, : w.classes], self._top[..., :b]
+        np.max(activity, axis=1, out=top, keepdims=True)
         np.subtract(activity, top, out=activity)
         np.exp(activity, out=activity)
-        np.sum(activity, axis=0, out=top)
+        np.sum(activity, axis=1, out=top, keepdims=True)
         np.divide(activity, top, out=activity)
-        probs[...] = activity.T
+        if k == 1:
+            probs[...] = activity[0].T
+        else:  # the ensemble's: the mean of its members'
+            np.sum(activity, axis=0, out=probs.T)
+            np.multiply(probs, 1 / k, out=probs)
         if state.next is not None:
-            predicted = logits[w.classes :].T
+            predicted = logits[:, w.classes :].transpose(0, 2, 1)
             state.next[...] = predicted
             if nxt is not None:
-                nxt[...] = predicted
+                np.mean(predicted, axis=0, out=nxt)
 
 
 class _State(NamedTuple):
@@ -591,9 +648,10 @@ class _State(NamedTuple):
 
     def rows(self, rows: slice) -> _State:
         return _State(
-            [a[rows] for a in self.h],
-            [a[rows] for a in self.c],
-            *(None if a is None else a[rows] for a in (self.next, self.frame)),
+            [a[:, rows] for a in self.h],
+            [a[:, rows] for a in self.c],
+            None if self.next is None else self.next[:, rows],
+            None if self.frame is None else self.frame[rows],
         )
 
 
@@ -660,6 +718,40 @@ def _fuse(cell: str, kernel, recurrent, bias) -> np.ndarray:
 
 
 def _grown(state: np.ndarray, size: int, fill: float) -> np.ndarray:
-    grown = np.full((size, state.shape[1]), fill, _F32)
-    grown[: len(state)] = state
+    """``state`` (K, slots, width) with ``size`` slots, the new ones ``fill``."""
+    grown = np.full((len(state), size, state.shape[2]), fill, _F32)
+    grown[:, : state.shape[1]] = state
     return grown
+
+
+def _by_slot(planes: list[np.ndarray], slots: np.ndarray) -> np.ndarray:
+    """(B, K x len(planes), width) from planes (K, slots, width), member by member."""
+    return (
+        np.stack([a[:, slots] for a in planes], axis=2)
+        .transpose(1, 0, 2, 3)
+        .reshape(len(slots), -1, planes[0].shape[2])
+    )
+
+
+def _head(w: StreamWeights) -> np.ndarray:
+    """(outputs, hidden + 1): the activity head (and the next-step head), bias last."""
+    kernel, bias = w.activity_kernel, w.activity_bias
+    if w.next_kernel is not None:
+        kernel, bias = np.hstack([kernel, w.next_kernel]), np.concatenate([bias, w.next_bias])
+    return _f32(np.vstack([kernel, bias]).T)
+
+
+def _members(weights: StreamWeights | Sequence[StreamWeights]) -> tuple[StreamWeights, ...]:
+    """One model's weights, or an ensemble's, checked to stack."""
+    members = (weights,) if isinstance(weights, StreamWeights) else tuple(weights)
+    if not members:
+        raise ModelsError("an ensemble needs at least one member")
+    shape = lambda m: (m.cell, m.layers, m.hidden, m.inputs, m.classes, m.next_kernel is None)  # noqa: E731
+    first = members[0]
+    for m in members[1:]:
+        if shape(m) != shape(first) or m.frame != first.frame:
+            raise ModelsError(
+                "ensemble members must share cell, layers, hidden, inputs, classes, next-step "
+                f"head and gravity frame: {shape(first)} and {shape(m)}"
+            )
+    return members

@@ -45,6 +45,8 @@ class ModelSpec:
     'window-gru-2x32'
     >>> ModelSpec(setup="seq2seq", task="forecast", attention=True, horizon=25).name
     'seq2seq-forecast-attention-lstm-1x64'
+    >>> ModelSpec(setup="stream", layers=2, members=3).name
+    'stream-lstm-2x64-ensemble3'
     """
 
     setup: Setup = "window"
@@ -62,6 +64,9 @@ class ModelSpec:
     """seq2seq forecasters: dot-product (Luong) attention from each decoder step to the encoder"""
     horizon: int = 0
     """seq2seq forecasters: samples predicted after the window"""
+    members: int = 1
+    """an ensemble of this many models of this architecture, their class probabilities
+    averaged (classifiers; :func:`models.training.train_ensemble` trains each on its own seed)"""
 
     def __post_init__(self) -> None:
         if self.frame not in FRAMES:
@@ -86,6 +91,8 @@ class ModelSpec:
             raise SpecError("the next-step head belongs to stream (many-to-many) models")
         if self.architecture == "attention" and self.setup != "window":
             raise SpecError("architecture 'attention' pools a window (many-to-one) model")
+        if self.members < 1 or (self.members > 1 and self.setup == "seq2seq"):
+            raise SpecError("members must be >= 1, and 1 for a seq2seq model")
         if self.setup == "seq2seq":
             self._check_seq2seq()
         elif self.task != "classify" or self.attention or self.horizon:
@@ -126,7 +133,8 @@ class ModelSpec:
             kind = f"{self.task}-{'attention-' if self.attention else ''}{layer}"
         conv = f"-conv{self.conv_filters}" if self.conv_filters else ""
         frame = "-gravity" if self.frame == "gravity" else ""
-        return f"{self.setup}-{kind}{conv}{frame}-{self.layers}x{self.hidden}"
+        members = f"-ensemble{self.members}" if self.members > 1 else ""
+        return f"{self.setup}-{kind}{conv}{frame}-{self.layers}x{self.hidden}{members}"
 
 
 DEFAULT_UNITS = {"acceleration": "g", "angular_rate": "rad/s"}

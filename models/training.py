@@ -36,7 +36,15 @@ from models.seq2seq import (
 from models.spec import ModelMeta, ModelSpec
 from models.train_config import TrainConfig  # re-exported: training callers import it here
 from models.windowing import balanced_class_weights, fit_normalisation, windows_from_recordings
-from models.zoo import ACTIVITY, NEXT, build_model, reset_state, stateful_copy
+from models.zoo import (
+    ACTIVITY,
+    NEXT,
+    assemble,
+    build_model,
+    member_model,
+    reset_state,
+    stateful_copy,
+)
 
 EpochHook = Callable[[int, int, dict[str, float]], None]
 """Called after every epoch with (epoch, epochs, logs)."""
@@ -109,7 +117,8 @@ def _normalisation(start: keras.Model | None, X: np.ndarray) -> tuple[tuple[floa
     """The starting model's normalisation (mean, std), or one fitted to ``X``."""
     if start is None:
         return fit_normalisation(X)
-    layer = start.get_layer("normalise")
+    members = [layer for layer in start.layers if layer.name.endswith("normalise")]
+    layer = members[0]  # an ensemble's members share it (trained on the same users)
     mean, variance = (np.ravel(keras.ops.convert_to_numpy(v)) for v in (layer.mean, layer.variance))
     return tuple(mean.tolist()), tuple(np.sqrt(variance).tolist())
 
@@ -120,6 +129,16 @@ def _initial(spec: ModelSpec, meta: ModelMeta, start: keras.Model | None) -> ker
     if start is not None:
         _start_from(model, start, spec)
     return model
+
+
+def _member_start(
+    start: keras.Model | None, meta: ModelMeta, k: int, members: int
+) -> keras.Model | None:
+    """What member ``k`` (of ``meta``) fine-tunes from: ``start`` itself, or its member ``k``
+    when ``start`` is an ensemble of ``members``."""
+    if start is None or members == 1:
+        return start
+    return member_model(start, meta, k)
 
 
 def _start_from(model: keras.Model, start: keras.Model, spec: ModelSpec) -> None:
@@ -197,7 +216,9 @@ def train_window_model(
     """Train a many-to-one model on windows ``X`` (N, T, C) with labels ``y`` (-1 = skip).
 
     ``start``: fine-tune this model (same spec; its normalisation is kept) instead of
-    initialising a new one.
+    initialising a new one. An ensemble (``spec.members`` > 1) trains member ``k`` with seed
+    ``config.seed + k``, on the training users of ``config.seed``, each for up to
+    ``max_seconds``; ``history`` then runs member after member (``member``: whose epoch).
     """
     cfg = config or TrainConfig()
     if spec.setup != "window":
@@ -218,24 +239,34 @@ def train_window_model(
     frame = _frame(spec, channels, rate_hz)
     mean, std = _normalisation(start, X_fit if frame is None else frame.features_of(X_fit))
     meta = _meta(spec, channels, classes, rate_hz, mean, std, X.shape[1], stride, provenance)
-    model = _initial(spec, meta, start)
-    if start is not None:
-        _anchor(model, cfg)
+    one = replace(meta, spec=replace(spec, members=1))
     weights = (
         balanced_class_weights(y_fit, len(classes))
         if cfg.class_weights
         else np.ones(len(classes), np.float32)
     )
-    batches = _WindowBatches(X_fit, y_fit, weights, cfg, groups)
-    _compile(model, cfg, spec, steps=len(batches))
-    started = time.perf_counter()
-    callbacks = _fit_callbacks(cfg, started, on_epoch)
-    if len(X_val):
-        callbacks.insert(0, _BestAccuracy(X_val, y_val, cfg.patience))
-    history = model.fit(batches, epochs=cfg.epochs, callbacks=callbacks, shuffle=False, verbose=0)
-    for layer in model.layers:  # saved unfrozen: the next fine-tune chooses for itself
-        layer.trainable = True
-    return _fitted(model, meta, history, started, train_users, val_users)
+    members, history, started = [], {}, time.perf_counter()
+    for k in range(spec.members):
+        member_cfg = replace(cfg, seed=cfg.seed + k)
+        keras.utils.set_random_seed(member_cfg.seed)
+        model = _initial(one.spec, one, _member_start(start, one, k, spec.members))
+        if start is not None:
+            _anchor(model, member_cfg)
+        batches = _WindowBatches(X_fit, y_fit, weights, member_cfg, groups)
+        _compile(model, member_cfg, spec, steps=len(batches))
+        callbacks = _fit_callbacks(member_cfg, time.perf_counter(), on_epoch)
+        if len(X_val):
+            callbacks.insert(0, _BestAccuracy(X_val, y_val, cfg.patience))
+        fit = model.fit(batches, epochs=cfg.epochs, callbacks=callbacks, shuffle=False, verbose=0)
+        for layer in model.layers:  # saved unfrozen: the next fine-tune chooses for itself
+            layer.trainable = True
+        for key, values in fit.history.items():
+            history.setdefault(key, []).extend(float(v) for v in values)
+        if spec.members > 1:
+            history.setdefault("member", []).extend([k] * len(fit.history["loss"]))
+        members.append(model)
+    model = members[0] if spec.members == 1 else assemble(members, meta)
+    return TrainResult(model, meta, history, time.perf_counter() - started, train_users, val_users)
 
 
 def _turned_groups(cfg: TrainConfig, channels: Sequence[str]) -> list[tuple[int, int, int]]:
@@ -442,14 +473,15 @@ def train_stream_model(
     ``rotate_deg``: each segment is turned by one fresh rotation every epoch; the held-out users'
     recordings are validated as they are and turned once.
     ``start``: fine-tune this model (same spec; its normalisation is kept).
+    An ensemble (``spec.members`` > 1): member ``k`` is trained with seed ``config.seed + k``,
+    all on the same training users (those of ``config.seed``), each for up to ``max_seconds``;
+    the ensemble averages their probabilities, and early stopping and the grammar see the
+    held-out users. ``history`` then runs member after member (``member``: whose epoch).
     """
     cfg = config or TrainConfig()
     if spec.setup != "stream":
         raise SpecError("train_stream_model trains stream (many-to-many) models")
     groups = _turned_groups(cfg, channels)
-    keras.utils.set_random_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    turn_rng = np.random.default_rng((cfg.seed, 1))  # its own: the same segments either way
     train_users, val_users = split_users(users, cfg.validation_users, cfg.seed)
     train = [rec for rec, u in zip(recordings, users, strict=True) if u not in val_users]
     val = [rec for rec, u in zip(recordings, users, strict=True) if u in val_users]
@@ -465,8 +497,40 @@ def train_stream_model(
     mean, std = _normalisation(
         start, np.concatenate(values if frame is None else frame.features_of_each(values))
     )
-    k, span = cfg.tbptt_steps, cfg.tbptt_steps * cfg.chunks_per_lane
+    span = cfg.tbptt_steps * cfg.chunks_per_lane
     meta = _meta(spec, channels, classes, rate_hz, mean, std, span, 1, provenance)
+    one = replace(meta, spec=replace(spec, members=1))
+    history: dict[str, list[float]] = {"loss": [], "val_accuracy": []}
+    members, started = [], time.perf_counter()
+    for k in range(spec.members):
+        member_cfg = replace(cfg, seed=cfg.seed + k)
+        begun = len(history["loss"])
+        members.append(_fit_stream(
+            one, train, (val_values, val_labels), member_cfg, groups, history,
+            _member_start(start, one, k, spec.members),
+            on_epoch,
+        ))  # fmt: skip
+        if spec.members > 1:
+            history.setdefault("member", []).extend([k] * (len(history["loss"]) - begun))
+    model = members[0] if spec.members == 1 else assemble(members, meta)
+    val_probs = predict_streams(model, [v for v, _ in val]) if val else []
+    grammar = fit_grammar([y for _, y in train], val_probs, [y for _, y in val], classes)
+    meta = replace(meta, grammar=grammar)
+    return TrainResult(model, meta, history, time.perf_counter() - started, train_users, val_users)
+
+
+def _fit_stream(
+    meta: ModelMeta, train, val: tuple[list, list], cfg: TrainConfig, groups, history: dict,
+    start: keras.Model | None, on_epoch: EpochHook | None,
+) -> keras.Model:  # fmt: skip
+    """One stream model of ``meta`` trained by truncated BPTT on ``train`` recordings, early
+    stopping on ``val`` (values, labels): the model at its best epoch. Appends to ``history``."""
+    spec, classes = meta.spec, meta.classes
+    keras.utils.set_random_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    turn_rng = np.random.default_rng((cfg.seed, 1))  # its own: the same segments either way
+    lengths = [len(v) for v, _ in train]
+    k, span = cfg.tbptt_steps, cfg.tbptt_steps * cfg.chunks_per_lane
     model = _initial(spec, meta, start)
     trainer = stateful_copy(model, spec, meta, batch_size=cfg.lanes, steps=k)
     if start is not None:
@@ -479,8 +543,9 @@ def train_stream_model(
         if cfg.class_weights
         else np.ones(len(classes), np.float32)
     )
-    m, s = np.asarray(mean, np.float32), np.asarray(std, np.float32)
-    history: dict[str, list[float]] = {"loss": [], "val_accuracy": []}
+    m, s = np.asarray(meta.mean, np.float32), np.asarray(meta.std, np.float32)
+    frame = meta.frame
+    val_values, val_labels = val
     best, best_weights, waited = -1.0, None, 0
     started = time.perf_counter()
     for epoch in range(cfg.epochs):
@@ -507,14 +572,14 @@ def train_stream_model(
                 losses.append(float(np.ravel(loss)[0]))
         model.set_weights(trainer.get_weights())
         logs = {"loss": float(np.mean(losses))}
-        if val:
+        if val_values:
             acc = masked_accuracy(predict_streams(model, val_values), val_labels)
             logs["val_accuracy"] = acc
             if acc > best:
                 best, best_weights, waited = acc, model.get_weights(), 0
             else:
                 waited += 1
-        for key in history:
+        for key in ("loss", "val_accuracy"):
             history[key].append(logs.get(key, float("nan")))
         if on_epoch is not None:
             on_epoch(epoch + 1, cfg.epochs, logs)
@@ -525,10 +590,7 @@ def train_stream_model(
             break
     if best_weights is not None:
         model.set_weights(best_weights)
-    val_probs = predict_streams(model, [v for v, _ in val]) if val else []
-    grammar = fit_grammar([y for _, y in train], val_probs, [y for _, y in val], classes)
-    meta = replace(meta, grammar=grammar)
-    return TrainResult(model, meta, history, time.perf_counter() - started, train_users, val_users)
+    return model
 
 
 # ---------------------------------------------------------------------------------------------

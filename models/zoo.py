@@ -9,6 +9,8 @@ time: the same cell is unrolled over every step of the window or stream. The seq
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import keras
 import numpy as np
 
@@ -21,6 +23,8 @@ SAMPLES = "samples"
 """the raw input of every model"""
 ACTIVITY = "activity"
 NEXT = "next"
+MEMBER = "m"
+"""an ensemble member's layers are named ``m<k>_<name>``"""
 ATTENTION = "attention_weights"
 """the layer of an attention model whose output is its weights over time ``(batch, T, 1)``"""
 
@@ -43,20 +47,44 @@ def build_model(
     """
     if spec.setup == "seq2seq":
         raise SpecError("a seq2seq model is built by models.seq2seq.build_seq2seq")
-    classes = len(meta.classes)
     length = meta.window if spec.setup == "window" else steps
-    inputs, x = normalised_input(meta, length, batch_size, stateful)
-    if spec.architecture == "mlp":
-        x = _mlp(spec, x)
-    elif spec.architecture == "cnn":
-        x = _cnn(spec, x)
-    else:
-        x = _recurrent(spec, x, stateful)
-    activity = keras.layers.Dense(classes, activation="softmax", name=ACTIVITY)(x)
-    outputs = activity
-    if spec.next_step:
-        outputs = {ACTIVITY: activity, NEXT: keras.layers.Dense(len(meta.inputs), name=NEXT)(x)}
+    inputs = keras.Input(shape=(length, len(meta.channels)), batch_size=batch_size, name=SAMPLES)
+    x = inputs if meta.frame is None else gravity_frame(meta.frame, stateful=stateful)(inputs)
+    if spec.members == 1:
+        outputs = _member(spec, meta, x, stateful, "")
+    else:  # each member's layers named m<k>_..., each with its own normalisation
+        heads = [_member(spec, meta, x, stateful, f"{MEMBER}{k}_") for k in range(spec.members)]
+        heads = [h if isinstance(h, dict) else {ACTIVITY: h} for h in heads]
+        outputs = {key: keras.layers.Average(name=key)([h[key] for h in heads]) for key in heads[0]}
+        outputs = outputs if spec.next_step else outputs[ACTIVITY]
     return keras.Model(inputs, outputs, name=spec.name.replace("-", "_"))
+
+
+def _member(spec: ModelSpec, meta: ModelMeta, x, stateful: bool, prefix: str):
+    """One model of ``spec`` from ``x`` (the raw input or its frame features), its layers
+    named with ``prefix``: its activity output, or with a next-step head both (a dict)."""
+    x = _normalise(meta, prefix)(x)
+    if spec.architecture == "mlp":
+        x = _mlp(spec, x, prefix)
+    elif spec.architecture == "cnn":
+        x = _cnn(spec, x, prefix)
+    else:
+        x = _recurrent(spec, x, stateful, prefix)
+    activity = keras.layers.Dense(len(meta.classes), activation="softmax",
+                                  name=f"{prefix}{ACTIVITY}")(x)  # fmt: skip
+    if not spec.next_step:
+        return activity
+    nxt = keras.layers.Dense(len(meta.inputs), name=f"{prefix}{NEXT}")(x)
+    return {ACTIVITY: activity, NEXT: nxt}
+
+
+def _normalise(meta: ModelMeta, prefix: str = "") -> keras.layers.Normalization:
+    return keras.layers.Normalization(
+        axis=-1,
+        mean=np.asarray(meta.mean, np.float32),
+        variance=np.square(np.asarray(meta.std, np.float32)),
+        name=f"{prefix}normalise",
+    )
 
 
 def normalised_input(
@@ -68,59 +96,94 @@ def normalised_input(
     x = inputs
     if meta.frame is not None:
         x = gravity_frame(meta.frame, stateful=stateful)(x)
-    x = keras.layers.Normalization(
-        axis=-1,
-        mean=np.asarray(meta.mean, np.float32),
-        variance=np.square(np.asarray(meta.std, np.float32)),
-        name="normalise",
-    )(x)
-    return inputs, x
+    return inputs, _normalise(meta)(x)
 
 
-def _recurrent(spec: ModelSpec, x, stateful: bool):
+def _recurrent(spec: ModelSpec, x, stateful: bool, prefix: str = ""):
     if spec.conv_filters:
-        x = keras.layers.Conv1D(spec.conv_filters, 5, padding="same", activation="relu")(x)
-        x = keras.layers.Conv1D(spec.conv_filters, 5, padding="same", activation="relu")(x)
+        for i in range(2):
+            x = keras.layers.Conv1D(spec.conv_filters, 5, padding="same", activation="relu",
+                                    name=f"{prefix}conv_{i}")(x)  # fmt: skip
     for i in range(spec.layers):
         last = i == spec.layers - 1
         sequences = spec.setup == "stream" or spec.architecture == "attention" or not last
         layer = CELL_LAYERS[spec.cell](
-            spec.hidden, return_sequences=sequences, stateful=stateful, name=f"{spec.cell}_{i}"
-        )
+            spec.hidden, return_sequences=sequences, stateful=stateful,
+            name=f"{prefix}{spec.cell}_{i}",
+        )  # fmt: skip
         if spec.architecture == "birnn":
-            layer = keras.layers.Bidirectional(layer, name=f"bi{spec.cell}_{i}")
+            layer = keras.layers.Bidirectional(layer, name=f"{prefix}bi{spec.cell}_{i}")
         x = layer(x)
         if spec.dropout:
             x = keras.layers.Dropout(spec.dropout)(x)
-    return _attention_pooling(x) if spec.architecture == "attention" else x
+    return _attention_pooling(x, prefix) if spec.architecture == "attention" else x
 
 
-def _attention_pooling(states):
+def _attention_pooling(states, prefix: str = ""):
     """The hidden states ``(T, hidden)`` averaged with weights, a softmax over time of one
     learnt score per step: ``(hidden,)``."""
-    scores = keras.layers.Dense(1, name="attention_score")(states)
-    weights = keras.layers.Softmax(axis=1, name=ATTENTION)(scores)
-    pooled = keras.layers.Dot(axes=1, name="attention_pool")([weights, states])  # (1, hidden)
-    return keras.layers.Flatten(name="attended")(pooled)
+    scores = keras.layers.Dense(1, name=f"{prefix}attention_score")(states)
+    weights = keras.layers.Softmax(axis=1, name=f"{prefix}{ATTENTION}")(scores)
+    pooled = keras.layers.Dot(axes=1, name=f"{prefix}attention_pool")([weights, states])
+    return keras.layers.Flatten(name=f"{prefix}attended")(pooled)  # (hidden,)
 
 
-def _mlp(spec: ModelSpec, x):
+def _mlp(spec: ModelSpec, x, prefix: str = ""):
     x = keras.layers.Flatten()(x)
-    for _ in range(spec.layers):
-        x = keras.layers.Dense(spec.hidden, activation="relu")(x)
+    for i in range(spec.layers):
+        x = keras.layers.Dense(spec.hidden, activation="relu", name=f"{prefix}dense_{i}")(x)
         if spec.dropout:
             x = keras.layers.Dropout(spec.dropout)(x)
     return x
 
 
-def _cnn(spec: ModelSpec, x):
+def _cnn(spec: ModelSpec, x, prefix: str = ""):
     for i in range(spec.layers):
-        x = keras.layers.Conv1D(spec.hidden, 5, padding="same", activation="relu")(x)
+        x = keras.layers.Conv1D(spec.hidden, 5, padding="same", activation="relu",
+                                name=f"{prefix}conv_{i}")(x)  # fmt: skip
         if i < spec.layers - 1:
             x = keras.layers.MaxPooling1D(2)(x)
         if spec.dropout:
             x = keras.layers.Dropout(spec.dropout)(x)
     return keras.layers.GlobalAveragePooling1D()(x)
+
+
+def assemble(members: Sequence[keras.Model], meta: ModelMeta) -> keras.Model:
+    """One model of ``meta.spec``, an ensemble, holding ``members`` (models of the same spec
+    with one member, normalised as ``meta`` says) as its members ``m0_...``, ``m1_...``."""
+    if len(members) != meta.spec.members:
+        raise SpecError(f"{meta.spec.name} has {meta.spec.members} members, not {len(members)}")
+    ensemble = build_model(meta.spec, meta)
+    for k, member in enumerate(members):
+        for layer in member.layers:
+            if type(layer) is keras.layers.Normalization:
+                _same_normalisation(layer, ensemble.get_layer(f"{MEMBER}{k}_{layer.name}"))
+            elif layer.weights and not isinstance(
+                layer,
+                keras.layers.RNN
+                | keras.layers.Dense
+                | keras.layers.Conv1D
+                | keras.layers.Bidirectional,
+            ):
+                raise SpecError(f"layer {layer.name!r} is not an ensemble member's")
+            elif layer.weights:
+                ensemble.get_layer(f"{MEMBER}{k}_{layer.name}").set_weights(layer.get_weights())
+    return ensemble
+
+
+def member_model(ensemble: keras.Model, meta: ModelMeta, k: int) -> keras.Model:
+    """Member ``k`` of ``ensemble`` on its own: a model of ``meta`` (one member)."""
+    model = build_model(meta.spec, meta)
+    for layer in model.layers:
+        if layer.weights:
+            layer.set_weights(ensemble.get_layer(f"{MEMBER}{k}_{layer.name}").get_weights())
+    return model
+
+
+def _same_normalisation(layer, other) -> None:
+    for a, b in ((layer.mean, other.mean), (layer.variance, other.variance)):
+        if not np.allclose(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b)):
+            raise SpecError("ensemble members must be normalised alike (trained on the same users)")
 
 
 def stateful_copy(

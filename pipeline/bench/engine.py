@@ -32,8 +32,8 @@ PHONE = ("acc_x", "acc_y", "acc_z", "gyro_x", "gyro_y", "gyro_z")
 """channels a gravity-frame model reads (it has 5 inputs)"""
 
 
-def _meta(cell: str, hidden: int, frame: str = "device") -> ModelMeta:
-    spec = ModelSpec(setup="stream", cell=cell, hidden=hidden, frame=frame)
+def _meta(cell: str, hidden: int, frame: str = "device", members: int = 1) -> ModelMeta:
+    spec = ModelSpec(setup="stream", cell=cell, hidden=hidden, frame=frame, members=members)
     inputs = 5 if frame == "gravity" else 6
     channels = PHONE if frame == "gravity" else CHANNELS
     return ModelMeta(spec, channels, CLASSES, 50.0, (0.0,) * inputs, (1.0,) * inputs, 128, 1)
@@ -120,22 +120,43 @@ def bench_engine(
 def bench_frame(devices: int = 10_000, cell: str = "lstm", hidden: int = 64) -> list[dict]:
     """The runtime on the raw axes and in the gravity frame, side by side (rounds alternating):
     device-steps/s of each and what the frame costs."""
-    runtimes = {}
-    for frame in ("device", "gravity"):
-        meta = _meta(cell, hidden, frame)
-        runtimes[frame] = StreamRuntime.from_keras(build_model(meta.spec, meta), meta, capacity=1)
-    measured: dict[str, list[float]] = {frame: [] for frame in runtimes}
-    with threadpool_limits(limits=1):
-        for _ in range(3):
-            for frame, runtime in runtimes.items():
-                measured[frame].append(engine_rate(runtime, devices))
-    rate = {frame: statistics.median(rates) for frame, rates in measured.items()}
+    rate = _side_by_side({frame: _meta(cell, hidden, frame) for frame in ("device", "gravity")},
+                         devices)  # fmt: skip
     return [
         {"bench": "engine-frame", "cell": cell, "hidden": hidden, "devices": devices,
          "frame": frame, "device_steps_per_s": round(rate[frame]),
          "frame_cost": round(1 - rate[frame] / rate["device"], 3), "threads": 1}
-        for frame in runtimes
+        for frame in rate
     ]  # fmt: skip
+
+
+def bench_ensemble(
+    devices: int = 10_000, cell: str = "lstm", hidden: int = 64, members: tuple[int, ...] = (1, 3)
+) -> list[dict]:
+    """One model against ensembles of ``members`` models (their weights stacked, every member
+    advanced in the same call), side by side: device-steps/s of each and its cost against one
+    model (``time_vs_one``: how many times longer a step takes)."""
+    rate = _side_by_side({k: _meta(cell, hidden, members=k) for k in members}, devices)
+    return [
+        {"bench": "engine-ensemble", "cell": cell, "hidden": hidden, "devices": devices,
+         "members": k, "device_steps_per_s": round(rate[k]),
+         "member_steps_per_s": round(k * rate[k]),
+         "time_vs_one": round(rate[members[0]] / rate[k], 2), "threads": 1}
+        for k in members
+    ]  # fmt: skip
+
+
+def _side_by_side(metas: dict, devices: int, rounds: int = 3) -> dict:
+    """Median :func:`engine_rate` of a runtime per ``metas`` entry (random weights), measured
+    in alternating rounds so that every entry sees the same machine."""
+    runtimes = {key: StreamRuntime.from_keras(build_model(meta.spec, meta), meta, capacity=1)
+                for key, meta in metas.items()}  # fmt: skip
+    measured: dict = {key: [] for key in runtimes}
+    with threadpool_limits(limits=1):
+        for _ in range(rounds):
+            for key, runtime in runtimes.items():
+                measured[key].append(engine_rate(runtime, devices))
+    return {key: statistics.median(rates) for key, rates in measured.items()}
 
 
 def bench_memory(devices: int = 100_000, cell: str = "lstm", hidden: int = 64) -> dict:

@@ -153,6 +153,8 @@ def train_command(spec: ModelSpec, cfg: TrainConfig, dataset: str, **flags: obje
                      f"--lanes {cfg.lanes}")  # fmt: skip
     if spec.next_step:
         parts.append("--next-step")
+    if spec.members > 1:
+        parts.append(f"--members {spec.members}")
     if spec.setup == "seq2seq":
         parts.append(f"--task {spec.task}")
         parts += [f"--horizon {spec.horizon}"] if spec.task == "forecast" else []
@@ -871,7 +873,8 @@ def write_markdown(path: Path, results: dict, quick: bool) -> None:
     path.write_text("\n".join(lines))
 
 
-LATER_DEFAULTS = (", frame='device'", ", task='classify'", ", attention=False", ", horizon=0")
+LATER_DEFAULTS = (", frame='device'", ", task='classify'", ", attention=False", ", horizon=0",
+                  ", members=1")  # fmt: skip
 """settings fields added after sections were measured, as they print at their default values"""
 
 

@@ -9,8 +9,9 @@ records, so that the owner of input partition ``p`` restores its devices from st
     0      2     magic b"HC"
     2      1     version (1)
     3      1     flags: bit 0 = LSTM cell state, bit 1 = next-step prediction, bit 2 = resampler,
-                 bit 3 = gravity frame, bit 4 = HMM belief
-    4      2     layers L (uint16)
+                 bit 3 = gravity frame, bit 4 = HMM belief, bit 5 = next-step predictions of
+                 another length than C (an ensemble's: one per member)
+    4      2     layers L (uint16; an ensemble's K members x their layers, member by member)
     6      2     hidden H (uint16)
     8      2     channels C (uint16)
     10     2     ring length R (uint16)
@@ -23,7 +24,8 @@ records, so that the owner of input partition ``p`` restores its devices from st
     44     8     source offset of the last record applied (int64)
     52     32    activity tracker: current, candidate, run, last top (4 x int64)
     84     V+D   model version, device id (UTF-8)
-    ...    2     the model's inputs F (uint16; flag bit 3: the gravity frame's features)
+    ...    2     the next-step prediction's length F (uint16; flag bit 3 or 5: the gravity
+                 frame's features, times an ensemble's members)
     ...    2     classes K (uint16; flag bit 4)
     ...    4LH   h, float32 (L x H)
     ...    4LH   c, float32 (flag bit 0)
@@ -112,12 +114,14 @@ def encode_state(s: DeviceState) -> bytes:
     model, device = s.model.encode(), s.device.encode()
     layers, hidden = s.h.shape
     ring_len, channels = s.ring.shape
+    longer = s.frame is None and s.next is not None and len(s.next) != channels
     flags = (
         (s.c is not None) | (s.next is not None) << 1 | (s.resample is not None) << 2
-        | (s.frame is not None) << 3 | (s.belief is not None) << 4
+        | (s.frame is not None) << 3 | (s.belief is not None) << 4 | longer << 5
     )  # fmt: skip
     # with a gravity frame, the next-step prediction is of its features: their number
-    inputs = b"" if s.frame is None else _U16.pack(0 if s.next is None else len(s.next))
+    explicit = s.frame is not None or longer
+    inputs = _U16.pack(0 if s.next is None else len(s.next)) if explicit else b""
     inputs += b"" if s.belief is None else _U16.pack(len(s.belief))
     header = _HEADER.pack(
         MAGIC, VERSION, flags, layers, hidden, channels, ring_len, len(model), len(device),
@@ -140,9 +144,9 @@ def decode_state(data: bytes) -> DeviceState:
         raise CheckpointError(f"not a version-{VERSION} checkpoint ({magic!r}, {version})")
     at = _HEADER.size + model_len + device_len
     inputs = channels
-    if flags & 8:
+    if flags & (8 | 32):
         if len(data) < at + _U16.size:
-            raise CheckpointError(f"{len(data)} bytes: shorter than a gravity-frame checkpoint")
+            raise CheckpointError(f"{len(data)} bytes: shorter than its next-step length")
         (inputs,) = _U16.unpack_from(data, at)
         at += _U16.size
     classes = 0

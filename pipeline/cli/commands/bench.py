@@ -38,6 +38,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     engine.add_argument("--device-rates", type=positive_int_list, default="50,100",
                         help="Hz of the devices a 50 Hz model serves in the worker rows, 10,000 "
                         "devices (%(default)s)")  # fmt: skip
+    engine.add_argument("--members", type=positive_int_list, default="1,3",
+                        help="ensemble sizes for the ensemble rows, the first the reference "
+                        "(%(default)s)")  # fmt: skip
     engine.add_argument("--json", action="store_true", help="one JSON object per row")
     engine.set_defaults(run=run_engine)
     e2e = which.add_parser(
@@ -99,6 +102,7 @@ def run_codec(args: argparse.Namespace) -> int:
 def run_engine(args: argparse.Namespace) -> int:
     from pipeline.bench.engine import (  # Keras: at run
         bench_engine,
+        bench_ensemble,
         bench_frame,
         bench_memory,
         bench_rates,
@@ -109,6 +113,10 @@ def run_engine(args: argparse.Namespace) -> int:
     frames = bench_frame(min(max(args.devices), 10_000), hidden=args.hidden)
     print_rows(frames, "Engine, raw axes vs the gravity frame (LSTM, median of 3 rounds; "
                "frame_cost = 1 - rate / raw axes' rate)", args.json)  # fmt: skip
+    ensembles = bench_ensemble(min(max(args.devices), 10_000), hidden=args.hidden,
+                               members=tuple(args.members))  # fmt: skip
+    print_rows(ensembles, "Engine, one LSTM vs ensembles (weights stacked, median of 3 rounds; "
+               "time_vs_one = one model's rate / this rate)", args.json)  # fmt: skip
     print_rows([bench_memory(hidden=args.hidden)], "Memory per device", args.json)
     rates = bench_rates(rates=tuple(float(r) for r in args.device_rates), hidden=args.hidden)
     title = ("Worker CPU (no Kafka), devices at other rates than the model's 50 Hz "

@@ -51,6 +51,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--dropout", type=float, default=0.0)
     m.add_argument("--conv-filters", type=int, default=0, help="Conv1D front end (window models)")
     m.add_argument("--next-step", action="store_true", help="add the next-sample head (stream)")
+    m.add_argument(
+        "--members",
+        type=positive_int,
+        default=1,
+        help="an ensemble of this many models, trained one after another on seeds "
+        "--seed, --seed + 1, ... (the same training users), their probabilities "
+        "averaged; workers run them all in one batched call (default 1; not seq2seq)",
+    )
     m.add_argument("--frame", choices=["auto", "device", "gravity"], default="auto",
                    help="device: the sensors' own x/y/z axes; gravity: quantities no rotation "
                    "of the phone changes, estimated causally (vertical and horizontal "
@@ -129,7 +137,7 @@ def _checked(args: argparse.Namespace):
         setup=args.setup, architecture=args.architecture, cell=args.cell, layers=args.layers,
         hidden=args.hidden, dropout=args.dropout, conv_filters=args.conv_filters,
         next_step=args.next_step, frame="device" if args.frame == "auto" else args.frame,
-        **seq2seq,
+        members=args.members, **seq2seq,
     )  # fmt: skip
     stream = {key: _given(args, key, STREAM_ONLY) for key in STREAM_ONLY}
     config = TrainConfig(

@@ -24,8 +24,14 @@ FRAME_CASES = [
     ModelSpec(setup="stream", cell=c, layers=2, hidden=8, next_step=True, frame="gravity")
     for c in CELLS
 ]
-CASES += FRAME_CASES
-NEXT_CASES += FRAME_CASES
+ENSEMBLE_CASES = [
+    ModelSpec(setup="stream", cell="lstm", layers=2, hidden=8, members=3),
+    ModelSpec(setup="stream", cell="gru", layers=1, hidden=8, next_step=True, members=2),
+    ModelSpec(setup="stream", cell="rnn", layers=2, hidden=8, next_step=True, frame="gravity",
+              members=3),
+]  # fmt: skip
+CASES += FRAME_CASES + ENSEMBLE_CASES
+NEXT_CASES += FRAME_CASES + ENSEMBLE_CASES[1:]
 _BUILT: dict[ModelSpec, tuple] = {}
 
 
@@ -120,10 +126,45 @@ def test_next_step_head_and_anomaly_match_keras(spec, make_meta):
     # the anomaly of sample t compares it with the prediction made at t - 1, across calls
     anomaly = _by_device([o.anomaly for o in outputs])
     assert np.isnan(anomaly[:, 0]).all()
+    if spec.members > 1:  # the mean of the members' anomalies, each member run on its own
+        members = [StreamRuntime(m, capacity=8, block=3) for m in _runtime(spec, make_meta).members]
+        alone = [_by_device([o.anomaly for o in _in_chunks(m, raw)]) for m in members]
+        np.testing.assert_allclose(anomaly, np.mean(alone, axis=0), **TOL)
+        return
     inputs = raw if meta.frame is None else meta.frame.features_of(raw)
     normalised = (inputs - np.array(meta.mean, np.float32)) / np.array(meta.std, np.float32)
     want = np.mean((expected["next"][:, :-1] - normalised[:, 1:]) ** 2, axis=-1)
     np.testing.assert_allclose(anomaly[:, 1:], want, **TOL)
+
+
+@pytest.mark.parametrize("spec", ENSEMBLE_CASES, ids=lambda s: s.name)
+def test_ensemble_states_are_its_members_states(spec, make_meta):
+    """A device's state holds every member's, member by member; restored into another runtime,
+    the device goes on exactly as in the first."""
+    _, _, raw, expected = _reference(spec, make_meta)
+    runtime, other = _runtime(spec, make_meta), _runtime(spec, make_meta)
+    ones = np.ones(len(SLOTS), int)
+    runtime.advance(SLOTS, ones * 6, _flat(raw, ones * 6))
+    states = runtime.get_states(SLOTS)
+    members = [StreamRuntime(m, capacity=8, block=3) for m in runtime.members]
+    for m in members:
+        m.advance(SLOTS, ones * 6, _flat(raw, ones * 6))
+    layers = spec.layers
+    for k, m in enumerate(members):
+        mine = m.get_states(SLOTS)
+        np.testing.assert_array_equal(states["h"][:, k * layers : (k + 1) * layers], mine["h"])
+    other.set_states(SLOTS, states)
+    rest = ones * (STEPS - 6)
+    out = other.advance(SLOTS, rest, _flat(raw, rest, ones * 6))
+    np.testing.assert_allclose(out.probs, _flat(expected["activity"], rest, ones * 6), **TOL)
+
+
+def test_ensemble_members_must_stack(make_meta):
+    one, two = (_runtime(ENSEMBLE_CASES[i], make_meta).members[0] for i in (0, 1))
+    with pytest.raises(ModelsError, match="must share"):
+        StreamRuntime([one, two])
+    with pytest.raises(ModelsError, match="at least one"):
+        StreamRuntime([])
 
 
 def test_snapshot_restore_and_reset(make_meta):

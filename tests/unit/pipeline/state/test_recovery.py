@@ -79,11 +79,11 @@ class LogSource:
         self.owned = set()
 
 
-@pytest.fixture(scope="module", params=["device", "gravity", "decoded"])
+@pytest.fixture(scope="module", params=["device", "gravity", "decoded", "ensemble"])
 def stream(request):
     """A fleet's messages in 3 partition logs, with duplicates and reordering, and a model (on
-    the raw axes; in the gravity frame, whose filters are state too; or decoded by an HMM,
-    whose beliefs are state too)."""
+    the raw axes; in the gravity frame, whose filters are state too; decoded by an HMM, whose
+    beliefs are state too; or an ensemble of 3, whose members' states all are)."""
     data = simulate(SyntheticConfig(devices=18, duration_s=16, seed=4))
     bus = MemoryBus(partitions=3, capacity=1_000_000)
     faults = FaultConfig(duplicate=0.05, reorder=0.05, seed=3)
@@ -93,7 +93,7 @@ def stream(request):
         log[m.partition].append(m)
     frame = "gravity" if request.param == "gravity" else "device"
     spec = ModelSpec(setup="stream", cell="lstm", layers=2, hidden=8, next_step=True,
-                     frame=frame)  # fmt: skip
+                     frame=frame, members=3 if request.param == "ensemble" else 1)  # fmt: skip
     inputs = 5 if frame == "gravity" else 6
     grammar = None
     if request.param == "decoded":

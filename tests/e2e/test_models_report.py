@@ -24,17 +24,23 @@ def test_quick_report_writes_tables_plots_and_figures_and_runs_again_only_what_i
                     "Real phones", "Anomaly detection"):  # fmt: skip
         assert heading in text
     for model in ("LSTM", "GRU", "SimpleRNN", "BiLSTM", "MLP", "1-D CNN", "LSTM, no rotation",
-                  "LSTM + attention", "GRU + attention", "causal_hmm"):  # fmt: skip
+                  "LSTM + attention", "GRU + attention", "GRU, ensemble of 3", "causal_hmm",
+                  "ensemble3_hmm"):  # fmt: skip
         assert f"| {model}" in text
     img = out.parent / "img"
     assert (img / "vanishing-gradients.png").is_file() and (img / "hapt-tbptt.png").is_file()
     assert (img / "har-attention.png").is_file()
     figures = json.loads(out.with_suffix(".json").read_text())
     assert set(figures["_sections"]) == set(SECTIONS)
-    assert len(figures["uci_har"]) == 9 and {"lstm-2x64", "attention-gru-2x64"} <= set(
-        figures["uci_har"]
-    )  # fmt: skip
-    assert set(figures["hapt"]) == {"tbptt", "windows", "causal", "causal_hmm"}
+    assert len(figures["uci_har"]) == 10 and {
+        "lstm-2x64",
+        "attention-gru-2x64",
+        "gru-2x64-ensemble3",
+    } <= set(figures["uci_har"])
+    assert "--members 3" in figures["uci_har"]["gru-2x64-ensemble3"]["command"]
+    assert set(figures["hapt"]) == {"tbptt", "windows", "causal", "causal_hmm", "ensemble3",
+                                    "ensemble3_hmm"}  # fmt: skip
+    assert figures["hapt"]["ensemble3"]["per_seed"][0]["members"] == 2  # --quick: 2 members
     decoded = figures["hapt"]["causal_hmm"]["per_seed"]
     assert all(0 <= r["macro_f1"] <= 1 and r["temperature"] > 0 for r in decoded)
     hapt_rows = [r for v in ("tbptt", "windows") for r in figures["hapt"][v]["per_seed"]]
@@ -52,8 +58,8 @@ def test_quick_report_writes_tables_plots_and_figures_and_runs_again_only_what_i
     assert "Best detector per fault by ROC-AUC" in text
     assert "Medians over seeds, truncated BPTT against fixed windows" in text
     assert (img / "har-window-lstm-2x64-unrotated.png").is_file()
-    # HAR 7 + 2 attention, HAPT 2 (decoding saves none), anomaly 5 (no zscore model)
-    assert len(list((tmp_path / "models").glob("*.keras"))) == 9 + 2 + 5
+    # HAR 7 + 2 attention + 1 ensemble, HAPT 2 (decoding saves none), anomaly 5 (no zscore)
+    assert len(list((tmp_path / "models").glob("*.keras"))) == 10 + 2 + 5
 
     # again: every section is kept (nothing changed); --only runs the named one again
     measured = {k: v["measured"] for k, v in figures["_sections"].items()}

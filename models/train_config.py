@@ -8,6 +8,19 @@ from typing import Literal
 
 from models.exceptions import SpecError
 
+RECIPES: dict[str, dict[str, float]] = {
+    "window": {"epochs": 20, "patience": 20, "batch_size": 128, "max_minutes": 14.0,
+               "dropout": 0.3, "train_stride": 16},
+    "stream": {"epochs": 80, "patience": 15, "batch_size": 128, "max_minutes": 14.0,
+               "dropout": 0.2},
+    "seq2seq": {"epochs": 20, "patience": 5, "batch_size": 128, "max_minutes": 14.0,
+                "dropout": 0.0},
+}  # fmt: skip
+"""the best measured recipe of each setup, the model report's (``docs/models.md``; window: UCI
+HAR, stream: UCI HAPT, seq2seq: the anomaly detectors), which ``harstream train`` uses for every
+one of these flags not given; ``train_stride``: window models train on windows taken every this
+many samples"""
+
 
 @dataclass(frozen=True)
 class TrainConfig:

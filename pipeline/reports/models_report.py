@@ -234,7 +234,7 @@ def _har_rows(budget: Budget, runs, out: Path, saved: Path) -> tuple[list[dict],
                 "epochs": len(result.history.get("loss", [])),
                 "train_minutes": result.seconds / 60,
                 "command": train_command(
-                    spec, cfg, "uci_har", window=128, stride=budget.train_stride
+                    spec, cfg, "uci_har", window=128, stride=64, train_stride=budget.train_stride
                 ),  # fmt: skip
             }
         )

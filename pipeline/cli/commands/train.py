@@ -10,7 +10,7 @@ from pathlib import Path
 from models.frame import GravityFrame
 from models.registry import Registry, check_name
 from models.spec import ModelSpec
-from models.train_config import TrainConfig
+from models.train_config import RECIPES, TrainConfig
 from models.windowing import windows_from_recordings
 from pipeline.cli.checks import (
     int_list,
@@ -48,7 +48,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--cell", choices=["rnn", "lstm", "gru"], default="lstm")
     m.add_argument("--layers", type=int, default=1)
     m.add_argument("--hidden", type=int, default=64)
-    m.add_argument("--dropout", type=float, default=0.0)
+    m.add_argument("--dropout", type=float, help=_recipe_help("dropout"))
     m.add_argument("--conv-filters", type=int, default=0, help="Conv1D front end (window models)")
     m.add_argument("--next-step", action="store_true", help="add the next-sample head (stream)")
     m.add_argument(
@@ -81,16 +81,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="seq2seq forecast: dot-product attention from each decoder step to the "
                    "encoder's states")  # fmt: skip
     t = p.add_argument_group("training")
-    t.add_argument("--epochs", type=int, default=30)
-    t.add_argument("--batch-size", type=int, default=64)
+    t.add_argument("--epochs", type=positive_int, help=_recipe_help("epochs"))
+    t.add_argument("--batch-size", type=positive_int, help=_recipe_help("batch_size"))
     t.add_argument("--learning-rate", type=float, default=1e-3)
     t.add_argument("--clipnorm", type=float, default=1.0, help="gradient clipping (0 = off)")
-    t.add_argument("--patience", type=int, default=6)
+    t.add_argument("--patience", type=positive_int,
+                   help="epochs without a better validation accuracy before stopping " +
+                   _recipe_help("patience"))  # fmt: skip
     t.add_argument("--no-class-weights", action="store_true")
     t.add_argument("--validation-users", type=float, default=0.2,
                    help="fraction of training users held out for early stopping")  # fmt: skip
-    t.add_argument("--max-minutes", type=positive_float, default=None,
-                   help="training time budget")  # fmt: skip
+    t.add_argument("--max-minutes", type=positive_float,
+                   help="training time budget, per member of an ensemble " +
+                   _recipe_help("max_minutes"))  # fmt: skip
+    t.add_argument("--train-stride", type=positive_int,
+                   help="window: training windows are taken every this many samples (--stride: "
+                   f"how often a worker classifies; default {RECIPES['window']['train_stride']})"
+                   )  # fmt: skip
     t.add_argument("--rotate-deg", type=float, default=0.0,
                    help="phones worn at other angles: window models also train on a copy of "
                    "each window, stream models on each segment, turned by a fresh random "
@@ -113,6 +120,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
+def _recipe_help(key: str) -> str:
+    """``--help``'s word on a flag whose default is the setup's recipe."""
+    values = " / ".join(f"{RECIPES[s][key]:g}" for s in ("window", "stream", "seq2seq"))
+    return f"(default the setup's measured recipe: {values} for window / stream / seq2seq)"
+
+
 def _checked(args: argparse.Namespace):
     """The model spec, the training config and the model file's path, every flag checked
     before any work (a refusal after minutes of training helps no one)."""
@@ -123,6 +136,10 @@ def _checked(args: argparse.Namespace):
         only_with(args, args.setup in setups, where, **given)
     only_with(args, args.task == "forecast", "with --task forecast", horizon="--horizon",
               attention="--attention")  # fmt: skip
+    only_with(args, args.setup == "window", "to --setup window", train_stride="--train-stride")
+    recipe = RECIPES[args.setup]
+    for key in recipe:  # the flags not given: the setup's recipe
+        setattr(args, key, _given(args, key, recipe))
     if args.setup == "seq2seq" and (args.rotate_deg or args.no_class_weights):
         raise ConfigError("--rotate-deg and --no-class-weights are for classifiers, not for "
                           "--setup seq2seq")  # fmt: skip
@@ -144,7 +161,7 @@ def _checked(args: argparse.Namespace):
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
         clipnorm=args.clipnorm or None, patience=args.patience,
         class_weights=not args.no_class_weights, validation_users=args.validation_users,
-        seed=args.seed, max_seconds=args.max_minutes * 60 if args.max_minutes else None,
+        seed=args.seed, max_seconds=args.max_minutes * 60,
         rotate_deg=args.rotate_deg, **stream,
     )  # fmt: skip
     out = _out(args.out, spec) if args.out else None  # the default's name waits for the frame
@@ -211,7 +228,7 @@ def run(args: argparse.Namespace) -> int:
             stderr.print(f"  epoch {epoch}/{epochs}: {shown}")
 
         if spec.setup == "window":
-            X, y, g = windows_from_recordings(recs, window, stride, users)
+            X, y, g = windows_from_recordings(recs, window, args.train_stride, users)
             result = train_window_model(spec, X, y, g, stride=stride, classes=data.activities,
                                         on_epoch=on_epoch, **common)  # fmt: skip
         elif spec.setup == "stream":

@@ -37,8 +37,8 @@ def fleet():
 
 @pytest.fixture
 def registry(tmp_path, fleet):
-    """Versions 1 and 2 (different weights), 3 (reads other channels), 4 (at 100 Hz) and 5 (in
-    m/s²); v1 is champion."""
+    """Versions 1 and 2 (different weights), 3 (reads other channels), 4 (at 100 Hz), 5 (in
+    m/s²) and 6 (an ensemble of three); v1 is champion."""
     registry = Registry(tmp_path / "registry")
     spec = ModelSpec(setup="stream", cell="gru", hidden=8)
     meta = ModelMeta(spec, fleet.channels, fleet.activities, 50.0, (0.0,) * 6, (0.5,) * 6, 64, 1)
@@ -53,6 +53,8 @@ def registry(tmp_path, fleet):
     ):
         registry.register(NAME, save_model(build_model(spec, changed), changed,
                                            tmp_path / "c.keras"))  # fmt: skip
+    three = replace(meta, spec=replace(spec, members=3))
+    registry.register(NAME, save_model(build_model(three.spec, three), three, tmp_path / "e.keras"))
     registry.promote(NAME, 1)
     return registry
 
@@ -165,6 +167,25 @@ def test_reset_policy_starts_the_new_model_from_zero_states(registry, fleet):
         version, probs = got[first.device, seq]
         assert version == "har@v0002"
         np.testing.assert_allclose(probs, after[i], atol=2e-5)
+
+
+def test_an_ensemble_champion_is_swapped_in_and_primed_like_one_model(registry, fleet):
+    """v1 -> v6 (three members, one runtime) -> v1 mid-stream: every sample predicted once,
+    the ensemble's as if it had seen each device's whole stream."""
+    bus, out = MemoryBus(partitions=3, capacity=1_000_000), MemoryBus(1, 10_000_000)
+    worker = _worker(registry, bus, out)
+    half = [dataset_slice(fleet, *cut) for cut in ((0, 50), (50, None))]
+    replay(half[0], MemorySink(bus), ReplayConfig(samples_per_record=5))
+    worker.run(timeout=0.1)
+    registry.promote(NAME, 6)
+    _wait_for_swaps(worker, 1)
+    assert len(worker.stream_model.runtime.members) == 3
+    replay(half[1], MemorySink(bus), ReplayConfig(samples_per_record=5))
+    worker.run(timeout=0.1)
+    worker.close()
+    got = _per_sample(_predictions(out))
+    assert {v for v, _ in got.values()} == {"har@v0001", "har@v0006"}
+    _check(got, fleet, {f"har@v000{v}": _offline(registry, v, fleet) for v in (1, 6)})
 
 
 @pytest.mark.parametrize(

@@ -55,7 +55,6 @@ def _refused(argv: list[str], capsys) -> str:
         (["train", "--dataset", "{csv}", "--units", "acc=km/h"], "'km/h' is not a unit of"),
         (["train", "--dataset", "{csv}", "--strict", "--max-gap-ms", "100"],
          "--max-gap-ms does not apply with --strict"),  # fmt: skip
-        (["train", "--epochs", "0"], "epochs"),
         (["train", "--setup", "stream", "--architecture", "mlp"], "unidirectional recurrent"),
         (["evaluate", "--model", "{tmp}/none.keras"], "--model {tmp}/none.keras: no such file"),
         (["evaluate", "--model", "{file}"], "expected a .keras file"),
@@ -97,6 +96,7 @@ def test_refused_before_any_work(argv, expected, places, capsys):
     [
         (["train", "--users", "2,x"], "argument --users: expected comma-separated integers"),
         (["train", "--window", "0"], "argument --window: must be >= 1"),
+        (["train", "--epochs", "0"], "argument --epochs: must be >= 1"),
         (["train", "--time-unit", "min"], "argument --time-unit: invalid choice"),
         (["train", "--rate", "0"], "argument --rate: must be > 0"),
         (["replay", "--gap-prob", "2"], "argument --gap-prob: must be in [0, 1]"),

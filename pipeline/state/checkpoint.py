@@ -10,7 +10,7 @@ records, so that the owner of input partition ``p`` restores its devices from st
     2      1     version (1)
     3      1     flags: bit 0 = LSTM cell state, bit 1 = next-step prediction, bit 2 = resampler,
                  bit 3 = gravity frame, bit 4 = HMM belief, bit 5 = next-step predictions of
-                 another length than C (an ensemble's: one per member)
+                 another length than C (an ensemble's: one per member), bit 6 = delayed labels
     4      2     layers L (uint16; an ensemble's K members x their layers, member by member)
     6      2     hidden H (uint16)
     8      2     channels C (uint16)
@@ -27,12 +27,15 @@ records, so that the owner of input partition ``p`` restores its devices from st
     ...    2     the next-step prediction's length F (uint16; flag bit 3 or 5: the gravity
                  frame's features, times an ensemble's members)
     ...    2     classes K (uint16; flag bit 4)
+    ...    4     delayed labels: samples held N, values each W (2 x uint16; flag bit 6)
     ...    4LH   h, float32 (L x H)
     ...    4LH   c, float32 (flag bit 0)
     ...    4F    the last next-step prediction, float32 (flag bit 1; F = C without bit 3)
     ...    32    the gravity frame's filters, float32 (8; flag bit 3)
     ...    4K    the HMM decoder's belief over the classes, float32 (flag bit 4)
     ...    4RC   ring buffer as the store keeps it (slot ``seen % R`` is the next to write)
+    ...    8NW   the samples whose labels the delay still holds, float64, oldest first
+                 (flag bit 6; see :meth:`pipeline.worker.delay.Delay.snapshot`)
     ...    8K    a device at another rate than the model's: what its resampler carries,
                  float64, the rest of the message (flag bit 2; see
                  :meth:`pipeline.worker.resampler.Resampler.snapshot`)
@@ -107,6 +110,8 @@ class DeviceState:
     """(8,): the gravity frame's filters, for a model that reads one"""
     belief: np.ndarray | None = None
     """(classes,): the HMM decoder's belief, for a model whose probabilities are decoded"""
+    delayed: np.ndarray | None = None
+    """(held, width) float64: what a worker with ``delay_ms`` holds back for the device"""
 
 
 def encode_state(s: DeviceState) -> bytes:
@@ -118,17 +123,21 @@ def encode_state(s: DeviceState) -> bytes:
     flags = (
         (s.c is not None) | (s.next is not None) << 1 | (s.resample is not None) << 2
         | (s.frame is not None) << 3 | (s.belief is not None) << 4 | longer << 5
+        | (s.delayed is not None) << 6
     )  # fmt: skip
     # with a gravity frame, the next-step prediction is of its features: their number
     explicit = s.frame is not None or longer
     inputs = _U16.pack(0 if s.next is None else len(s.next)) if explicit else b""
     inputs += b"" if s.belief is None else _U16.pack(len(s.belief))
+    if s.delayed is not None:
+        inputs += _U16.pack(len(s.delayed)) + _U16.pack(s.delayed.shape[1])
     header = _HEADER.pack(
         MAGIC, VERSION, flags, layers, hidden, channels, ring_len, len(model), len(device),
         s.last_seq, s.last_time_ms, s.seen, s.partition, s.offset, *s.tracker,
     )  # fmt: skip
     arrays = [s.h] + [a for a in (s.c, s.next, s.frame, s.belief) if a is not None] + [s.ring]
-    tail = b"" if s.resample is None else np.ascontiguousarray(s.resample, _F64).tobytes()
+    tail = b"" if s.delayed is None else np.ascontiguousarray(s.delayed, _F64).tobytes()
+    tail += b"" if s.resample is None else np.ascontiguousarray(s.resample, _F64).tobytes()
     return b"".join([header, model, device, inputs, *(np.ascontiguousarray(a, _F32).tobytes()
                                               for a in arrays), tail])  # fmt: skip
 
@@ -155,12 +164,23 @@ def decode_state(data: bytes) -> DeviceState:
             raise CheckpointError(f"{len(data)} bytes: shorter than a decoded model's checkpoint")
         (classes,) = _U16.unpack_from(data, at)
         at += _U16.size
+    held = width = 0
+    if flags & 64:
+        if len(data) < at + 2 * _U16.size:
+            raise CheckpointError(f"{len(data)} bytes: shorter than a delayed worker's checkpoint")
+        (held,), (width,) = _U16.unpack_from(data, at), _U16.unpack_from(data, at + _U16.size)
+        at += 2 * _U16.size
     sizes = [layers * hidden, layers * hidden if flags & 1 else 0, inputs if flags & 2 else 0,
              FRAME_STATE if flags & 8 else 0, classes, ring_len * channels]  # fmt: skip
     end = at + 4 * sum(sizes)
+    delayed_at, end = end, end + 8 * held * width
     extra = len(data) - end
     if extra < 0 or (extra and not flags & 4) or (flags & 4 and (extra == 0 or extra % 8)):
         raise CheckpointError(f"{len(data)} bytes, expected {end} (+ 8 x K with a resampler)")
+    delayed = None
+    if flags & 64:
+        delayed = np.frombuffer(data, _F64, count=held * width, offset=delayed_at)
+        delayed = delayed.reshape(held, width)
     model = data[_HEADER.size : _HEADER.size + model_len].decode()
     device = data[_HEADER.size + model_len : _HEADER.size + model_len + device_len].decode()
     values = np.frombuffer(data, _F32, count=sum(sizes), offset=at)
@@ -174,7 +194,7 @@ def decode_state(data: bytes) -> DeviceState:
         h.reshape(layers, hidden), ring.reshape(ring_len, channels),
         c.reshape(layers, hidden) if flags & 1 else None, nxt if flags & 2 else None,
         np.frombuffer(data, _F64, offset=end) if flags & 4 else None,
-        frame if flags & 8 else None, belief if flags & 16 else None,
+        frame if flags & 8 else None, belief if flags & 16 else None, delayed,
     )  # fmt: skip
 
 

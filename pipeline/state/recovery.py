@@ -2,7 +2,8 @@
 
 :func:`snapshot_devices` reads every per-device array a worker keeps (the store's sequence
 number, ring buffer and source position, the runtime's hidden states, the activity tracker,
-the resampler's carried samples, the gravity frame's filters, the HMM decoder's belief);
+the resampler's carried samples, the gravity frame's filters, the HMM decoder's belief, the
+labels a delay holds back);
 :func:`restore_devices` puts them back into another worker. A state written by another model
 version cannot be used by this one's weights: those devices are re-primed from their restored
 ring buffers, as a hot swap does.
@@ -20,6 +21,7 @@ from pipeline.swap.priming import prime
 if TYPE_CHECKING:
     from pipeline.serving import ServingModel
     from pipeline.worker.activity import ActivityTracker
+    from pipeline.worker.delay import Delay
     from pipeline.worker.resampler import Resampler
     from pipeline.worker.state_store import StateStore
 
@@ -30,6 +32,7 @@ def snapshot_devices(
     resampler: Resampler,
     model: ServingModel,
     slots: np.ndarray,
+    delay: Delay | None = None,
 ) -> list[DeviceState]:
     """The :class:`DeviceState` of each slot in ``slots`` (slots holding a device); ``model``
     is the one whose version the states carry (the stream model's hidden states with it)."""
@@ -41,6 +44,7 @@ def snapshot_devices(
     h = states.get("h", np.zeros((len(slots), 0, 0), np.float32))
     carried = resampler.snapshot(slots)
     belief = model.decoder.belief[slots] if model.decoder is not None else None
+    held = delay.snapshot(slots) if delay is not None else [None] * len(slots)
     out = []
     for i, slot in enumerate(slots.tolist()):
         device = store.device(slot)
@@ -55,7 +59,7 @@ def snapshot_devices(
                 states["c"][i] if "c" in states else None,
                 states["next"][i] if "next" in states else None, carried[i],
                 states["frame"][i] if "frame" in states else None,
-                belief[i] if belief is not None else None,
+                belief[i] if belief is not None else None, held[i],
             )
         )  # fmt: skip
     return out
@@ -67,9 +71,10 @@ def restore_devices(
     resampler: Resampler,
     model: ServingModel | None,
     states: list[DeviceState],
+    delay: Delay | None = None,
 ) -> np.ndarray:
-    """Put ``states`` into the store, the tracker, the resampler and the stream ``model``'s
-    runtime (devices already held are overwritten); their slots."""
+    """Put ``states`` into the store, the tracker, the resampler, the stream ``model``'s
+    runtime and the ``delay`` (devices already held are overwritten); their slots."""
     if not states:
         return np.zeros(0, np.int64)
     shape = store.ring.shape[1:]
@@ -82,6 +87,8 @@ def restore_devices(
     tracker.current[slots], tracker.candidate[slots] = track[:, 0], track[:, 1]
     tracker.run[slots], tracker.last_top[slots] = track[:, 2], track[:, 3]
     resampler.restore(slots, [s.resample for s in states])
+    if delay is not None:
+        delay.restore(slots, [s.delayed for s in states])
     if model is None or model.runtime is None:
         return slots
     _restore_beliefs(model, states, slots)

@@ -60,7 +60,7 @@ class Payload(NamedTuple):
 def sample_payloads(
     runs: Sequence, starts: np.ndarray, steps: np.ndarray, counts: Sequence[int],
     probs: np.ndarray, top: np.ndarray, anomaly: np.ndarray | None, classes: Sequence[str],
-    version: str, batch: int, now_ms: float,
+    version: str, batch: int, now_ms: float, delay_ms: float = 0.0,
 ) -> list[Payload]:  # fmt: skip
     """The many-to-many prediction messages of a batch, as JSON bytes, built without a dict or
     ``json.dumps`` per message: ``runs[i]``'s new samples start at row ``starts[i]`` of ``probs``
@@ -68,7 +68,8 @@ def sample_payloads(
     positions within their runs that get a prediction, ``counts[i]`` (at least one) of them for
     ``runs[i]``, run after run. A device far behind has thousands of samples in one batch:
     several messages, each under the broker's size limit, together cover its run.
-    Probabilities have :data:`PROB_DECIMALS` decimals."""
+    Probabilities have :data:`PROB_DECIMALS` decimals; ``delay_ms`` is the delay the labels
+    were emitted with (:mod:`pipeline.worker.delay`)."""
     # every column the messages need gathered once, in C; the loop below only slices and joins
     all_seqs = np.concatenate([run.seqs for run in runs])
     lengths = np.array([len(run.seqs) for run in runs])
@@ -86,6 +87,7 @@ def sample_payloads(
     first, offsets = first.tolist(), (np.asarray(starts) - np.array(first)).tolist()
     labels = [_json(c) for c in classes]
     tail = f',"model":{_json(version)},"batch":{batch},'
+    delay = f',"delay_ms":{delay_ms:g}'
     out, k = [], 0
     for i, run in enumerate(runs):
         n, base, end_of_run = counts[i], first[i], first[i] + int(lengths[i]) - 1
@@ -101,6 +103,7 @@ def sample_payloads(
                 f'{{"kind":"sample","device":{device}{tail}"seq_first":{seq_first},'
                 f'"seq_last":{seq_last},"seq":{seq_of[last]},"t_ms":{time_of[last]!r},'
                 f'"activity":{labels[tops[hi - 1]]},"probs":[{text[hi - 1]}],"latency_ms":{lat}'
+                f"{delay}"
             )
             if hi - lo > 1:
                 message += (

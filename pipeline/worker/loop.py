@@ -5,6 +5,7 @@ One batch at a time::
     poll -> decode (bad input, unserved rates -> dead letters; declared units -> the model's)
     -> order and dedupe per device (Sequencer) -> resample devices at other rates (Resampler)
     -> one batched runtime call for every device with new samples (many-to-many)
+    -> HMM decoding, and labels ``delay_ms`` late smoothed over both sides (Delay), if set
     -> window predictions for every device whose window is due (many-to-one, batched)
     -> anomaly scores of the seq2seq detector for every device whose window is due (batched)
     -> predictions, anomaly scores and activity-change events to the sink -> flush -> commit
@@ -37,6 +38,7 @@ from pipeline.serving import ServingModel
 from pipeline.state.checkpoint import Checkpointer
 from pipeline.state.recovery import restore_devices, snapshot_devices
 from pipeline.worker.activity import ActivityChange, ActivityTracker
+from pipeline.worker.delay import Delay
 from pipeline.worker.emission import (
     Emit,
     anomaly_message,
@@ -67,8 +69,10 @@ class WorkerConfig:
     device, or only when a device's most likely activity changes. ``decode``: a stream model
     whose training found that its grammar helps (an HMM over its per-sample probabilities,
     :mod:`models.hmm`) has its probabilities decoded with it; ``false`` emits the model's own.
-    ``min_dwell``: samples a new activity must persist before an activity-change event is sent
-    (hysteresis).
+    ``delay_ms``: the stream model's per-sample labels are emitted this late, each from the
+    mean of the (decoded) probabilities of the samples up to ``delay_ms`` before and after it
+    (:mod:`pipeline.worker.delay`; 0: at once, causal). ``min_dwell``: samples a new activity
+    must persist before an activity-change event is sent (hysteresis).
     """
 
     input_topic: str = "sensor.raw"
@@ -78,6 +82,7 @@ class WorkerConfig:
     emit: Emit = "every_k"
     every_k: int = 25
     decode: bool = True
+    delay_ms: float = 0.0
     min_dwell: int = 50
     max_records: int = 5000
     poll_timeout_s: float = 0.05
@@ -148,11 +153,13 @@ class Worker:
         self.tracker = ActivityTracker(cfg.min_dwell)
         self.resampler = Resampler(meta.rate_hz, len(meta.channels))
         self._in_model_units = ToUnits(Units(**meta.units), meta.channels)
+        self.delay = self._delay(stream_model, store_cfg.initial_capacity)
         self.store = StateStore(
             len(meta.channels),
             store_cfg,
             on_grow=self._grow,
             on_reset=self._reset,
+            on_evict=self._release,
         )
         self.codec = codec or make_codec("auto", cfg.codec)
         self.sequencer = Sequencer(cfg.sequencer)
@@ -178,6 +185,17 @@ class Worker:
         self.lag: dict[TopicPartition, int] | None = None
         """records behind the end of each owned partition after the last batch, if known"""
 
+    def _delay(self, stream_model: ServingModel | None, capacity: int) -> Delay | None:
+        if self.config.delay_ms < 0:
+            raise ConfigError(f"delay_ms must be >= 0, not {self.config.delay_ms}")
+        if self.config.delay_ms == 0:
+            return None
+        if stream_model is None:
+            raise ConfigError("delay_ms delays a stream model's per-sample labels: this worker "
+                              "serves none")  # fmt: skip
+        meta = stream_model.meta
+        return Delay(self.config.delay_ms, meta.rate_hz, len(meta.classes), capacity)
+
     # -- state hooks --------------------------------------------------------------------------
 
     def _grow(self, capacity: int) -> None:
@@ -185,6 +203,8 @@ class Worker:
             self.stream_model.runtime.ensure_capacity(capacity)
             if self.stream_model.decoder is not None:
                 self.stream_model.decoder.ensure_capacity(capacity)
+            if self.delay is not None:
+                self.delay.ensure_capacity(capacity)
         self.tracker.ensure_capacity(capacity)
         self.resampler.ensure_capacity(capacity)
 
@@ -193,6 +213,8 @@ class Worker:
             self.stream_model.runtime.reset(slots)
             if self.stream_model.decoder is not None:
                 self.stream_model.decoder.reset(slots)
+            if self.delay is not None:
+                self.delay.reset(slots)
         self.tracker.reset(slots)
         self.resampler.reset(slots)
         for swap in self._swaps:
@@ -206,6 +228,10 @@ class Worker:
         else:
             model.decoder = None
         old = getattr(self, slot)
+        other_classes = self.delay is not None and len(model.meta.classes) != self.delay.classes
+        if slot == "stream_model" and other_classes:  # what the old one holds back goes out now
+            self._release(self.store.used_slots())
+            self.delay = self._delay(model, self.store.capacity)
         setattr(self, slot, model)
         return old.version if old is not None else ""
 
@@ -231,7 +257,8 @@ class Worker:
             slots = np.flatnonzero(store.dirty)
             deleted, store.forgotten = store.forgotten, []
             model = self.stream_model or self.window_model
-            states = snapshot_devices(store, self.tracker, self.resampler, model, slots)
+            states = snapshot_devices(store, self.tracker, self.resampler, model, slots,
+                                      self.delay)  # fmt: skip
             self.checkpoints.write(states, deleted)
             store.dirty[slots] = False
             self.stats.checkpoints += 1
@@ -254,7 +281,8 @@ class Worker:
             return
         started = time.perf_counter()
         states = self.checkpoints.read(ours)
-        restore_devices(self.store, self.tracker, self.resampler, self.stream_model, states)
+        restore_devices(self.store, self.tracker, self.resampler, self.stream_model, states,
+                        self.delay)  # fmt: skip
         self.stats.restored_devices += len(states)
         self.stats.restore_s.append(time.perf_counter() - started)
         self._collect.report.restores.append((len(states), self.stats.restore_s[-1]))
@@ -451,6 +479,7 @@ class Worker:
         slots = store.slots_for([r.device for r in runs])
         reset = np.array([r.gap_before > store.config.max_gap for r in runs])
         if reset.any():
+            self._release(slots[reset])
             store.reset(slots[reset])
         self.stats.samples += sum(len(r.seqs) for r in runs)
         store.last_seq[slots] = [int(r.seqs[-1]) for r in runs]
@@ -488,7 +517,29 @@ class Worker:
             probs, decoder = out.probs, self.stream_model.decoder
             if decoder is not None:
                 probs = decoder.filter(slots, counts, probs)
-            self._emit_stream(runs, slots, counts, seen_before, probs, out.anomaly)
+            if self.delay is None:
+                self._emit_stream(runs, slots, counts, seen_before, probs, out.anomaly)
+                return
+            late = self.delay.push(runs, slots, counts, probs, out.anomaly)
+            if len(late.runs):
+                before = np.maximum(seen_before[late.index] - self.delay.lag, 0)
+                self._emit_stream(late.runs, late.slots, late.counts, before, late.probs,
+                                  late.anomaly)  # fmt: skip
+
+    def _release(self, slots: np.ndarray) -> None:
+        """Emit the labels the delay still holds back for ``slots``, whose streams end (a gap
+        resets them, or they are evicted); call while they still hold their devices."""
+        if self.delay is None or not len(slots):
+            return
+        slots = slots[self.delay.pending(slots) > 0]
+        if not len(slots):
+            return
+        store, none = self.store, np.zeros(0)
+        ends = [DeviceRun(store.device(s), none, none, none, none,
+                          partition=int(store.partition[s])) for s in slots.tolist()]  # fmt: skip
+        late = self.delay.flush(ends, slots)
+        before = np.maximum(store.seen[late.slots] - self.delay.lag, 0)
+        self._emit_stream(late.runs, late.slots, late.counts, before, late.probs, late.anomaly)
 
     def _emit_stream(self, runs, slots, counts, seen_before, probs, anomaly) -> None:
         cfg, model = self.config, self.stream_model
@@ -507,9 +558,11 @@ class Worker:
         emitting = np.flatnonzero(per_run)
         if not len(emitting):
             return
+        delay_ms = self.delay.delay_ms if self.delay is not None else 0.0
         payloads = sample_payloads([runs[i] for i in emitting.tolist()], starts[emitting], steps,
                                    per_run[emitting].tolist(), probs, top, anomaly, classes,
-                                   model.version, self.batch, self._clock() * 1000.0)  # fmt: skip
+                                   model.version, self.batch, self._clock() * 1000.0,
+                                   delay_ms)  # fmt: skip
         for payload in payloads:
             self.sink.send(cfg.predictions_topic, runs[emitting[payload.run]].device.encode(),
                            payload.data)  # fmt: skip

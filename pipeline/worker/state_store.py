@@ -4,7 +4,7 @@ Device ids map to slots; every per-device quantity (last applied sequence number
 when the device was last seen, the ring buffer of its last ``ring`` samples, how many samples it
 has seen) lives in a NumPy array indexed by slot, so a batch of devices is read and written with
 one fancy-indexing operation. The recurrent hidden state lives in the runtime under the same
-slots; the store tells its owner when slots are reset or freed.
+slots; the store tells its owner when slots are reset, and before devices are evicted for good.
 """
 
 from __future__ import annotations
@@ -60,12 +60,14 @@ class StateStore:
         config: StoreConfig | None = None,
         on_grow: Callable[[int], None] | None = None,
         on_reset: Callable[[np.ndarray], None] | None = None,
+        on_evict: Callable[[np.ndarray], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config or StoreConfig()
         self.channels = channels
         self._on_grow = on_grow
         self._on_reset = on_reset
+        self._on_evict = on_evict
         self._clock = clock
         self._slot: dict[str, int] = {}
         self._device: list[str | None] = []
@@ -156,9 +158,14 @@ class StateStore:
 
     def evict(self, devices: Iterable[str], handed_over: bool = False) -> list[str]:
         """Forget ``devices`` (unknown ones are ignored); return those evicted.
-        ``handed_over``: another worker owns them now (not counted as evictions)."""
+        ``handed_over``: another worker owns them now (not counted as evictions, and the owner
+        is not told through ``on_evict``: their state lives on elsewhere)."""
         gone = [d for d in devices if d in self._slot]
-        slots = np.array([self._slot.pop(d) for d in gone], dtype=np.int64)
+        slots = np.array([self._slot[d] for d in gone], dtype=np.int64)
+        if len(slots) and not handed_over and self._on_evict is not None:
+            self._on_evict(slots)  # still mapped to their devices
+        for d in gone:
+            del self._slot[d]
         if self.forgotten is not None and not handed_over:
             self.forgotten.extend(zip(gone, self.partition[slots].tolist(), strict=True))
         for slot in slots.tolist():

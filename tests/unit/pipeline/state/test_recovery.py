@@ -79,11 +79,12 @@ class LogSource:
         self.owned = set()
 
 
-@pytest.fixture(scope="module", params=["device", "gravity", "decoded", "ensemble"])
+@pytest.fixture(scope="module", params=["device", "gravity", "decoded", "ensemble", "delayed"])
 def stream(request):
     """A fleet's messages in 3 partition logs, with duplicates and reordering, and a model (on
     the raw axes; in the gravity frame, whose filters are state too; decoded by an HMM, whose
-    beliefs are state too; or an ensemble of 3, whose members' states all are)."""
+    beliefs are state too; an ensemble of 3, whose members' states all are; or decoded and
+    served with ``delay_ms``, whose held-back labels are state too), and the delay."""
     data = simulate(SyntheticConfig(devices=18, duration_s=16, seed=4))
     bus = MemoryBus(partitions=3, capacity=1_000_000)
     faults = FaultConfig(duplicate=0.05, reorder=0.05, seed=3)
@@ -96,23 +97,25 @@ def stream(request):
                      frame=frame, members=3 if request.param == "ensemble" else 1)  # fmt: skip
     inputs = 5 if frame == "gravity" else 6
     grammar = None
-    if request.param == "decoded":
+    if request.param in ("decoded", "delayed"):
         A, prior = estimate([s.labels for s in data.streams], len(data.activities))
         grammar = Grammar(tuple(map(tuple, A.tolist())), tuple(prior.tolist()), 0.5, True)
     meta = ModelMeta(spec, data.channels, data.activities, 50.0, (0.0,) * inputs,
                      (0.5,) * inputs, 64, 1, grammar=grammar)  # fmt: skip
-    return data, log, build_model(spec, meta), meta
+    delay_ms = 300.0 if request.param == "delayed" else 0.0
+    return data, log, build_model(spec, meta), meta, delay_ms
 
 
 def _worker(stream, source_log, committed, table, every_records=150, partitions=None,
             observers=()):  # fmt: skip
-    data, log, model, meta = stream
+    data, log, model, meta, delay_ms = stream
     out = MemoryBus(1, 10_000_000)
     worker = Worker.__new__(Worker)  # the source needs the worker as its listener
     source = LogSource(log, committed, worker, partitions)
     checkpoints = Checkpointer(table, CheckpointConfig(every_ms=1e9, every_records=every_records))
     Worker.__init__(worker, source, MemorySink(out), ServingModel.load(model, meta, "m@v1"),
-                    config=WorkerConfig(emit="every", max_records=40), checkpoints=checkpoints,
+                    config=WorkerConfig(emit="every", max_records=40, delay_ms=delay_ms),
+                    checkpoints=checkpoints,
                     observers=observers)  # fmt: skip
     return worker, out
 
@@ -131,19 +134,24 @@ def _predictions(out) -> dict[tuple[str, int], list[float]]:
 def _final_states(worker) -> dict[str, dict[str, np.ndarray]]:
     runtime, decoder = worker.stream_model.runtime, worker.stream_model.decoder
     states = {d: runtime.get_state(worker.store.slot(d)) for d in worker.store.devices()}
-    if decoder is not None:
-        for device, state in states.items():
-            state["belief"] = decoder.get_state(worker.store.slot(device))
+    for device, state in states.items():
+        slot = worker.store.slot(device)
+        if decoder is not None:
+            state["belief"] = decoder.get_state(slot)
+        if worker.delay is not None:
+            state["delayed"] = worker.delay.smoother.get_state(slot)
     return states
 
 
 def test_a_replacement_worker_ends_where_an_uninterrupted_one_does(stream):
-    data, log, _, _ = stream
+    data, log = stream[:2]
     total = sum(len(v) for v in log.values())
     whole, whole_out = _worker(stream, log, {}, MemoryTable())
     whole.run(timeout=0)
     expected_states, expected = _final_states(whole), _predictions(whole_out)
-    assert len(expected) == data.n_samples
+    held = 0 if whole.delay is None else whole.delay.lag * len(data.streams)
+    assert len(expected) == data.n_samples - held  # with a delay, each device's last lag wait
+    assert (whole.delay is not None) == (stream[4] > 0)
 
     table, committed = MemoryTable(), {}
     first, first_out = _worker(stream, log, committed, table)
@@ -171,7 +179,7 @@ def test_a_replacement_worker_ends_where_an_uninterrupted_one_does(stream):
 
 
 def test_a_revoked_partition_is_checkpointed_committed_and_forgotten(stream):
-    data, log, _, _ = stream
+    data, log = stream[:2]
     table, committed = MemoryTable(), {}
     worker, _ = _worker(stream, log, committed, table, every_records=10**9)
     worker.run(count=300)
@@ -219,6 +227,13 @@ def test_checkpoint_bytes_round_trip_and_bad_ones_are_refused():
         np.testing.assert_array_equal(getattr(back, name), getattr(decoded, name))
     with pytest.raises(CheckpointError):
         decode_state(encode_state(decoded)[:-4])
+    # a worker with delay_ms: the samples whose labels it holds back kept, before the resampler's
+    delayed = replace(decoded, delayed=rng.normal(size=(7, 16)))
+    back = decode_state(encode_state(delayed))
+    for name in ("h", "c", "next", "ring", "resample", "frame", "belief", "delayed"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(delayed, name))
+    with pytest.raises(CheckpointError):
+        decode_state(encode_state(replace(delayed, resample=None))[:-8])
     gru = DeviceState("d", "m", 0, 0.0, 1, 0, 0, (0, 0, 0, 0), np.zeros((1, 4), np.float32),
                       np.zeros((8, 3), np.float32))  # fmt: skip
     assert (
@@ -234,7 +249,7 @@ def test_checkpoint_bytes_round_trip_and_bad_ones_are_refused():
 
 
 def test_an_evicted_device_s_checkpoint_is_deleted(stream):
-    data, log, _, _ = stream
+    data, log = stream[:2]
     table, committed = MemoryTable(), {}
     worker, _ = _worker(stream, log, committed, table, every_records=10**9)
     worker.run(count=200)

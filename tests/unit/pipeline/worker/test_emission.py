@@ -56,8 +56,8 @@ def test_sample_payloads_are_the_documented_json_for_every_device_of_a_batch():
     assert second["device"] == 'd"2' and "steps" not in second and second["seq"] == 10
     assert second["latency_ms"] == 1000.0 and second["anomaly"] == round(float(anomaly[13]), 4)
     documented = {"kind", "device", "model", "batch", "seq_first", "seq_last", "seq", "t_ms",
-                  "activity", "probs", "latency_ms", "steps", "anomaly"}  # fmt: skip
-    assert set(first) == documented
+                  "activity", "probs", "latency_ms", "delay_ms", "steps", "anomaly"}  # fmt: skip
+    assert set(first) == documented and first["delay_ms"] == 0
 
 
 def test_a_long_run_is_split_into_messages_that_cover_it():

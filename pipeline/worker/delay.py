@@ -1,0 +1,110 @@
+"""``[worker] delay_ms``: each sample's label emitted ``delay_ms`` late, from the stream model's
+(decoded) probabilities over the samples on either side of it (:mod:`models.smoothing`).
+
+A device's samples go in as they arrive; out come the samples ``lag`` behind, as runs the
+emission path takes like undelayed ones: each names the input sample it labels (its sequence
+number, event time and label), so a prediction is as late as the delay and no later. What a
+device still holds back when its stream ends (a gap, an eviction) is emitted then, with the
+window cut short; nothing is lost, and nothing is emitted twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+from models.smoothing import FixedLag
+from pipeline.exceptions import ConfigError
+from pipeline.worker.sequencer import DeviceRun
+
+EXTRA = 4
+"""columns a sample carries beside its probabilities: sequence number, event time, label, and
+the next-step error (NaN without a next-step head)"""
+
+
+class Delayed(NamedTuple):
+    """The samples a batch emits after the delay: one run per device with any, its slot, how
+    many, and their smoothed probabilities and next-step errors (rows run after run)."""
+
+    runs: list[DeviceRun]
+    index: np.ndarray
+    """each run's place among the runs pushed (or flushed)"""
+    slots: np.ndarray
+    counts: np.ndarray
+    probs: np.ndarray
+    anomaly: np.ndarray | None
+
+
+class Delay:
+    """The fixed-lag smoother of a worker's stream model: ``delay_ms`` at ``rate_hz`` is
+    ``lag`` samples (at least one), for ``classes`` probabilities per sample."""
+
+    def __init__(self, delay_ms: float, rate_hz: float, classes: int, capacity: int = 1024):
+        if delay_ms <= 0:
+            raise ConfigError(f"delay_ms must be > 0 to delay labels, not {delay_ms}")
+        self.lag = max(1, round(delay_ms * rate_hz / 1000.0))
+        self.delay_ms = self.lag * 1000.0 / rate_hz
+        """the delay applied: ``lag`` samples at the model's rate"""
+        self.classes = classes
+        self.smoother = FixedLag(self.lag, classes + EXTRA, classes, capacity)
+
+    def ensure_capacity(self, capacity: int) -> None:
+        self.smoother.ensure_capacity(capacity)
+
+    def reset(self, slots) -> None:
+        self.smoother.reset(slots)
+
+    def pending(self, slots) -> np.ndarray:
+        return self.smoother.pending(slots)
+
+    def push(self, runs: Sequence[DeviceRun], slots, counts, probs, anomaly) -> Delayed:
+        """A batch's new samples (``runs`` at the model's rate, their probabilities and
+        next-step errors run after run) in; the samples ``lag`` behind them out."""
+        k = self.classes
+        rows = np.empty((len(probs), k + EXTRA))
+        rows[:, :k] = probs
+        rows[:, k] = np.concatenate([r.seqs for r in runs])
+        rows[:, k + 1] = np.concatenate([r.times_ms for r in runs])
+        rows[:, k + 2] = np.concatenate([r.labels for r in runs])
+        rows[:, k + 3] = np.nan if anomaly is None else anomaly
+        out, emitted = self.smoother.push(slots, counts, rows)
+        return self._runs(runs, np.asarray(slots), out, emitted, anomaly is not None)
+
+    def flush(self, devices: Sequence[DeviceRun], slots) -> Delayed:
+        """What ``slots`` hold back, emitted now (their streams ended); ``devices``: a run
+        per slot naming its device and partition (no samples needed)."""
+        out, emitted = self.smoother.flush(slots)
+        has_anomaly = bool(len(out)) and not np.isnan(out[:, -1]).all()
+        return self._runs(devices, np.asarray(slots), out, emitted, has_anomaly)
+
+    def _runs(self, runs, slots, out, emitted, has_anomaly: bool) -> Delayed:
+        k = self.classes
+        emitting = np.flatnonzero(emitted)
+        ends = np.cumsum(emitted)
+        delayed = []
+        for i in emitting.tolist():
+            part, run = out[ends[i] - emitted[i] : ends[i]], runs[i]
+            delayed.append(DeviceRun(
+                run.device, part[:, k].astype(np.int64), np.zeros((len(part), 0), np.float32),
+                part[:, k + 2].astype(np.int64), part[:, k + 1].copy(),
+                kafka_ts_ms=run.kafka_ts_ms, partition=run.partition, offset=run.offset,
+                rate_hz=run.rate_hz,
+            ))  # fmt: skip
+        anomaly = out[:, k + 3].astype(np.float32) if has_anomaly else None
+        return Delayed(delayed, emitting, slots[emitting], emitted[emitting],
+                       out[:, :k].astype(np.float32), anomaly)  # fmt: skip
+
+    # -- checkpoints ----------------------------------------------------------------------
+
+    def snapshot(self, slots) -> list[np.ndarray]:
+        """Each slot's held samples ``(held, classes + 4)``, float64, oldest first."""
+        return [self.smoother.get_state(s) for s in np.asarray(slots).tolist()]
+
+    def restore(self, slots, held: Sequence[np.ndarray | None]) -> None:
+        """Put back what :meth:`snapshot` gave (``None``, or another class count: nothing)."""
+        for slot, rows in zip(np.asarray(slots).tolist(), held, strict=True):
+            self.smoother.reset([slot])
+            if rows is not None and rows.size and rows.shape[-1] == self.smoother.width:
+                self.smoother.set_state(slot, rows)

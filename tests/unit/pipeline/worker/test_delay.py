@@ -1,0 +1,125 @@
+"""``[worker] delay_ms``: every sample's label once, ``delay_ms`` late, equal to the offline
+centred mean of the (HMM-decoded) probabilities; a stream's end (a gap, an eviction) lets out
+what the delay held back."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from models.hmm import ForwardFilter, Grammar, estimate
+from models.smoothing import centred
+from models.spec import ModelMeta, ModelSpec
+from models.training import predict_streams
+from models.zoo import build_model
+from pipeline.exceptions import ConfigError
+from pipeline.serving import ServingModel
+from pipeline.worker import Worker, WorkerConfig
+from pipeline.worker.state_store import StoreConfig
+from streams.datasets import SyntheticConfig, simulate
+from streams.memory import MemoryBus, MemorySink, MemorySource
+from streams.replay import FaultConfig, ReplayConfig, replay
+
+DELAY_MS, LAG = 200.0, 10  # at 50 Hz
+
+
+def _model(data, next_step=False):
+    spec = ModelSpec(setup="stream", cell="gru", hidden=8, next_step=next_step)
+    A, prior = estimate([s.labels for s in data.streams], len(data.activities))
+    grammar = Grammar(tuple(map(tuple, A.tolist())), tuple(prior.tolist()), 0.5, True)
+    values = np.concatenate([s.values for s in data.streams])
+    meta = ModelMeta(spec, data.channels, data.activities, 50.0, tuple(values.mean(0).tolist()),
+                     (0.5,) * 6, 128, 1, grammar=grammar)  # fmt: skip
+    return build_model(spec, meta), meta, (A, prior)
+
+
+def _serve(data, model, meta, config, faults=None):
+    faults = faults or FaultConfig()
+    bus, out = MemoryBus(partitions=3, capacity=1_000_000), MemoryBus(1, 10_000_000)
+    replay(data, MemorySink(bus), ReplayConfig(samples_per_record=7, faults=faults))
+    worker = Worker(MemorySource(bus, ["sensor.raw"]), MemorySink(out),
+                    ServingModel.load(model, meta, "m@v1"), config=config)  # fmt: skip
+    worker.run(timeout=0.2)
+    return worker, MemorySource(out, ["har.predictions"])
+
+
+def _labelled(out, got=None) -> tuple[dict, list[dict]]:
+    """(device, seq) -> (probabilities, t_ms), every sample once (added to ``got``); and the
+    messages (read from ``out``, a source: those not read before)."""
+    got, messages = {} if got is None else got, []
+    for m in out.poll(10_000_000, 0):
+        messages.append(p := json.loads(m.value))
+        steps = p.get("steps") or {"seq": [p["seq"]], "probs": [p["probs"]]}
+        for seq, probs in zip(steps["seq"], steps["probs"], strict=True):
+            assert (p["device"], seq) not in got, "a sample labelled twice"
+            got[p["device"], seq] = probs, p["t_ms"] if seq == p["seq"] else None
+    return got, messages
+
+
+def _offline(model, grammar, segments) -> list[np.ndarray]:
+    """Each segment from a fresh state: the model, the HMM filter, the centred mean."""
+    probs = predict_streams(model, segments)
+    counts = [len(p) for p in probs]
+    f = ForwardFilter(*grammar, 0.5, capacity=len(probs))
+    decoded = np.split(f.filter(np.arange(len(probs)), counts, np.concatenate(probs)),
+                       np.cumsum(counts)[:-1])  # fmt: skip
+    return [centred(p, LAG) for p in decoded]
+
+
+def test_delayed_labels_equal_the_offline_centred_mean_and_an_eviction_lets_out_the_rest():
+    data = simulate(SyntheticConfig(devices=12, duration_s=10, seed=7))
+    model, meta, grammar = _model(data)
+    config = WorkerConfig(emit="every", delay_ms=DELAY_MS, min_dwell=5)
+    faults = FaultConfig(duplicate=0.1, reorder=0.1, seed=2)
+    worker, out = _serve(data, model, meta, config, faults)
+    got, messages = _labelled(out)
+    assert len(got) == data.n_samples - LAG * len(data.streams)  # each device's last LAG wait
+    worker.store.evict(worker.store.devices())  # as idleness would: their streams end
+    messages += _labelled(out, got)[1]
+    assert len(got) == data.n_samples and all(m["delay_ms"] == DELAY_MS for m in messages)
+    expected = _offline(model, grammar, [s.values for s in data.streams])
+    for stream, probs in zip(data.streams, expected, strict=True):
+        seqs = stream.sequence().tolist()
+        mine = np.array([got[stream.device, s][0] for s in seqs])
+        np.testing.assert_allclose(mine, probs, atol=2e-6, err_msg=stream.device)
+        times = stream.t0_ms + stream.sequence() * 1000.0 / 50.0  # a label names its sample
+        named = {s: got[stream.device, s][1] for s in seqs if got[stream.device, s][1] is not None}
+        assert named and all(t == pytest.approx(times[seqs.index(s)]) for s, t in named.items())
+    assert worker.stats.events > 0
+
+
+def test_a_gap_that_resets_a_device_lets_out_its_held_labels_and_starts_afresh():
+    data = simulate(SyntheticConfig(devices=6, duration_s=12, seed=3, gap_prob=0.004,
+                                    gap_len=(60, 80)))  # fmt: skip
+    jumps = [np.flatnonzero(np.diff(s.sequence()) > 51) + 1 for s in data.streams]
+    assert sum(len(j) for j in jumps) >= 3
+    model, meta, grammar = _model(data, next_step=True)
+    config = WorkerConfig(emit="every", delay_ms=DELAY_MS, store=StoreConfig(max_gap=50))
+    worker, out = _serve(data, model, meta, config)
+    got, messages = _labelled(out)
+    worker.store.evict(worker.store.devices())
+    messages += _labelled(out, got)[1]
+    assert len(got) == data.n_samples and all("anomaly" in m for m in messages)
+    for stream, cut in zip(data.streams, jumps, strict=True):
+        segments = np.split(stream.values, cut)
+        probs = np.concatenate(_offline(model, grammar, segments))
+        mine = np.array([got[stream.device, s][0] for s in stream.sequence().tolist()])
+        np.testing.assert_allclose(mine, probs, atol=2e-6, err_msg=stream.device)
+
+
+def test_delay_settings_are_checked():
+    data = simulate(SyntheticConfig(devices=1, duration_s=2, seed=1))
+    model, meta, _ = _model(data)
+    window = replace(meta, spec=replace(meta.spec, setup="window"))
+    bus = MemoryBus(partitions=1)
+    with pytest.raises(ConfigError, match="serves none"):
+        Worker(MemorySource(bus, ["sensor.raw"]), MemorySink(bus), None,
+               ServingModel("w@v1", window, predict=lambda x: x),
+               config=WorkerConfig(delay_ms=500))  # fmt: skip
+    with pytest.raises(ConfigError, match=">= 0"):
+        Worker(MemorySource(bus, ["sensor.raw"]), MemorySink(bus),
+               ServingModel.load(model, meta, "m@v1"),
+               config=WorkerConfig(delay_ms=-1))  # fmt: skip

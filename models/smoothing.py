@@ -20,6 +20,13 @@ import numpy as np
 from models.exceptions import ModelsError
 
 
+def lag_samples(delay_ms: float, rate_hz: float) -> int:
+    """A delay in samples at ``rate_hz``: ``delay_ms`` rounded, at least one sample."""
+    if delay_ms <= 0 or rate_hz <= 0:
+        raise ModelsError(f"a delay is > 0 ms at a rate > 0 Hz, not {delay_ms} ms at {rate_hz} Hz")
+    return max(1, round(delay_ms * rate_hz / 1000.0))
+
+
 def centred(probs: np.ndarray, lag: int) -> np.ndarray:
     """Row ``t`` of ``probs`` (a recording's ``(T, K)``) replaced by the mean of rows
     ``max(0, t - lag) .. min(T - 1, t + lag)``."""

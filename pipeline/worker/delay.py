@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from models.smoothing import FixedLag
+from models.smoothing import FixedLag, lag_samples
 from pipeline.exceptions import ConfigError
 from pipeline.worker.sequencer import DeviceRun
 
@@ -44,7 +44,7 @@ class Delay:
     def __init__(self, delay_ms: float, rate_hz: float, classes: int, capacity: int = 1024):
         if delay_ms <= 0:
             raise ConfigError(f"delay_ms must be > 0 to delay labels, not {delay_ms}")
-        self.lag = max(1, round(delay_ms * rate_hz / 1000.0))
+        self.lag = lag_samples(delay_ms, rate_hz)
         self.delay_ms = self.lag * 1000.0 / rate_hz
         """the delay applied: ``lag`` samples at the model's rate"""
         self.classes = classes

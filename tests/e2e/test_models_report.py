@@ -38,8 +38,11 @@ def test_quick_report_writes_tables_plots_and_figures_and_runs_again_only_what_i
         "gru-2x64-ensemble3",
     } <= set(figures["uci_har"])
     assert "--members 3" in figures["uci_har"]["gru-2x64-ensemble3"]["command"]
+    delays = {f"{p}delay_{ms}ms" for p in ("", "ensemble3_") for ms in (500, 1000, 2000)}
     assert set(figures["hapt"]) == {"tbptt", "windows", "causal", "causal_hmm", "ensemble3",
-                                    "ensemble3_hmm"}  # fmt: skip
+                                    "ensemble3_hmm", *delays}  # fmt: skip
+    assert figures["hapt"]["delay_2000ms"]["per_seed"][0]["delay_ms"] == 2000
+    assert (img / "hapt-delay.png").is_file() and "| delay_1000ms | 1 s |" in text
     assert figures["hapt"]["ensemble3"]["per_seed"][0]["members"] == 2  # --quick: 2 members
     decoded = figures["hapt"]["causal_hmm"]["per_seed"]
     assert all(0 <= r["macro_f1"] <= 1 and r["temperature"] > 0 for r in decoded)

@@ -239,17 +239,16 @@ def train_window_model(
     frame = _frame(spec, channels, rate_hz)
     mean, std = _normalisation(start, X_fit if frame is None else frame.features_of(X_fit))
     meta = _meta(spec, channels, classes, rate_hz, mean, std, X.shape[1], stride, provenance)
-    one = replace(meta, spec=replace(spec, members=1))
     weights = (
         balanced_class_weights(y_fit, len(classes))
         if cfg.class_weights
         else np.ones(len(classes), np.float32)
     )
-    members, history, started = [], {}, time.perf_counter()
-    for k in range(spec.members):
-        member_cfg = replace(cfg, seed=cfg.seed + k)
-        keras.utils.set_random_seed(member_cfg.seed)
-        model = _initial(one.spec, one, _member_start(start, one, k, spec.members))
+    history: dict[str, list[float]] = {"loss": []}
+    started = time.perf_counter()
+
+    def fit_one(one: ModelMeta, member_cfg: TrainConfig, member_start) -> keras.Model:
+        model = _initial(one.spec, one, member_start)
         if start is not None:
             _anchor(model, member_cfg)
         batches = _WindowBatches(X_fit, y_fit, weights, member_cfg, groups)
@@ -262,11 +261,31 @@ def train_window_model(
             layer.trainable = True
         for key, values in fit.history.items():
             history.setdefault(key, []).extend(float(v) for v in values)
-        if spec.members > 1:
-            history.setdefault("member", []).extend([k] * len(fit.history["loss"]))
-        members.append(model)
-    model = members[0] if spec.members == 1 else assemble(members, meta)
+        return model
+
+    model = _train_members(meta, cfg, start, history, fit_one)
     return TrainResult(model, meta, history, time.perf_counter() - started, train_users, val_users)
+
+
+def _train_members(
+    meta: ModelMeta, cfg: TrainConfig, start: keras.Model | None, history: dict,
+    fit_one: Callable[[ModelMeta, TrainConfig, keras.Model | None], keras.Model],
+) -> keras.Model:  # fmt: skip
+    """``meta.spec.members`` models, member ``k`` trained by ``fit_one`` (one model's meta, the
+    config with seed ``cfg.seed + k``, its part of ``start``) after the global seed is set to
+    that; the one model, or the ensemble of them. ``history["member"]`` names each epoch's
+    member."""
+    spec = meta.spec
+    one = replace(meta, spec=replace(spec, members=1))
+    members = []
+    for k in range(spec.members):
+        member_cfg = replace(cfg, seed=cfg.seed + k)
+        keras.utils.set_random_seed(member_cfg.seed)
+        begun = len(history["loss"])
+        members.append(fit_one(one, member_cfg, _member_start(start, one, k, spec.members)))
+        if spec.members > 1:
+            history.setdefault("member", []).extend([k] * (len(history["loss"]) - begun))
+    return members[0] if spec.members == 1 else assemble(members, meta)
 
 
 def _turned_groups(cfg: TrainConfig, channels: Sequence[str]) -> list[tuple[int, int, int]]:
@@ -499,20 +518,12 @@ def train_stream_model(
     )
     span = cfg.tbptt_steps * cfg.chunks_per_lane
     meta = _meta(spec, channels, classes, rate_hz, mean, std, span, 1, provenance)
-    one = replace(meta, spec=replace(spec, members=1))
     history: dict[str, list[float]] = {"loss": [], "val_accuracy": []}
-    members, started = [], time.perf_counter()
-    for k in range(spec.members):
-        member_cfg = replace(cfg, seed=cfg.seed + k)
-        begun = len(history["loss"])
-        members.append(_fit_stream(
-            one, train, (val_values, val_labels), member_cfg, groups, history,
-            _member_start(start, one, k, spec.members),
-            on_epoch,
-        ))  # fmt: skip
-        if spec.members > 1:
-            history.setdefault("member", []).extend([k] * (len(history["loss"]) - begun))
-    model = members[0] if spec.members == 1 else assemble(members, meta)
+    started = time.perf_counter()
+    model = _train_members(meta, cfg, start, history, lambda one, member_cfg, member_start: (
+        _fit_stream(one, train, (val_values, val_labels), member_cfg, groups, history,
+                    member_start, on_epoch)
+    ))  # fmt: skip
     val_probs = predict_streams(model, [v for v, _ in val]) if val else []
     grammar = fit_grammar([y for _, y in train], val_probs, [y for _, y in val], classes)
     meta = replace(meta, grammar=grammar)

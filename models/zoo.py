@@ -48,8 +48,7 @@ def build_model(
     if spec.setup == "seq2seq":
         raise SpecError("a seq2seq model is built by models.seq2seq.build_seq2seq")
     length = meta.window if spec.setup == "window" else steps
-    inputs = keras.Input(shape=(length, len(meta.channels)), batch_size=batch_size, name=SAMPLES)
-    x = inputs if meta.frame is None else gravity_frame(meta.frame, stateful=stateful)(inputs)
+    inputs, x = raw_input(meta, length, batch_size, stateful)
     if spec.members == 1:
         outputs = _member(spec, meta, x, stateful, "")
     else:  # each member's layers named m<k>_..., each with its own normalisation
@@ -92,11 +91,18 @@ def normalised_input(
 ):
     """The model's raw input ``(batch, length, channels)`` and what its first layer reads: the
     input (or its gravity-frame features) normalised with ``meta``'s statistics."""
-    inputs = keras.Input(shape=(length, len(meta.channels)), batch_size=batch_size, name=SAMPLES)
-    x = inputs
-    if meta.frame is not None:
-        x = gravity_frame(meta.frame, stateful=stateful)(x)
+    inputs, x = raw_input(meta, length, batch_size, stateful)
     return inputs, _normalise(meta)(x)
+
+
+def raw_input(
+    meta: ModelMeta, length: int | None, batch_size: int | None = None, stateful: bool = False
+):
+    """The model's raw input ``(batch, length, channels)`` and what it reads before
+    normalisation: the input itself, or its gravity-frame features."""
+    inputs = keras.Input(shape=(length, len(meta.channels)), batch_size=batch_size, name=SAMPLES)
+    x = inputs if meta.frame is None else gravity_frame(meta.frame, stateful=stateful)(inputs)
+    return inputs, x
 
 
 def _recurrent(spec: ModelSpec, x, stateful: bool, prefix: str = ""):

@@ -97,6 +97,14 @@ def positive_float(text: str) -> float:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    """argparse ``type=``: a number >= 0."""
+    value = _number(float, text, "a number")
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, not {text}")
+    return value
+
+
 def probability(text: str) -> float:
     """argparse ``type=``: a number in [0, 1]."""
     value = _number(float, text, "a number")
@@ -128,6 +136,14 @@ def positive_int_list(text: str) -> list[int]:
     values = int_list(text)
     if min(values) < 1:
         raise argparse.ArgumentTypeError(f"every number must be >= 1, not {text!r}")
+    return values
+
+
+def non_negative_int_list(text: str) -> list[int]:
+    """argparse ``type=``: comma-separated integers >= 0, e.g. ``0,500,1000``."""
+    values = int_list(text)
+    if min(values) < 0:
+        raise argparse.ArgumentTypeError(f"every number must be >= 0, not {text!r}")
     return values
 
 

@@ -7,7 +7,9 @@ Its devices send at 50, 100 and 200 Hz (``--rates``), resampled by the worker to
 50 Hz. The fleet carries its phones at new angles (``--carry-deg``), so the stream model drifts; the
 trainer, beside the worker, learns from the stream's labels, and when a candidate beats the
 champion on held-out devices it is promoted in a temporary registry and the worker swaps to it
-live. A console view shows the fleet; the run ends with accuracy per model version.
+live. A console view shows the fleet; the run ends with accuracy per model version, and what
+waiting for a label buys: the final champion's per-sample accuracy on the fleet with each label
+delay of ``--delays-ms`` (the worker's own labels are emitted ``--delay-ms`` late).
 """
 
 from __future__ import annotations
@@ -26,7 +28,14 @@ from rich.live import Live
 from rich.table import Table
 
 from models.registry import Registry
-from pipeline.cli.checks import positive_float, positive_int, positive_int_list, tcp_port
+from pipeline.cli.checks import (
+    non_negative_float,
+    non_negative_int_list,
+    positive_float,
+    positive_int,
+    positive_int_list,
+    tcp_port,
+)
 from pipeline.cli.progress import stderr
 from pipeline.exceptions import ConfigError
 from streams.memory import MemoryBus, MemorySink, MemorySource
@@ -51,6 +60,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rates", type=positive_int_list, default="50,100,200",
                    help="Hz of the fleet's devices, taken in turn (the models run at 50 Hz; "
                    "default %(default)s)")  # fmt: skip
+    p.add_argument("--delay-ms", type=non_negative_float, default=0.0,
+                   help="emit each sample's label this late, smoothed over both sides "
+                   "([worker] delay_ms; default %(default)s)")  # fmt: skip
+    p.add_argument(
+        "--delays-ms",
+        type=non_negative_int_list,
+        default="0,500,1000,2000",
+        help="label delays whose accuracy the closing table compares (%(default)s)",
+    )
     p.add_argument("--no-trainer", action="store_true", help="no retraining, no swap")
     p.add_argument("--seed", type=int, default=1, help="the fleet to replay (%(default)s)")
     p.add_argument("--no-live", action="store_true", help="no live view, summary only")
@@ -224,9 +242,10 @@ def run(args: argparse.Namespace) -> int:
     registry.promote("har", 1)
     stream = ServingModel.load(*registry.load("har", 1), version="har@v0001")
     window = ServingModel.load(*load_model(demo_models.WINDOW_FILE), version="demo-window")
-    data = simulate(SyntheticConfig(devices=args.devices, duration_s=args.duration_s,
-                                    orientation_jitter_deg=args.carry_deg,
-                                    seed=args.seed))  # fmt: skip
+    fleet = simulate(SyntheticConfig(devices=args.devices, duration_s=args.duration_s,
+                                     orientation_jitter_deg=args.carry_deg,
+                                     seed=args.seed))  # fmt: skip
+    data = fleet
     rates = [float(r) for r in args.rates]  # phones at other rates: the worker resamples
     data = replace(data, streams=tuple(s if s.rate_hz == rates[i % len(rates)] else
                                        at_rate(s, rates[i % len(rates)])
@@ -241,7 +260,8 @@ def run(args: argparse.Namespace) -> int:
     bus, out = MemoryBus(partitions=4, capacity=100_000), MemoryBus(1, 10_000_000)
     swaps = [] if args.no_trainer else [HotSwap(registry, "har", SwapConfig(poll_s=0.2))]
     worker = Worker(MemorySource(bus, [TOPIC]), MemorySink(out), stream, window,
-                    config=WorkerConfig(emit="every_k", every_k=10, min_dwell=100),
+                    config=WorkerConfig(emit="every_k", every_k=10, min_dwell=100,
+                                        delay_ms=args.delay_ms),
                     swaps=swaps)  # fmt: skip
     trainer, learner, sinks = None, None, [MemorySink(bus)]
     if not args.no_trainer:
@@ -300,6 +320,8 @@ def run(args: argparse.Namespace) -> int:
     worker.close()
     if server is not None:
         server.close()
+    champion = f"har@{registry.get('har', 'champion').label}"
+    delays = _delay_table(*registry.load("har"), champion, fleet, args.delays_ms)
     home.cleanup()
     report, stats = box["report"], worker.stats
     elapsed = time.perf_counter() - started
@@ -323,4 +345,26 @@ def run(args: argparse.Namespace) -> int:
     table.add_row(window.version, "many-to-one (windows)",
                   f"{outputs.totals['window']:,}", f"{outputs.accuracy('window'):.3f}")  # fmt: skip
     console.print(table)
+    console.print(delays)
     return 0 if stats.samples == report.expected_samples else 1
+
+
+def _delay_table(model, meta, version: str, fleet, delays_ms) -> Table:
+    """The champion's per-sample accuracy on the fleet (at its own rate, each device from its
+    start, as a worker labels it) with each label delay: what waiting for a label buys."""
+    import numpy as np
+
+    from models.smoothing import as_served  # the models' parts: when the demo ends
+    from models.training import predict_streams  # Keras: likewise
+
+    probs = predict_streams(model, [s.values for s in fleet.streams])
+    y = np.concatenate([s.labels for s in fleet.streams])
+    table = Table(title=f"waiting for a label: {version} on every sample of the fleet, each "
+                  "device from its start")  # fmt: skip
+    for col in ("label delay", "accuracy", "labels late by"):
+        table.add_column(col, justify="right")
+    for ms in delays_ms:
+        top = np.concatenate(as_served(probs, meta.grammar, ms, meta.rate_hz)).argmax(-1)
+        accuracy = float(np.mean(top[y >= 0] == y[y >= 0]))
+        table.add_row(f"{ms} ms", f"{accuracy:.3f}", f"{ms / 1000:g} s" if ms else "nothing")
+    return table

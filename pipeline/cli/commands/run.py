@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from pipeline.cli.checks import non_negative_float
 from pipeline.cli.settings_args import (
     add_http_flags,
     add_service_flags,
@@ -33,7 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input-topic", dest="worker.input_topic")
     p.add_argument("--emit", dest="worker.emit", choices=["every", "every_k", "on_change"])
     p.add_argument("--every-k", dest="worker.every_k", type=int)
-    p.add_argument("--delay-ms", dest="worker.delay_ms", type=float,
+    p.add_argument("--delay-ms", dest="worker.delay_ms", type=non_negative_float,
                    help="emit each sample's label this many ms late, from the probabilities on "
                    "both sides of it (default 0: at once)")  # fmt: skip
     p.add_argument("--registry", dest="model.registry", help="registry root (champion is served)")

@@ -15,9 +15,12 @@ time, ...) back with it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from models.exceptions import ModelsError
+from models.hmm import Grammar
 
 
 def lag_samples(delay_ms: float, rate_hz: float) -> int:
@@ -39,6 +42,25 @@ def centred(probs: np.ndarray, lag: int) -> np.ndarray:
     t = np.arange(len(probs))
     lo, hi = np.maximum(t - lag, 0), np.minimum(t + lag + 1, len(probs))
     return (c[hi] - c[lo]) / (hi - lo)[:, None]
+
+
+def as_served(
+    probs: Sequence[np.ndarray], grammar: Grammar | None, delay_ms: float = 0.0,
+    rate_hz: float = 50.0,
+) -> list[np.ndarray]:  # fmt: skip
+    """What a worker emits for whole recordings, offline: each recording's per-sample
+    probabilities (the model's, from its start) decoded by ``grammar`` where it is enabled,
+    then, with ``delay_ms``, the :func:`centred` mean over that delay at ``rate_hz``."""
+    probs = [np.asarray(p, np.float32) for p in probs]
+    if grammar is not None and grammar.enabled and probs:
+        counts = [len(p) for p in probs]
+        decoded = grammar.decoder(len(probs)).filter(np.arange(len(probs)), counts,
+                                                     np.concatenate(probs))  # fmt: skip
+        probs = np.split(decoded, np.cumsum(counts)[:-1])
+    if delay_ms > 0:
+        lag = lag_samples(delay_ms, rate_hz)
+        probs = [centred(p, lag) for p in probs]
+    return list(probs)
 
 
 class FixedLag:

@@ -59,7 +59,7 @@ from models.faults import (
 from models.io import save_model
 from models.plotting import png_axes
 from models.seq2seq import anomaly_scores
-from models.smoothing import centred, lag_samples
+from models.smoothing import as_served
 from models.spec import ModelSpec
 from models.training import (
     TrainConfig,
@@ -396,11 +396,10 @@ def _decoding_rows(budget: Budget, spec: ModelSpec, names: tuple[str, str, str],
                          **common})  # fmt: skip
         rows[-1] |= {"temperature": grammar.temperature, "enabled": grammar.enabled,
                      "validation_macro_f1": list(grammar.validation)}  # fmt: skip
-        served = np.split(decoded if grammar.enabled else probs, np.cumsum(counts)[:-1])
+        own = np.split(probs, np.cumsum(counts)[:-1])
         for ms in HAPT_DELAYS_MS:
-            lag = lag_samples(ms, 50.0)
-            ev = evaluate(y, np.concatenate([centred(p, lag) for p in served]).argmax(-1),
-                          hapt.activities)  # fmt: skip
+            labels = np.concatenate(as_served(own, grammar, ms)).argmax(-1)
+            ev = evaluate(y, labels, hapt.activities)
             rows.append({"variant": f"{names[2]}delay_{ms}ms", "accuracy": ev.accuracy,
                          "macro_f1": ev.macro_f1, "delay_ms": ms, "decoded": grammar.enabled,
                          **common})  # fmt: skip

@@ -110,6 +110,16 @@ def test_a_gap_that_resets_a_device_lets_out_its_held_labels_and_starts_afresh()
         np.testing.assert_allclose(mine, probs, atol=2e-6, err_msg=stream.device)
 
 
+def test_a_worker_without_checkpoints_lets_out_everything_when_it_closes():
+    data = simulate(SyntheticConfig(devices=4, duration_s=4, seed=2))
+    model, meta, _ = _model(data)
+    worker, out = _serve(data, model, meta, WorkerConfig(emit="every", delay_ms=DELAY_MS))
+    got = _labelled(out)[0]
+    assert worker.checkpoints is None and len(got) == data.n_samples - LAG * len(data.streams)
+    worker.close()  # no state outlives it: what the delay held goes out now
+    assert len(_labelled(out, got)[0]) == data.n_samples
+
+
 def test_delay_settings_are_checked():
     data = simulate(SyntheticConfig(devices=1, duration_s=2, seed=1))
     model, meta, _ = _model(data)

@@ -1,6 +1,7 @@
 """The trainer on the in-memory bus with the demo's real stream model as champion: fleets that
 carry their phones at new angles make it drift; retraining on their labels is promoted and
-announced; a candidate trained on shuffled labels is rejected; the buffer survives a restart."""
+announced; a candidate trained on shuffled labels is rejected; the buffer survives a restart;
+an ensemble champion is fine-tuned member by member."""
 
 from __future__ import annotations
 
@@ -12,10 +13,13 @@ import numpy as np
 import pytest
 
 from models.hmm import Grammar
+from models.io import load_model, save_model
 from models.registry import Registry
+from models.zoo import MEMBER, assemble
 from pipeline import demo_models
 from pipeline.exceptions import ConfigError
 from pipeline.observability.metrics import TrainerMetrics
+from pipeline.serving import ServingModel
 from pipeline.swap.control import Announcement
 from pipeline.trainer.buffer import BufferConfig, Windows, stitched
 from pipeline.trainer.gate import GateConfig
@@ -231,3 +235,33 @@ def test_devices_at_other_rates_and_in_other_units_give_the_model_s_windows(
     assert len(at_100) >= len(at_50) - 6 > 0  # the filter holds back a few samples a device
     assert abs(float(at_100[..., 2].mean()) - float(at_50[..., 2].mean())) < 0.02  # in g
     assert buffers[1].stats.rejected["rate_unsupported"] == sum(-(-s.n // 25) for s in slow.streams)
+
+
+def test_an_ensemble_champion_is_fine_tuned_member_by_member_and_registered_as_one(
+    tmp_path, tilted
+):
+    demo, meta = load_model(demo_models.STREAM_FILE)
+    second, _ = load_model(demo_models.STREAM_FILE)
+    for w in second.trainable_weights:  # a second member that is not the first
+        w.assign(w.numpy() * 0.9)
+    meta = replace(meta, spec=replace(meta.spec, members=2))
+    path = save_model(assemble([demo, second], meta), meta, tmp_path / "ensemble.keras")
+    registry = Registry(tmp_path / "registry")
+    registry.register(NAME, path, training_data="the demo model twice")
+    registry.promote(NAME, 1)
+    bus, control = MemoryBus(partitions=2, capacity=1_000_000), MemoryBus(1, 1000)
+    trainer = _trainer(registry, bus, control, _config(tmp_path, drift=False))
+    replay(tilted, MemorySink(bus), ReplayConfig(samples_per_record=25))
+    trainer.run(timeout=0.5)
+    result = trainer.retrain("an ensemble champion")
+    assert np.isfinite(result.verdict.candidate_accuracy)
+    candidate, trained = registry.load(NAME, result.version)
+    champion, _ = registry.load(NAME, 1)
+    assert trained.spec.members == 2 and trained.spec == meta.spec
+    for k in range(2):  # each member fine-tuned from its own weights
+        layer = f"{MEMBER}{k}_activity"
+        before, after = champion.get_layer(layer).get_weights(), candidate.get_layer(layer)
+        assert not np.array_equal(after.get_weights()[0], before[0])
+        assert np.abs(after.get_weights()[0] - before[0]).max() < 0.5  # from it, not anew
+    served = ServingModel.load(candidate, trained, "har@candidate")
+    assert len(served.runtime.members) == 2

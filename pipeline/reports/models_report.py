@@ -1044,8 +1044,9 @@ def fingerprint(section: str, budget: Budget) -> str:
     settings = {"budget": budget, "har": (HAR_MODELS, ROTATE_DEG),
                 "har_attention": (HAR_ATTENTION, ROTATE_DEG),
                 "har_ensemble": (HAR_ENSEMBLES, ROTATE_DEG),
-                "hapt": (HAPT_SEEDS, HAPT_STREAM), "hapt_decoding": (HAPT_SEEDS, HAPT_STREAM),
-                "hapt_ensemble": (HAPT_SEEDS, HAPT_ENSEMBLE),
+                "hapt": (HAPT_SEEDS, HAPT_STREAM),
+                "hapt_decoding": (HAPT_SEEDS, HAPT_STREAM, HAPT_DELAYS_MS),
+                "hapt_ensemble": (HAPT_SEEDS, HAPT_ENSEMBLE, HAPT_DELAYS_MS),
                 "phones": (PHONE_MODELS, PHONE_EXPORT, PHONE_VARIANTS),
                 "anomaly": (ANOMALY_DETECTORS, ANOMALY_SPAN, ANOMALY_STRIDES, ANOMALY_SEED,
                             LENGTHS, SPIKE_STD, DRIFT_STD, NOISE_STD, GLITCH_EVERY)}  # fmt: skip

@@ -5,7 +5,9 @@ A device's samples go in as they arrive; out come the samples ``lag`` behind, as
 emission path takes like undelayed ones: each names the input sample it labels (its sequence
 number, event time and label), so a prediction is as late as the delay and no later. What a
 device still holds back when its stream ends (a gap, an eviction) is emitted then, with the
-window cut short; nothing is lost, and nothing is emitted twice.
+window cut short; nothing is lost, and nothing is emitted twice. A hot swap keeps what is held:
+the labels around it average the old and the new model's probabilities (a new model with other
+classes lets out what the old one held first).
 """
 
 from __future__ import annotations

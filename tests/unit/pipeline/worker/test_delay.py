@@ -120,6 +120,19 @@ def test_a_worker_without_checkpoints_lets_out_everything_when_it_closes():
     assert len(_labelled(out, got)[0]) == data.n_samples
 
 
+def test_a_model_with_other_classes_swapped_in_lets_out_what_the_old_one_held():
+    data = simulate(SyntheticConfig(devices=3, duration_s=3, seed=4))
+    model, meta, _ = _model(data)
+    worker, out = _serve(data, model, meta, WorkerConfig(emit="every", delay_ms=DELAY_MS))
+    got = _labelled(out)[0]
+    assert len(got) == data.n_samples - LAG * len(data.streams)
+    fewer = replace(meta, classes=meta.classes[:4], grammar=None)
+    assert worker.swap_in(ServingModel.load(build_model(meta.spec, fewer), fewer, "m@v2")) == "m@v1"
+    got, messages = _labelled(out, got)
+    assert len(got) == data.n_samples and {m["model"] for m in messages} == {"m@v1"}
+    assert worker.delay.classes == 4 and not worker.delay.pending(worker.store.used_slots()).any()
+
+
 def test_delay_settings_are_checked():
     data = simulate(SyntheticConfig(devices=1, duration_s=2, seed=1))
     model, meta, _ = _model(data)

@@ -1109,7 +1109,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         default="",
-        help=f"run these sections again, comma-separated ({', '.join(SECTIONS)})",
+        help="run these sections again, besides those missing or changed, comma-separated "
+        f"({', '.join(SECTIONS)})",
     )
     parser.add_argument(
         "--render", action="store_true", help="train nothing: write the page from models.json"

@@ -23,6 +23,7 @@ from collections import Counter, deque
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
@@ -352,8 +353,6 @@ def run(args: argparse.Namespace) -> int:
 def _delay_table(model, meta, version: str, fleet, delays_ms) -> Table:
     """The champion's per-sample accuracy on the fleet (at its own rate, each device from its
     start, as a worker labels it) with each label delay: what waiting for a label buys."""
-    import numpy as np
-
     from models.smoothing import as_served  # the models' parts: when the demo ends
     from models.training import predict_streams  # Keras: likewise
 

@@ -34,6 +34,10 @@ class TrainConfig:
     """cosine: decay the learning rate to 1 % of its start over ``epochs``"""
     patience: int = 6
     """epochs without a better validation accuracy before stopping (best weights kept)"""
+    average_epochs: int = 0
+    """stream models: keep the mean of the weights after each of the last this many epochs
+    (stochastic weight averaging over the end of the schedule) instead of the best validation
+    epoch's (0)"""
     class_weights: bool = True
     validation_users: float = 0.2
     """fraction of the training users held out for early stopping (0 = none)"""
@@ -72,3 +76,5 @@ class TrainConfig:
             raise SpecError("tune must be all or head, and l2_sp >= 0")
         if not 0.0 <= self.rotate_deg <= 180.0:
             raise SpecError("rotate_deg must be in [0, 180]")
+        if self.average_epochs < 0:
+            raise SpecError("average_epochs must be >= 0")

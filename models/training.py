@@ -15,6 +15,7 @@ on windows of recordings, their labels ignored, with early stopping on the held-
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -558,6 +559,7 @@ def _fit_stream(
     frame = meta.frame
     val_values, val_labels = val
     best, best_weights, waited = -1.0, None, 0
+    recent: deque[list[np.ndarray]] = deque(maxlen=max(1, cfg.average_epochs))
     started = time.perf_counter()
     for epoch in range(cfg.epochs):
         segments = _segments(lengths, span, cfg.lanes, rng)
@@ -582,6 +584,8 @@ def _fit_stream(
                     loss = trainer.train_on_batch(X[:, part], y[:, part], sample_weight=w[:, part])
                 losses.append(float(np.ravel(loss)[0]))
         model.set_weights(trainer.get_weights())
+        if cfg.average_epochs:
+            recent.append(model.get_weights())
         logs = {"loss": float(np.mean(losses))}
         if val_values:
             acc = masked_accuracy(predict_streams(model, val_values), val_labels)
@@ -599,7 +603,9 @@ def _fit_stream(
         )
         if waited >= cfg.patience or out_of_time:
             break
-    if best_weights is not None:
+    if cfg.average_epochs:  # the end of the schedule, averaged
+        model.set_weights([np.mean(ws, axis=0) for ws in zip(*recent, strict=True)])
+    elif best_weights is not None:
         model.set_weights(best_weights)
     return model
 

@@ -160,6 +160,7 @@ def train_command(spec: ModelSpec, cfg: TrainConfig, dataset: str, **flags: obje
     if spec.setup == "stream":
         parts.append(f"--tbptt-steps {cfg.tbptt_steps} --chunks-per-lane {cfg.chunks_per_lane} "
                      f"--lanes {cfg.lanes}")  # fmt: skip
+        parts += [f"--average-epochs {cfg.average_epochs}"] if cfg.average_epochs else []
     if spec.next_step:
         parts.append("--next-step")
     if spec.members > 1:

@@ -29,7 +29,7 @@ DEFAULT_RATE_HZ = 50.0
 """the grid a CSV/NPZ dataset is resampled onto unless --rate says otherwise"""
 WINDOW_ONLY = {"window": 128, "stride": 64}
 """flags of --setup window and seq2seq, and their defaults (refused with --setup stream)"""
-STREAM_ONLY = {"tbptt_steps": 128, "chunks_per_lane": 16, "lanes": 32}
+STREAM_ONLY = {"tbptt_steps": 128, "chunks_per_lane": 16, "lanes": 32, "average_epochs": 0}
 SEQ2SEQ_ONLY = {"task": "reconstruct", "horizon": 25, "attention": False}
 """flags of one --setup and their defaults (the flags are refused with the others)"""
 
@@ -109,6 +109,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="stream: chunks the state is carried over (1 = fixed windows; "
                    "default 16)")  # fmt: skip
     t.add_argument("--lanes", type=int, help="stream: segments per batch (default 32)")
+    t.add_argument(
+        "--average-epochs",
+        type=int,
+        help="stream: keep the mean of the weights after each of the last this many "
+        "epochs (weight averaging; with --patience at least --epochs, the end of the "
+        "learning-rate schedule) instead of the best validation epoch's (default 0)",
+    )
     t.add_argument("--test-users", type=int_list, default=None,
                    help="comma-separated test users (default: the official split for UCI "
                    "data, else 30%% of users)")  # fmt: skip

@@ -246,11 +246,10 @@ def run(args: argparse.Namespace) -> int:
     fleet = simulate(SyntheticConfig(devices=args.devices, duration_s=args.duration_s,
                                      orientation_jitter_deg=args.carry_deg,
                                      seed=args.seed))  # fmt: skip
-    data = fleet
     rates = [float(r) for r in args.rates]  # phones at other rates: the worker resamples
-    data = replace(data, streams=tuple(s if s.rate_hz == rates[i % len(rates)] else
-                                       at_rate(s, rates[i % len(rates)])
-                                       for i, s in enumerate(data.streams)))  # fmt: skip
+    data = replace(fleet, streams=tuple(s if s.rate_hz == rates[i % len(rates)] else
+                                        at_rate(s, rates[i % len(rates)])
+                                        for i, s in enumerate(fleet.streams)))  # fmt: skip
     labels = {
         s.device: dict(zip(s.sequence().tolist(), (data.activities[a] if a >= 0 else None
                                                    for a in s.labels.tolist()), strict=True))

@@ -11,15 +11,16 @@ from models.exceptions import SpecError
 RECIPES: dict[str, dict[str, float]] = {
     "window": {"epochs": 20, "patience": 20, "batch_size": 128, "max_minutes": 14.0,
                "dropout": 0.3, "train_stride": 16},
-    "stream": {"epochs": 80, "patience": 15, "batch_size": 128, "max_minutes": 14.0,
-               "dropout": 0.2},
+    "stream": {"epochs": 80, "patience": 80, "batch_size": 128, "max_minutes": 14.0,
+               "dropout": 0.2, "average_epochs": 40},
     "seq2seq": {"epochs": 20, "patience": 5, "batch_size": 128, "max_minutes": 14.0,
                 "dropout": 0.0},
 }  # fmt: skip
 """the best measured recipe of each setup, the model report's (``docs/models.md``; window: UCI
 HAR, stream: UCI HAPT, seq2seq: the anomaly detectors), which ``harstream train`` uses for every
 one of these flags not given; ``train_stride``: window models train on windows taken every this
-many samples"""
+many samples; ``average_epochs``: stream models keep the mean of their last epochs' weights
+(``harstream train`` caps it at half of a shorter ``--epochs``)"""
 
 
 @dataclass(frozen=True)
@@ -33,11 +34,12 @@ class TrainConfig:
     lr_schedule: Literal["constant", "cosine"] = "cosine"
     """cosine: decay the learning rate to 1 % of its start over ``epochs``"""
     patience: int = 6
-    """epochs without a better validation accuracy before stopping (best weights kept)"""
+    """epochs without a better validation accuracy before stopping (best weights kept; not with
+    ``average_epochs``)"""
     average_epochs: int = 0
     """stream models: keep the mean of the weights after each of the last this many epochs
-    (stochastic weight averaging over the end of the schedule) instead of the best validation
-    epoch's (0)"""
+    (stochastic weight averaging over the end of the schedule, which then runs to its end: no
+    early stopping) instead of the best validation epoch's (0)"""
     class_weights: bool = True
     validation_users: float = 0.2
     """fraction of the training users held out for early stopping (0 = none)"""

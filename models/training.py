@@ -601,7 +601,7 @@ def _fit_stream(
         out_of_time = (
             cfg.max_seconds is not None and time.perf_counter() - started > cfg.max_seconds
         )
-        if waited >= cfg.patience or out_of_time:
+        if (waited >= cfg.patience and not cfg.average_epochs) or out_of_time:
             break
     if cfg.average_epochs:  # the end of the schedule, averaged
         model.set_weights([np.mean(ws, axis=0) for ws in zip(*recent, strict=True)])

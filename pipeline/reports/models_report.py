@@ -56,13 +56,14 @@ from models.faults import (
     faulty_windows,
     inject,
 )
-from models.io import save_model
+from models.io import load_model, save_model
 from models.plotting import png_axes
 from models.seq2seq import anomaly_scores
 from models.smoothing import as_served
 from models.spec import ModelSpec
 from models.training import (
     TrainConfig,
+    TrainResult,
     masked_accuracy,
     predict_streams,
     train_seq2seq_model,
@@ -160,7 +161,7 @@ def train_command(spec: ModelSpec, cfg: TrainConfig, dataset: str, **flags: obje
     if spec.setup == "stream":
         parts.append(f"--tbptt-steps {cfg.tbptt_steps} --chunks-per-lane {cfg.chunks_per_lane} "
                      f"--lanes {cfg.lanes}")  # fmt: skip
-        parts += [f"--average-epochs {cfg.average_epochs}"] if cfg.average_epochs else []
+        parts.append(f"--average-epochs {cfg.average_epochs}")  # said always: the recipe's is 40
     if spec.next_step:
         parts.append("--next-step")
     if spec.members > 1:
@@ -265,18 +266,36 @@ def _hapt_split(budget: Budget):
     return hapt, train, test
 
 
-def _hapt_model(budget: Budget, hapt, recs, users, seed: int, label: str,
+def _hapt_model(budget: Budget, saved: Path, hapt, recs, users, seed: int, label: str,
                 spec: ModelSpec = HAPT_STREAM, **kw):  # fmt: skip
     """The HAPT sequence labeller (``spec``) trained on ``recs`` with ``seed`` (``kw``: more
-    TrainConfig, ``chunks_per_lane`` at least): the TrainResult and its config."""
-    cfg = _config(budget, epochs=budget.hapt_epochs, patience=15, tbptt_steps=128,
-                  lanes=32, seed=seed, **kw)  # fmt: skip
+    TrainConfig, ``chunks_per_lane`` at least): the TrainResult and its config. Kept under
+    ``saved/trained`` by what it trains, so that sections training the same model (hapt and
+    hapt_decoding) share it, and a run cut short does not train it again."""
+    cfg = _config(budget, epochs=budget.hapt_epochs, patience=budget.hapt_epochs,
+                  average_epochs=budget.hapt_epochs // 2, tbptt_steps=128, lanes=32, seed=seed,
+                  **kw)  # fmt: skip
+    key = hashlib.sha256(repr((spec, cfg, label, budget)).encode()).hexdigest()[:12]
+    path = saved / "trained" / f"hapt-{key}.keras"
+    if path.is_file() and path.with_suffix(".json").is_file():
+        stderr.print(f"  kept from {path}")
+        model, meta = load_model(path)
+        facts = json.loads(path.with_suffix(".json").read_text())
+        return TrainResult(model, meta, **facts), cfg
     result = train_stream_model(
         spec, recs, users, channels=hapt.channels, classes=hapt.activities,
         rate_hz=50.0, config=cfg,
         on_epoch=lambda e, n, logs: stderr.print(f"  epoch {e}/{n} {logs}"),
         provenance={"dataset": "uci_hapt", "report": COMMAND, "variant": label},
     )  # fmt: skip
+    save_model(result.model, result.meta, path)
+    facts = {
+        "history": result.history,
+        "seconds": result.seconds,
+        "train_users": result.train_users,
+        "validation_users": result.validation_users,
+    }
+    path.with_suffix(".json").write_text(json.dumps(facts, default=int))
     return result, cfg
 
 
@@ -299,7 +318,7 @@ def hapt_section(budget: Budget, out: Path, saved: Path) -> list[dict]:
         name = "tbptt" if kw["chunks_per_lane"] > 1 else "windows"
         for seed in HAPT_SEEDS[: 1 if budget.quick else None]:
             stderr.print(f"[bold]HAPT[/bold] {label}, seed {seed}")
-            result, cfg = _hapt_model(budget, hapt, recs, users, seed, label, **kw)
+            result, cfg = _hapt_model(budget, saved, hapt, recs, users, seed, label, **kw)
             run = evaluate_model(result.model, result.meta, test)
             (long_probs,) = predict_streams(result.model, [long_values])
             if seed == HAPT_SEEDS[0]:
@@ -336,7 +355,7 @@ def hapt_decoding_section(budget: Budget, out: Path, saved: Path) -> list[dict]:
     decoded by its HMM (``causal_hmm``: transitions from the training users' labels, the
     temperature that did best on its validation users; :mod:`models.hmm`), causally both, and
     as a worker with ``delay_ms`` labels them (``delay_<ms>ms``)."""
-    rows = _decoding_rows(budget, HAPT_STREAM, ("causal", "causal_hmm", ""),
+    rows = _decoding_rows(budget, saved, HAPT_STREAM, ("causal", "causal_hmm", ""),
                           HAPT_SEEDS[: 1 if budget.quick else None])  # fmt: skip
     _plot_delays(rows, out / "hapt-delay.png")
     return rows
@@ -365,11 +384,11 @@ def hapt_ensemble_section(budget: Budget, out: Path, saved: Path) -> list[dict]:
     :func:`hapt_decoding_section`: its own labels (``ensemble3``) and HMM-decoded
     (``ensemble3_hmm``)."""
     spec = replace(HAPT_ENSEMBLE, members=2) if budget.quick else HAPT_ENSEMBLE
-    return _decoding_rows(budget, spec, ("ensemble3", "ensemble3_hmm", "ensemble3_"),
+    return _decoding_rows(budget, saved, spec, ("ensemble3", "ensemble3_hmm", "ensemble3_"),
                           HAPT_SEEDS[:1])  # fmt: skip
 
 
-def _decoding_rows(budget: Budget, spec: ModelSpec, names: tuple[str, str, str],
+def _decoding_rows(budget: Budget, saved: Path, spec: ModelSpec, names: tuple[str, str, str],
                    seeds) -> list[dict]:  # fmt: skip
     """Per seed, the labeller ``spec`` scored per annotated sample over the test users' whole
     recordings: its own labels (variant ``names[0]``), decoded by its HMM (``names[1]``), and
@@ -384,7 +403,7 @@ def _decoding_rows(budget: Budget, spec: ModelSpec, names: tuple[str, str, str],
     rows = []
     for seed in seeds:
         stderr.print(f"[bold]HAPT {' and '.join(names)}[/bold] seed {seed}")
-        result, cfg = _hapt_model(budget, hapt, recs, users, seed, TBPTT_LABEL, spec,
+        result, cfg = _hapt_model(budget, saved, hapt, recs, users, seed, TBPTT_LABEL, spec,
                                   chunks_per_lane=16)  # fmt: skip
         probs = np.concatenate(predict_streams(result.model, [v for v, _ in test_recs]))
         grammar = result.meta.grammar

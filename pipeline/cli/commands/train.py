@@ -113,8 +113,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--average-epochs",
         type=int,
         help="stream: keep the mean of the weights after each of the last this many "
-        "epochs (weight averaging; with --patience at least --epochs, the end of the "
-        "learning-rate schedule) instead of the best validation epoch's (default 0)",
+        "epochs (weight averaging over the end of the learning-rate schedule, which then "
+        "runs to its end: --patience is not used) instead of the best validation epoch's "
+        f"(0); default the stream recipe's {RECIPES['stream']['average_epochs']:g}, at most "
+        "half of --epochs",
     )
     t.add_argument("--test-users", type=int_list, default=None,
                    help="comma-separated test users (default: the official split for UCI "
@@ -145,8 +147,11 @@ def _checked(args: argparse.Namespace):
               attention="--attention")  # fmt: skip
     only_with(args, args.setup == "window", "to --setup window", train_stride="--train-stride")
     recipe = RECIPES[args.setup]
+    averaged = args.average_epochs is None  # not given: the recipe's, over a shorter schedule too
     for key in recipe:  # the flags not given: the setup's recipe
         setattr(args, key, _given(args, key, recipe))
+    if args.setup == "stream" and averaged:
+        args.average_epochs = int(min(args.average_epochs, args.epochs // 2))
     if args.setup == "seq2seq" and (args.rotate_deg or args.no_class_weights):
         raise ConfigError("--rotate-deg and --no-class-weights are for classifiers, not for "
                           "--setup seq2seq")  # fmt: skip

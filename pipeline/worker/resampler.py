@@ -52,6 +52,7 @@ def lowpass_taps(ratio: float) -> np.ndarray:
     n = min(2 * int(np.ceil(ratio)) + 1, HISTORY + 1 - (HISTORY % 2))
     m = np.arange(n) - (n - 1) / 2
     h = np.sinc(m / ratio) * np.hamming(n)
+    h[np.abs(h) < 1e-9 * np.abs(h).max()] = 0.0  # the sinc's zeros, exactly: skipped
     return (h / h.sum()).astype(np.float32)
 
 
@@ -180,7 +181,10 @@ class Resampler:
         if carried.any():
             held = slots[out_dev[carried]]
             v_left[carried], t_left[carried] = self.last[held], self.last_time[held]
-        out_values = v_left + (values[right] - v_left) * w[:, None].astype(np.float32)
+        out_values = values[right]  # v_left + (v_right - v_left) * w, in place
+        out_values -= v_left
+        out_values *= w[:, None].astype(np.float32)
+        out_values += v_left
         out_times = t_left + (q - p_left - shift[out_dev]) * (1000.0 / rate)
         # the input sample a step stands for: ``delay`` before the one at or before it
         k = np.where(carried, -1, left - first_in) - delay[out_dev]  # < 0: an earlier batch
@@ -231,29 +235,34 @@ class Resampler:
         filtered = delay > 0
         taps[~filtered] = taps[np.argmax(filtered)]  # computed alike, then put back (below)
         within = np.arange(len(raw)) - starts[dev]
+        reach = int(delay.max()) * 2  # the filter's oldest tap
+        edge = np.flatnonzero(within < reach)  # rows whose older samples are partly carried
 
-        scratch = np.empty_like(raw)
-
-        def before(back: int) -> np.ndarray:
-            """The sample ``back`` before each one (from the history where the batch has none),
-            in a scratch array the next call overwrites."""
-            if back == 0:
-                return raw
-            out = scratch
-            out[back:] = raw[:-back]
-            j = np.flatnonzero(within < back)
-            out[j] = history[dev[j], HISTORY - back + within[j]]
-            return out
+        def before(back: int, rows: np.ndarray) -> np.ndarray:
+            """The sample ``back`` before each of ``rows`` (from the history where the batch
+            has none)."""
+            inside = (within[rows] >= back)[:, None]
+            carried = history[dev[rows], np.clip(HISTORY - back + within[rows], 0, HISTORY - 1)]
+            return np.where(inside, raw[np.maximum(rows - back, 0)], carried)
 
         total = np.zeros_like(raw)
-        for back in range(int(delay.max()) * 2 + 1):
+        scratch = np.empty_like(raw)
+        for back in range(reach + 1):
             column = taps[:, back]
             if not column.any():
                 continue
-            if np.all(column == column[0]):
-                total += np.multiply(before(back), column[0], out=scratch)
-            else:
-                total += before(back) * column[dev][:, None]
+            weight = column[0] if np.all(column == column[0]) else column[dev][:, None]
+            if back == 0:
+                total += np.multiply(raw, weight, out=scratch)
+                continue
+            # every row from the one ``back`` rows up; then the rows whose sample that far back
+            # is another device's or carried from the last batch
+            np.multiply(raw[:-back], weight if np.ndim(weight) == 0 else weight[back:],
+                        out=scratch[back:])  # fmt: skip
+            rows = edge[within[edge] < back]  # all carried
+            carried = history[dev[rows], HISTORY - back + within[rows]]
+            scratch[rows] = carried * (weight if np.ndim(weight) == 0 else weight[rows])
+            total += scratch
         # a device's first samples meet fewer samples than taps: the taps there are, rescaled
         have = kept[dev] + within + 1
         young = kept < 2 * delay  # devices whose first samples are in this batch
@@ -261,9 +270,9 @@ class Resampler:
         if len(short):
             sub_total = np.zeros((len(short), raw.shape[1]), np.float32)
             sub_weight = np.zeros(len(short), np.float32)
-            for back in range(int(delay.max()) * 2 + 1):
+            for back in range(reach + 1):
                 w = np.where(have[short] > back, taps[dev[short], back], 0.0).astype(np.float32)
-                sub_total += before(back)[short] * w[:, None]
+                sub_total += before(back, short) * w[:, None]
                 sub_weight += w
             none = sub_weight == 0  # only zero taps met yet
             sub_total[none], sub_weight[none] = raw[short[none]], 1.0

@@ -305,8 +305,9 @@ def test_stream_training_turns_segments_and_validates_on_turned_recordings(monke
 
 
 def test_stream_training_can_keep_the_mean_of_its_last_epochs(monkeypatch):
-    """``average_epochs = k``: the kept weights are the mean of those after each of the last k
-    epochs (taken where the epoch's validation reads them), not the best epoch's."""
+    """``average_epochs = k``: the schedule runs to its end whatever the patience, and the kept
+    weights are the mean of those after each of the last k epochs (taken where the epoch's
+    validation reads them), not the best epoch's."""
     after_epoch = []
     validate = predict_streams
 
@@ -316,12 +317,13 @@ def test_stream_training_can_keep_the_mean_of_its_last_epochs(monkeypatch):
 
     monkeypatch.setattr("models.training.predict_streams", spy)
     recs, users = _recordings(n_rec=4, n=60)
-    cfg = TrainConfig(epochs=4, patience=10, tbptt_steps=16, chunks_per_lane=2, lanes=4,
+    cfg = TrainConfig(epochs=4, patience=1, tbptt_steps=16, chunks_per_lane=2, lanes=4,
                       validation_users=0.25, learning_rate=0.05, average_epochs=2,
                       seed=1)  # fmt: skip
     spec = ModelSpec(setup="stream", cell="gru", hidden=8)
     result = train_stream_model(spec, recs, users, channels=CHANNELS, classes=CLASSES,
                                 rate_hz=50.0, config=cfg)  # fmt: skip
+    assert len(result.history["loss"]) == 4  # patience 1 stops nothing
     epochs = after_epoch[:4]  # then the grammar's validation reads the kept weights
     for kept, *last in zip(result.model.get_weights(), *epochs[2:], strict=True):
         np.testing.assert_allclose(kept, np.mean(last, axis=0), rtol=1e-6)

@@ -9,6 +9,8 @@ import pytest
 from models.io import read_meta
 from models.registry import Registry
 from pipeline.cli import main
+from pipeline.cli.commands.train import _checked
+from pipeline.cli.main import build_parser
 
 FLEET = ["--dataset", "synthetic", "--devices", "6", "--duration-s", "60", "--seed", "2"]
 
@@ -46,6 +48,21 @@ def test_train_stream_model_with_truncated_bptt(tmp_path):
     assert code == 0
     saved = json.loads((tmp_path / "s" / "metrics.json").read_text())
     assert saved["unit"] == "sample" and len(saved["accuracy_by_third"]) == 3
+
+
+@pytest.mark.parametrize(
+    ("flags", "epochs", "averaged"),
+    [([], 80, 40), (["--epochs", "10"], 10, 5),
+     (["--epochs", "10", "--average-epochs", "8"], 10, 8), (["--average-epochs", "0"], 80, 0)],
+)  # fmt: skip
+def test_stream_models_average_the_second_half_of_their_schedule_by_default(
+    flags, epochs, averaged, tmp_path
+):
+    """The stream recipe: the mean of the last 40 of 80 epochs, at most half of a shorter
+    schedule; given, the flag wins."""
+    argv = ["train", *FLEET, "--setup", "stream", *flags, "--out", str(tmp_path / "m.keras")]
+    _, config, _ = _checked(build_parser().parse_args(argv))
+    assert (config.epochs, config.average_epochs) == (epochs, averaged)
 
 
 def test_train_a_gravity_frame_stream_model_and_evaluate_it(tmp_path, capsys):

@@ -204,6 +204,40 @@ class _Replayed:
         pass
 
 
+def _fleet_messages(devices: int, seconds: float, rate: float) -> tuple[list, int]:
+    """A synthetic fleet of ``devices`` at ``rate`` Hz as prepared messages (one second of
+    samples per record), and its sample count."""
+    data = simulate(SyntheticConfig(devices=devices, duration_s=seconds, rate_hz=rate,
+                                    gap_prob=0.0, seed=3))  # fmt: skip
+    bus = MemoryBus(partitions=6, capacity=10_000_000)
+    replay(data, MemorySink(bus), ReplayConfig(samples_per_record=max(1, round(rate))))
+    return MemorySource(bus, ["sensor.raw"]).poll(10_000_000, 0), data.n_samples
+
+
+def _worker_run(model, meta: ModelMeta, messages: list, samples: int, devices: int,
+                config: WorkerConfig) -> tuple[float, float, float]:  # fmt: skip
+    """The worker alone (``messages`` in, predictions built and dropped), one core: input
+    samples/s, model steps/s, and the share of its time spent resampling."""
+    serving = ServingModel.load(model, meta, "bench@v1", capacity=devices)
+    worker = Worker(_Replayed(messages), Discard(), serving, config=config)
+    spent = [0.0]
+    resample = worker.resampler.resample
+
+    def timed(runs, slots):
+        started = time.perf_counter()
+        out = resample(runs, slots)
+        spent[0] += time.perf_counter() - started
+        return out
+
+    worker.resampler.resample = timed
+    start = time.perf_counter()
+    worker.run(count=len(messages), timeout=1.0)
+    elapsed = time.perf_counter() - start
+    steps = int(worker.store.seen[worker.store.used_slots()].sum())
+    assert worker.stats.samples == samples, (worker.stats.samples, samples)
+    return samples / elapsed, steps / elapsed, spent[0] / elapsed
+
+
 def bench_rates(
     devices: int = 10_000, rates: tuple[float, ...] = (50.0, 100.0), seconds: float = 4.0,
     hidden: int = 64, rounds: int = 3,
@@ -213,37 +247,13 @@ def bench_rates(
     input samples/s, model steps/s, and the share of the time spent resampling (medians)."""
     meta = _meta("lstm", hidden)
     model = build_model(meta.spec, meta)
-    prepared = {}
-    for rate in rates:
-        data = simulate(SyntheticConfig(devices=devices, duration_s=seconds, rate_hz=rate,
-                                        gap_prob=0.0, seed=3))  # fmt: skip
-        bus = MemoryBus(partitions=6, capacity=10_000_000)
-        replay(data, MemorySink(bus), ReplayConfig(samples_per_record=max(1, round(rate))))
-        prepared[rate] = (MemorySource(bus, ["sensor.raw"]).poll(10_000_000, 0), data.n_samples)
+    prepared = {rate: _fleet_messages(devices, seconds, rate) for rate in rates}
+    config = WorkerConfig(max_records=5000)
     measured: dict[float, list[tuple[float, float, float]]] = {rate: [] for rate in rates}
     with threadpool_limits(limits=1):
         for _ in range(rounds):
             for rate in rates:
-                messages, samples = prepared[rate]
-                serving = ServingModel.load(model, meta, "bench@v1", capacity=devices)
-                worker = Worker(_Replayed(messages), Discard(), serving,
-                                config=WorkerConfig(max_records=5000))  # fmt: skip
-                spent = [0.0]
-                resample = worker.resampler.resample
-
-                def timed(runs, slots, resample=resample, spent=spent):
-                    started = time.perf_counter()
-                    out = resample(runs, slots)
-                    spent[0] += time.perf_counter() - started
-                    return out
-
-                worker.resampler.resample = timed
-                start = time.perf_counter()
-                worker.run(count=len(messages), timeout=1.0)
-                elapsed = time.perf_counter() - start
-                steps = int(worker.store.seen[worker.store.used_slots()].sum())
-                assert worker.stats.samples == samples, (worker.stats.samples, samples)
-                measured[rate].append((samples / elapsed, steps / elapsed, spent[0] / elapsed))
+                measured[rate].append(_worker_run(model, meta, *prepared[rate], devices, config))
     return [
         {
             "bench": "worker-rates",
@@ -260,3 +270,30 @@ def bench_rates(
         }  # fmt: skip
         for rate in rates
     ]
+
+
+def bench_delay(
+    devices: int = 10_000, delays_ms: tuple[float, ...] = (0.0, 1000.0, 2000.0),
+    seconds: float = 4.0, hidden: int = 64, rounds: int = 3,
+) -> list[dict[str, object]]:  # fmt: skip
+    """The worker alone serving a 50 Hz LSTM to ``devices`` 50 Hz devices with each label
+    delay (``[worker] delay_ms``; the first the reference), rounds alternating: input
+    samples/s and what the delay costs (``time_vs_first``: how many times longer)."""
+    meta = _meta("lstm", hidden)
+    model = build_model(meta.spec, meta)
+    messages, samples = _fleet_messages(devices, seconds, meta.rate_hz)
+    measured: dict[float, list[float]] = {ms: [] for ms in delays_ms}
+    with threadpool_limits(limits=1):
+        for _ in range(rounds):
+            for ms in delays_ms:
+                config = WorkerConfig(max_records=5000, delay_ms=ms)
+                measured[ms].append(_worker_run(model, meta, messages, samples, devices,
+                                                config)[0])  # fmt: skip
+    rate = {ms: statistics.median(measured[ms]) for ms in delays_ms}
+    return [
+        {"bench": "worker-delay", "cell": "lstm", "hidden": hidden, "devices": devices,
+         "delay_ms": ms, "samples_per_s": round(rate[ms]),
+         "time_vs_first": round(rate[delays_ms[0]] / rate[ms], 2), "rounds": rounds,
+         "threads": 1}
+        for ms in delays_ms
+    ]  # fmt: skip

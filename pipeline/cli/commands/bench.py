@@ -13,7 +13,13 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline.bench.codecs import bench_codecs
-from pipeline.cli.checks import choice_list, positive_float, positive_int, positive_int_list
+from pipeline.cli.checks import (
+    choice_list,
+    non_negative_int_list,
+    positive_float,
+    positive_int,
+    positive_int_list,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -38,6 +44,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     engine.add_argument("--device-rates", type=positive_int_list, default="50,100",
                         help="Hz of the devices a 50 Hz model serves in the worker rows, 10,000 "
                         "devices (%(default)s)")  # fmt: skip
+    engine.add_argument("--delays-ms", type=non_negative_int_list, default="0,1000,2000",
+                        help="label delays ([worker] delay_ms) for the delay rows, 10,000 "
+                        "devices, the first the reference (%(default)s)")  # fmt: skip
     engine.add_argument("--members", type=positive_int_list, default="1,3",
                         help="ensemble sizes for the ensemble rows, the first the reference "
                         "(%(default)s)")  # fmt: skip
@@ -101,6 +110,7 @@ def run_codec(args: argparse.Namespace) -> int:
 
 def run_engine(args: argparse.Namespace) -> int:
     from pipeline.bench.engine import (  # Keras: at run
+        bench_delay,
         bench_engine,
         bench_ensemble,
         bench_frame,
@@ -122,6 +132,10 @@ def run_engine(args: argparse.Namespace) -> int:
     title = ("Worker CPU (no Kafka), devices at other rates than the model's 50 Hz "
              "(median of 3 rounds; resample_share = time resampling / all)")  # fmt: skip
     print_rows(rates, title, args.json)
+    delays = bench_delay(delays_ms=tuple(float(ms) for ms in args.delays_ms), hidden=args.hidden)
+    title = ("Worker CPU (no Kafka), labels delayed by delay_ms, 10,000 devices at 50 Hz "
+             "(median of 3 rounds; time_vs_first = the first's rate / this rate)")  # fmt: skip
+    print_rows(delays, title, args.json)
     return 0
 
 

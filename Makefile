@@ -42,7 +42,7 @@ bench: $(STAMP) kafka-jars
 	$(VENV)/bin/harstream bench swap
 	$(VENV)/bin/harstream bench recovery
 
-# Real trainings on ../shared/data (about 100 minutes on 2 cores): writes docs/models.md
+# Real trainings on ../shared/data (hours on 2 cores, each section kept as soon as measured): writes docs/models.md
 # The model report: only sections that are missing or changed, plus SECTIONS=har,hapt,phones
 report-models: $(STAMP)
 	$(PY) -m pipeline.reports.models_report $(if $(SECTIONS),--only $(SECTIONS))

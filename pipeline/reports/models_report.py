@@ -266,40 +266,59 @@ def _hapt_split(budget: Budget):
     return hapt, train, test
 
 
-def _hapt_model(budget: Budget, saved: Path, hapt, recs, users, seed: int, label: str,
+@dataclass(frozen=True)
+class Trained:
+    """Trained HAPT labellers kept one by one under ``root``, named by what they train, so that
+    sections training the same model (hapt and hapt_decoding) share it and a run cut short
+    resumes; one kept before ``since`` is trained again (its section was named with --only)."""
+
+    root: Path
+    since: float = 0.0
+
+    def get(self, what: str) -> TrainResult | None:
+        path = self._path(what)
+        facts = path.with_suffix(".json")
+        if not (facts.is_file() and path.is_file() and facts.stat().st_mtime >= self.since):
+            return None
+        stderr.print(f"  kept from {path}")
+        return TrainResult(*load_model(path), **json.loads(facts.read_text()))
+
+    def put(self, what: str, result: TrainResult) -> None:
+        path = self._path(what)
+        save_model(result.model, result.meta, path)
+        facts = {
+            "history": result.history,
+            "seconds": result.seconds,
+            "train_users": result.train_users,
+            "validation_users": result.validation_users,
+        }
+        path.with_suffix(".json").write_text(json.dumps(facts, default=int))  # written last
+
+    def _path(self, what: str) -> Path:
+        return self.root / f"hapt-{hashlib.sha256(what.encode()).hexdigest()[:12]}.keras"
+
+
+def _hapt_model(budget: Budget, trained: Trained, hapt, recs, users, seed: int, label: str,
                 spec: ModelSpec = HAPT_STREAM, **kw):  # fmt: skip
     """The HAPT sequence labeller (``spec``) trained on ``recs`` with ``seed`` (``kw``: more
-    TrainConfig, ``chunks_per_lane`` at least): the TrainResult and its config. Kept under
-    ``saved/trained`` by what it trains, so that sections training the same model (hapt and
-    hapt_decoding) share it, and a run cut short does not train it again."""
+    TrainConfig, ``chunks_per_lane`` at least), or the one ``trained`` keeps: the TrainResult
+    and its config."""
     cfg = _config(budget, epochs=budget.hapt_epochs, patience=budget.hapt_epochs,
                   average_epochs=budget.hapt_epochs // 2, tbptt_steps=128, lanes=32, seed=seed,
                   **kw)  # fmt: skip
-    key = hashlib.sha256(repr((spec, cfg, label, budget)).encode()).hexdigest()[:12]
-    path = saved / "trained" / f"hapt-{key}.keras"
-    if path.is_file() and path.with_suffix(".json").is_file():
-        stderr.print(f"  kept from {path}")
-        model, meta = load_model(path)
-        facts = json.loads(path.with_suffix(".json").read_text())
-        return TrainResult(model, meta, **facts), cfg
-    result = train_stream_model(
-        spec, recs, users, channels=hapt.channels, classes=hapt.activities,
-        rate_hz=50.0, config=cfg,
-        on_epoch=lambda e, n, logs: stderr.print(f"  epoch {e}/{n} {logs}"),
-        provenance={"dataset": "uci_hapt", "report": COMMAND, "variant": label},
-    )  # fmt: skip
-    save_model(result.model, result.meta, path)
-    facts = {
-        "history": result.history,
-        "seconds": result.seconds,
-        "train_users": result.train_users,
-        "validation_users": result.validation_users,
-    }
-    path.with_suffix(".json").write_text(json.dumps(facts, default=int))
+    what = repr((spec, cfg, label, budget))
+    if (result := trained.get(what)) is None:
+        result = train_stream_model(
+            spec, recs, users, channels=hapt.channels, classes=hapt.activities,
+            rate_hz=50.0, config=cfg,
+            on_epoch=lambda e, n, logs: stderr.print(f"  epoch {e}/{n} {logs}"),
+            provenance={"dataset": "uci_hapt", "report": COMMAND, "variant": label},
+        )  # fmt: skip
+        trained.put(what, result)
     return result, cfg
 
 
-def hapt_section(budget: Budget, out: Path, saved: Path) -> list[dict]:
+def hapt_section(budget: Budget, out: Path, saved: Path, trained: Trained) -> list[dict]:
     """Truncated BPTT with carried state against fixed-window training, on whole recordings
     and on all test recordings played back to back as one stream, for several seeds."""
     hapt, train, test = _hapt_split(budget)
@@ -318,7 +337,7 @@ def hapt_section(budget: Budget, out: Path, saved: Path) -> list[dict]:
         name = "tbptt" if kw["chunks_per_lane"] > 1 else "windows"
         for seed in HAPT_SEEDS[: 1 if budget.quick else None]:
             stderr.print(f"[bold]HAPT[/bold] {label}, seed {seed}")
-            result, cfg = _hapt_model(budget, saved, hapt, recs, users, seed, label, **kw)
+            result, cfg = _hapt_model(budget, trained, hapt, recs, users, seed, label, **kw)
             run = evaluate_model(result.model, result.meta, test)
             (long_probs,) = predict_streams(result.model, [long_values])
             if seed == HAPT_SEEDS[0]:
@@ -349,13 +368,13 @@ HAPT_DELAYS_MS = (500, 1000, 2000)
 """the label delays (``[worker] delay_ms``) the report measures"""
 
 
-def hapt_decoding_section(budget: Budget, out: Path, saved: Path) -> list[dict]:
+def hapt_decoding_section(budget: Budget, out: Path, trained: Trained) -> list[dict]:
     """Each seed's truncated-BPTT labeller of :func:`hapt_section`, trained again, scored per
     annotated sample over the test users' whole recordings as it labels them (``causal``),
     decoded by its HMM (``causal_hmm``: transitions from the training users' labels, the
     temperature that did best on its validation users; :mod:`models.hmm`), causally both, and
     as a worker with ``delay_ms`` labels them (``delay_<ms>ms``)."""
-    rows = _decoding_rows(budget, saved, HAPT_STREAM, ("causal", "causal_hmm", ""),
+    rows = _decoding_rows(budget, trained, HAPT_STREAM, ("causal", "causal_hmm", ""),
                           HAPT_SEEDS[: 1 if budget.quick else None])  # fmt: skip
     _plot_delays(rows, out / "hapt-delay.png")
     return rows
@@ -379,16 +398,16 @@ HAPT_ENSEMBLE = replace(HAPT_STREAM, members=3)
 """the HAPT labeller as an ensemble of 3 (seeds s, s + 1, s + 2 on the training users of s)"""
 
 
-def hapt_ensemble_section(budget: Budget, out: Path, saved: Path) -> list[dict]:
+def hapt_ensemble_section(budget: Budget, trained: Trained) -> list[dict]:
     """The labeller as an ensemble (:data:`HAPT_ENSEMBLE`, seed 0), scored as in
     :func:`hapt_decoding_section`: its own labels (``ensemble3``) and HMM-decoded
     (``ensemble3_hmm``)."""
     spec = replace(HAPT_ENSEMBLE, members=2) if budget.quick else HAPT_ENSEMBLE
-    return _decoding_rows(budget, saved, spec, ("ensemble3", "ensemble3_hmm", "ensemble3_"),
+    return _decoding_rows(budget, trained, spec, ("ensemble3", "ensemble3_hmm", "ensemble3_"),
                           HAPT_SEEDS[:1])  # fmt: skip
 
 
-def _decoding_rows(budget: Budget, saved: Path, spec: ModelSpec, names: tuple[str, str, str],
+def _decoding_rows(budget: Budget, trained: Trained, spec: ModelSpec, names: tuple[str, str, str],
                    seeds) -> list[dict]:  # fmt: skip
     """Per seed, the labeller ``spec`` scored per annotated sample over the test users' whole
     recordings: its own labels (variant ``names[0]``), decoded by its HMM (``names[1]``), and
@@ -403,7 +422,7 @@ def _decoding_rows(budget: Budget, saved: Path, spec: ModelSpec, names: tuple[st
     rows = []
     for seed in seeds:
         stderr.print(f"[bold]HAPT {' and '.join(names)}[/bold] seed {seed}")
-        result, cfg = _hapt_model(budget, saved, hapt, recs, users, seed, TBPTT_LABEL, spec,
+        result, cfg = _hapt_model(budget, trained, hapt, recs, users, seed, TBPTT_LABEL, spec,
                                   chunks_per_lane=16)  # fmt: skip
         probs = np.concatenate(predict_streams(result.model, [v for v, _ in test_recs]))
         grammar = result.meta.grammar
@@ -1094,8 +1113,9 @@ SHARED = ("uci_har", "hapt")
 merged, not replaced"""
 
 
-def _measure(section: str, budget: Budget, img: Path, saved: Path) -> dict:
-    """Train and score one section: its keys of models.json."""
+def _measure(section: str, budget: Budget, img: Path, saved: Path, trained: Trained) -> dict:
+    """Train and score one section (``saved``: its models to keep; ``trained``: the HAPT
+    labellers trained so far): its keys of models.json."""
     if section == "har":
         rows, models = har_section(budget, img, saved)
         curves = gradient_section(models, img)
@@ -1107,8 +1127,9 @@ def _measure(section: str, budget: Budget, img: Path, saved: Path) -> dict:
             budget, img, saved)  # fmt: skip
         return {"uci_har": {har_key(r): r for r in rows}}
     if section in ("hapt", "hapt_decoding", "hapt_ensemble"):
-        rows = {"hapt": hapt_section, "hapt_decoding": hapt_decoding_section,
-                "hapt_ensemble": hapt_ensemble_section}[section](budget, img, saved)  # fmt: skip
+        rows = (hapt_section(budget, img, saved, trained) if section == "hapt" else
+                hapt_decoding_section(budget, img, trained) if section == "hapt_decoding" else
+                hapt_ensemble_section(budget, trained))  # fmt: skip
         by = {v: [r for r in rows if r["variant"] == v] for v in dict.fromkeys(
             r["variant"] for r in rows)}  # fmt: skip
         return {"hapt": {v: {"macro_f1_median": float(np.median([r["macro_f1"] for r in rs])),
@@ -1136,7 +1157,9 @@ def main(argv: list[str] | None = None) -> int:
         "--render", action="store_true", help="train nothing: write the page from models.json"
     )
     parser.add_argument(
-        "--models-dir", default=str(REPO / "models-out" / "report"), help="%(default)s"
+        "--models-dir",
+        default=None,
+        help="where the models go (default: models-out/report, with --quick models-out/quick)",
     )
     args = parser.parse_args(argv)
     named = [n for n in args.only.split(",") if n.strip()]
@@ -1151,13 +1174,16 @@ def main(argv: list[str] | None = None) -> int:
     store = out.with_suffix(".json")
     results = json.loads(store.read_text()) if store.is_file() else {}
     kept = results.setdefault("_sections", {})
+    run_started = time.time()  # HAPT labellers kept before it: trained again for named sections
     for section in SECTIONS if not args.render else ():
         mark = fingerprint(section, budget)
         if section not in named and kept.get(section, {}).get("fingerprint") == mark:
             stderr.print(f"{section}: kept from {kept[section]['measured']} (unchanged)")
             continue
         started = time.time()
-        for key, value in _measure(section, budget, img, Path(args.models_dir)).items():
+        saved = Path(args.models_dir or REPO / "models-out" / ("quick" if args.quick else "report"))
+        trained = Trained(saved / "trained", since=run_started if section in named else 0.0)
+        for key, value in _measure(section, budget, img, saved, trained).items():
             results[key] = {**results.get(key, {}), **value} if key in SHARED else value
         kept[section] = {"fingerprint": mark, "measured": time.strftime("%Y-%m-%d %H:%M:%S UTC",
                          time.gmtime()), "minutes": (time.time() - started) / 60,

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from pipeline.state.checkpoint import DeviceState
-from pipeline.swap.priming import prime
+from pipeline.swap.priming import primable, prime
 
 if TYPE_CHECKING:
     from pipeline.serving import ServingModel
@@ -100,13 +100,13 @@ def restore_devices(
         runtime.set_states(slots[same], {key: np.stack([_arrays(s)[key] for s in chosen])
                                          for key in expected})  # fmt: skip
     if not same.all():  # another model's states: run the ring through this one
-        prime(runtime, store.ring, store.seen, slots[~same])
+        prime(primable(model), store.ring, store.seen, slots[~same])
     return slots
 
 
 def _restore_beliefs(model: ServingModel, states: list[DeviceState], slots: np.ndarray) -> None:
     """The decoder's beliefs: each device's own where the checkpoint holds one for this model
-    version, the prior for the others (a decoder starts there)."""
+    version, the prior for the others (primed from there with the hidden states)."""
     decoder = model.decoder
     if decoder is None:
         return

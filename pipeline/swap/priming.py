@@ -2,7 +2,9 @@
 
 A hidden state kept for one set of weights is worth nothing to another, so a new model (a hot
 swap) or a state written by another version (a restore) starts from zero and replays each
-device's last samples; :func:`catch_up` replays only what arrived since an earlier copy.
+device's last samples; :func:`catch_up` replays only what arrived since an earlier copy. A
+model whose labels are decoded (an HMM, :mod:`models.hmm`) has its beliefs primed alongside,
+over the same samples (:func:`primable`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,37 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from models.runtime import StreamRuntime
+    from models.hmm import ForwardFilter
+    from models.runtime import StepOutput, StreamRuntime
+    from pipeline.serving import ServingModel
+
+
+class Decoded:
+    """A runtime and its HMM decoder advanced as one: each device's belief moves over the same
+    samples as its hidden state (a belief formed from another model's probabilities is worth
+    as little as its state)."""
+
+    def __init__(self, runtime: StreamRuntime, decoder: ForwardFilter) -> None:
+        self.runtime, self.decoder = runtime, decoder
+
+    def ensure_capacity(self, capacity: int) -> None:
+        self.runtime.ensure_capacity(capacity)
+        self.decoder.ensure_capacity(capacity)
+
+    def reset(self, slots) -> None:
+        self.runtime.reset(slots)
+        self.decoder.reset(slots)
+
+    def advance(self, slots, counts, samples) -> StepOutput:
+        out = self.runtime.advance(slots, counts, samples)
+        self.decoder.filter(slots, counts, out.probs)
+        return out
+
+
+def primable(serving: ServingModel) -> StreamRuntime | Decoded:
+    """What priming advances for ``serving``: its runtime, with its decoder when it has one."""
+    assert serving.runtime is not None, "only stream models are primed"
+    return serving.runtime if serving.decoder is None else Decoded(serving.runtime, serving.decoder)
 
 
 @dataclass(frozen=True)
@@ -28,13 +60,14 @@ class Rings:
     """slots reset since the previous copy: primed afresh from their ring"""
 
 
-def prime(runtime: StreamRuntime, ring: np.ndarray, seen: np.ndarray, slots: np.ndarray) -> int:
+def prime(runtime: StreamRuntime | Decoded, ring: np.ndarray, seen: np.ndarray,
+          slots: np.ndarray) -> int:  # fmt: skip
     """Start ``slots`` from zero states and run their ring buffers through ``runtime``; the
     samples run. (A state kept for other weights is worth nothing to these.)"""
     return catch_up(runtime, None, Rings(ring, seen, np.asarray(slots), np.zeros(0, bool)))
 
 
-def catch_up(runtime: StreamRuntime, before: Rings | None, now: Rings) -> int:
+def catch_up(runtime: StreamRuntime | Decoded, before: Rings | None, now: Rings) -> int:
     """Advance ``runtime`` from the state it had at ``before`` to ``now``; return the samples run.
 
     Slots reset in between (and every slot when ``before`` is None) start from zero and replay

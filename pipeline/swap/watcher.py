@@ -2,8 +2,9 @@
 
 A watcher thread notices the new champion (it polls the registry, and an announcement on the
 control topic wakes it at once), loads it with ``safe_mode=True`` and warms it, all off the hot
-path. A stream model then needs every device's hidden state for the new weights: with
-``prime="ring"`` each device's ring buffer (its last samples) is run through the new model.
+path. A stream model then needs every device's hidden state for the new weights (and, if its
+labels are decoded, its HMM belief): with ``prime="ring"`` each device's ring buffer (its last
+samples) is run through the new model.
 That is done like a live migration, in rounds off the hot path:
 
 1. at a batch boundary the worker hands over a copy of the ring buffers (a memory copy into a
@@ -43,7 +44,7 @@ from models.registry import Registry, version_label
 from pipeline.exceptions import PipelineError
 from pipeline.serving import ServingModel
 from pipeline.swap.control import Announcement, ControlError
-from pipeline.swap.priming import Rings, catch_up
+from pipeline.swap.priming import Decoded, Rings, catch_up, primable
 from pipeline.worker.hooks import SwapRecord
 from streams.protocols import Source
 
@@ -92,7 +93,7 @@ class _Sync:
     """
 
     def __init__(self, serving: ServingModel, last: Rings, store: StateStore, fresh) -> None:
-        self.serving, self.runtime = serving, serving.runtime
+        self.serving, self.runtime = serving, primable(serving)
         n = store.capacity
         self.runtime.ensure_capacity(n)
         self.seen = np.zeros(n, np.int64)
@@ -281,7 +282,7 @@ class HotSwap:
         record = SwapRecord(label, "", batch=-1, noticed_at=noticed)
         last = None
         if serving.runtime is not None and self.config.prime == "ring":
-            last = self._prime(serving.runtime, record)
+            last = self._prime(primable(serving), record)
             if last is None:
                 return  # closing
         if self.registry.champion_stamp(self.name)[0] != version:
@@ -293,7 +294,7 @@ class HotSwap:
             self._stop.wait(0.005)  # the worker swaps at its next boundary
         self._serving = version
 
-    def _prime(self, runtime: StreamRuntime, record: SwapRecord) -> Rings | None:
+    def _prime(self, runtime: StreamRuntime | Decoded, record: SwapRecord) -> Rings | None:
         """Rounds of ring copies and catch-ups; the last copy the runtime is up to date with.
 
         The rounds go on until one ran fewer than ``catch_up_samples`` (or ``max_rounds``);

@@ -223,7 +223,7 @@ class Worker:
     def swap_in(self, model: ServingModel) -> str:
         """Serve ``model`` from the next batch on (call between batches); the old version."""
         slot = f"{model.slot}_model"
-        if model.decoder is not None and self.config.decode:  # every device from the prior
+        if model.decoder is not None and self.config.decode:  # beliefs primed with the states
             model.decoder.ensure_capacity(self.store.capacity)
         else:
             model.decoder = None

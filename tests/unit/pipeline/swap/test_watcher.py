@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 
 from corpus import dataset_slice
+from models.hmm import Grammar
 from models.io import save_model
 from models.registry import Registry
 from models.seq2seq import build_seq2seq
+from models.smoothing import as_served
 from models.spec import ModelMeta, ModelSpec
 from models.training import predict_streams
 from models.zoo import build_model
@@ -145,6 +147,52 @@ def test_swap_under_load_primes_states_as_if_the_new_model_saw_everything(
     assert {b for b, v in batches.items() if "har@v0002" in v} == set(
         range(swap_to_2.batch, back_to_1.batch)
     ) & set(batches)
+
+
+def test_decoded_labels_are_primed_with_the_states(tmp_path, fleet):
+    """With HMM decoding on, a new model's beliefs are primed over the same samples as its
+    hidden states (rounds, the worker's sync and its follow-up alike): its labels after the
+    swap are those of decoding it from each stream's start."""
+    registry, k = Registry(tmp_path / "registry"), len(fleet.activities)
+    spec = ModelSpec(setup="stream", cell="gru", hidden=8)
+    grammars = {}
+    for version in (1, 2):
+        rng = np.random.default_rng(version)
+        sticky = rng.random((k, k)) + k * np.eye(k)
+        grammar = Grammar(tuple(map(tuple, (sticky / sticky.sum(1, keepdims=True)).tolist())),
+                          (1.0 / k,) * k, 0.5 * version, enabled=True)  # fmt: skip
+        meta = ModelMeta(spec, fleet.channels, fleet.activities, 50.0, (0.0,) * 6, (0.5,) * 6,
+                         64, 1, grammar=grammar)  # fmt: skip
+        keras.utils.set_random_seed(version)
+        registry.register(NAME, save_model(build_model(spec, meta), meta, tmp_path / "m.keras"))
+        grammars[f"har@v000{version}"] = grammar
+    registry.promote(NAME, 1)
+    bus, out = MemoryBus(partitions=3, capacity=1_000_000), MemoryBus(1, 10_000_000)
+    config = SwapConfig(poll_s=0.02, catch_up_samples=1, max_rounds=3, sync_budget_ms=0.0,
+                        sync_chunk_devices=1)  # fmt: skip
+    worker = _worker(registry, bus, out, config)
+    assert worker.stream_model.decoder is not None
+    producer = threading.Thread(
+        target=replay,
+        args=(fleet, MemorySink(bus), ReplayConfig(samples_per_record=5, speed=4.0)),
+    )
+    producer.start()
+    while len(worker.store) < len(fleet.streams) or worker.stats.samples < 800:
+        worker.step()
+    registry.promote(NAME, 2)
+    _wait_for_swaps(worker, 1)
+    producer.join()
+    worker.run(timeout=0.2)
+    worker.close()
+    got = _per_sample(_predictions(out))
+    assert {v for v, _ in got.values()} == set(grammars)
+    offline = {}
+    for version, grammar in grammars.items():
+        model, _ = registry.load(NAME, int(version[-1]))
+        probs = as_served(predict_streams(model, [s.values for s in fleet.streams]), grammar)
+        offline[version] = {s.device: dict(zip(s.sequence().tolist(), p, strict=True))
+                            for s, p in zip(fleet.streams, probs, strict=True)}  # fmt: skip
+    _check(got, fleet, offline)
 
 
 def test_reset_policy_starts_the_new_model_from_zero_states(registry, fleet):

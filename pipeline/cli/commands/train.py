@@ -148,10 +148,16 @@ def _checked(args: argparse.Namespace):
     only_with(args, args.setup == "window", "to --setup window", train_stride="--train-stride")
     recipe = RECIPES[args.setup]
     averaged = args.average_epochs is None  # not given: the recipe's, over a shorter schedule too
+    patience = args.patience
     for key in recipe:  # the flags not given: the setup's recipe
         setattr(args, key, _given(args, key, recipe))
     if args.setup == "stream" and averaged:
         args.average_epochs = int(min(args.average_epochs, args.epochs // 2))
+    if args.setup == "stream" and args.average_epochs and (patience or args.epochs) < args.epochs:
+        raise ConfigError(f"--patience {patience} would stop early, but weight averaging "
+                          f"(the mean of the last {args.average_epochs} epochs) runs the "
+                          "schedule to its end: add --average-epochs 0 to keep the best "
+                          "epoch instead")  # fmt: skip
     if args.setup == "seq2seq" and (args.rotate_deg or args.no_class_weights):
         raise ConfigError("--rotate-deg and --no-class-weights are for classifiers, not for "
                           "--setup seq2seq")  # fmt: skip

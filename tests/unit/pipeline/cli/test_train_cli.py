@@ -65,6 +65,16 @@ def test_stream_models_average_the_second_half_of_their_schedule_by_default(
     assert (config.epochs, config.average_epochs) == (epochs, averaged)
 
 
+def test_early_stopping_with_weight_averaging_is_refused_before_training(tmp_path, capsys):
+    argv = ["train", *FLEET, "--setup", "stream", "--patience", "5", "--out",
+            str(tmp_path / "m.keras")]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--average-epochs 0" in err and "epoch 1" not in err
+    _, config, _ = _checked(build_parser().parse_args([*argv[:-2], "--average-epochs", "0"]))
+    assert (config.patience, config.average_epochs) == (5, 0)
+
+
 def test_train_a_gravity_frame_stream_model_and_evaluate_it(tmp_path, capsys):
     """Phone channels (acc_x/y/z, gyro_x/y/z): the gravity frame by default."""
     model = tmp_path / "g.keras"

@@ -66,8 +66,11 @@ def as_served(
 class FixedLag:
     """:func:`centred` online for up to ``capacity`` devices (slots): rows of ``width`` values
     arrive per device; the first ``smoothed`` columns are averaged, the others are the emitted
-    sample's own. Each slot holds its last ``2 lag`` rows (oldest first), as ``get_state`` and
-    ``set_state`` hand them to checkpoints.
+    sample's own. Each slot holds the smoothed columns of its last ``2 lag`` rows and the other
+    columns of its last ``lag`` (those not emitted yet), oldest first; ``get_state`` and
+    ``set_state`` hand them to checkpoints as rows. ``dtype``: how the smoothed columns are
+    kept (float32 for float32 probabilities: the same values, half the memory); the means are
+    taken in float64.
 
     >>> f = FixedLag(lag=1, width=2, smoothed=1, capacity=1)
     >>> out, n = f.push([0], [2], np.array([[1.0, 10], [0.0, 11]]))
@@ -78,15 +81,18 @@ class FixedLag:
     ([[0.5, 11.0]], [1])
     """
 
-    def __init__(self, lag: int, width: int, smoothed: int | None = None, capacity: int = 1024):
+    def __init__(self, lag: int, width: int, smoothed: int | None = None, capacity: int = 1024,
+                 dtype: type = np.float64) -> None:  # fmt: skip
         if lag < 1:
             raise ModelsError(f"a fixed-lag smoother needs lag >= 1 sample, not {lag}")
         self.lag, self.width = int(lag), int(width)
         self.smoothed = self.width if smoothed is None else int(smoothed)
         if not 0 < self.smoothed <= self.width:
             raise ModelsError(f"smoothed columns must be 1..{width}, not {smoothed}")
-        self.rows = np.zeros((max(1, capacity), 2 * self.lag, self.width))
-        self.held = np.zeros(max(1, capacity), np.int64)
+        n = max(1, capacity)
+        self.smooth = np.zeros((n, 2 * self.lag, self.smoothed), dtype)
+        self.extra = np.zeros((n, self.lag, self.width - self.smoothed))
+        self.held = np.zeros(n, np.int64)
         """rows each slot holds (its stream's last ``min(seen, 2 lag)``)"""
 
     @property
@@ -96,8 +102,8 @@ class FixedLag:
     def ensure_capacity(self, capacity: int) -> None:
         if capacity > self.capacity:
             more = max(capacity, 2 * self.capacity) - self.capacity
-            self.rows = np.concatenate([self.rows, np.zeros((more, *self.rows.shape[1:]))])
-            self.held = np.concatenate([self.held, np.zeros(more, np.int64)])
+            grow = lambda a: np.concatenate([a, np.zeros((more, *a.shape[1:]), a.dtype)])  # noqa: E731
+            self.smooth, self.extra, self.held = map(grow, (self.smooth, self.extra, self.held))
 
     def reset(self, slots) -> None:
         """Forget ``slots``' rows (call :meth:`flush` first to emit what they still hold)."""
@@ -108,27 +114,47 @@ class FixedLag:
         return np.minimum(self.held[np.asarray(slots, np.int64)], self.lag)
 
     def get_state(self, slot: int) -> np.ndarray:
-        """``(held, width)``: the rows ``slot`` holds, oldest first."""
-        return self.rows[slot, : self.held[slot]].copy()
+        """``(held, width)``: the rows ``slot`` holds, oldest first (the other columns of the
+        rows emitted already are not kept: 0)."""
+        held, pending = self.held[slot], min(self.held[slot], self.lag)
+        rows = np.zeros((held, self.width))
+        rows[:, : self.smoothed] = self.smooth[slot, :held]
+        rows[held - pending :, self.smoothed :] = self.extra[slot, :pending]
+        return rows
 
     def set_state(self, slot: int, rows: np.ndarray) -> None:
         rows = np.asarray(rows, np.float64).reshape(-1, self.width)[-2 * self.lag :]
-        self.rows[slot, : len(rows)], self.held[slot] = rows, len(rows)
+        held, pending = len(rows), min(len(rows), self.lag)
+        self.smooth[slot, :held] = rows[:, : self.smoothed]
+        self.extra[slot, :pending] = rows[held - pending :, self.smoothed :]
+        self.held[slot] = held
 
     def push(self, slots, counts, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Device ``slots[i]`` brings ``counts[i]`` rows (``rows`` run after run; a slot at most
         once). The emitted samples ``(E, width)``, run after run, each ``lag`` samples behind
         an arrival, and how many each slot emitted."""
         slots, counts = np.asarray(slots, np.int64), np.asarray(counts, np.int64)
-        stack, seg, held, m = self._stack(slots, counts, np.asarray(rows, np.float64))
-        lag = self.lag
+        rows, s, lag = np.asarray(rows, np.float64), self.smoothed, self.lag
+        held = self.held[slots]
+        m = held + counts
+        seg = np.cumsum(m) - m  # where each slot's held rows, then its new ones, start
+        owner = np.repeat(np.arange(len(slots)), m)
+        local = np.arange(int(m.sum())) - np.repeat(seg, m)
+        old = local < held[owner]
+        stack = np.empty((len(owner), s))
+        stack[old] = self.smooth.reshape(-1, s)[slots[owner[old]] * 2 * lag + local[old]]
+        stack[~old] = rows[:, :s]
         # arrivals j (local to their device) >= lag emit the sample j - lag, window j-2lag..j
-        owner = np.repeat(np.arange(len(slots)), counts)
-        j = np.arange(len(owner)) - np.repeat(np.cumsum(counts) - counts, counts) + held[owner]
+        first = np.cumsum(counts) - counts  # each slot's first new row in ``rows``
+        arrived = np.repeat(np.arange(len(slots)), counts)
+        j = np.arange(len(arrived)) - np.repeat(first, counts) + held[arrived]
         emit = j >= lag
-        out = self._windows(stack, seg[owner[emit]], j[emit] - lag, j[emit])
-        self._keep(slots, stack, seg, m)
-        return out, np.bincount(owner[emit], minlength=len(slots))
+        by, e = arrived[emit], j[emit] - lag
+        out = np.empty((len(by), self.width))
+        out[:, :s] = _means(stack, seg[by] + np.maximum(e - lag, 0), seg[by] + e + lag + 1)
+        out[:, s:] = self._other(slots, rows, first, held, by, e)
+        self._keep(slots, rows, first, held, stack, seg, m)
+        return out, np.bincount(by, minlength=len(slots))
 
     def flush(self, slots) -> tuple[np.ndarray, np.ndarray]:
         """What ``slots`` still hold back, emitted now with their windows cut short (a stream's
@@ -136,43 +162,55 @@ class FixedLag:
         slots = np.asarray(slots, np.int64)
         held, pending = self.held[slots], self.pending(slots)
         owner = np.repeat(np.arange(len(slots)), pending)
-        e = np.arange(len(owner)) - np.repeat(np.cumsum(pending) - pending, pending)
-        e += np.repeat(held - pending, pending)  # the pending samples' rows
-        stack = self.rows[slots].reshape(-1, self.width)
+        within = np.arange(len(owner)) - np.repeat(np.cumsum(pending) - pending, pending)
+        e = within + np.repeat(held - pending, pending)  # the pending samples' rows
+        stack = self.smooth[slots].reshape(-1, self.smoothed)
         seg = np.arange(len(slots)) * 2 * self.lag
-        out = self._windows(stack, seg[owner], e, held[owner] - 1)
+        out = np.empty((len(owner), self.width))
+        out[:, : self.smoothed] = _means(stack, seg[owner] + np.maximum(e - self.lag, 0),
+                                         seg[owner] + held[owner])  # fmt: skip
+        out[:, self.smoothed :] = self.extra[slots[owner], within]
         self.reset(slots)
         return out, pending
 
-    def _stack(self, slots, counts, rows):
-        """Each slot's held rows followed by its new ones, slot after slot: the stack, where
-        each slot's rows start in it, its held count and its total count."""
-        held = self.held[slots]
-        m = held + counts
-        seg = np.cumsum(m) - m
-        owner = np.repeat(np.arange(len(slots)), m)
-        local = np.arange(int(m.sum())) - np.repeat(seg, m)
-        old = local < held[owner]
-        stack = np.empty((len(owner), self.width))
-        stack[old] = self.rows[slots[owner[old]], local[old]]
-        stack[~old] = rows
-        return stack, seg, held, m
-
-    def _windows(self, stack, seg, e, last) -> np.ndarray:
-        """For each emitted sample (row ``seg + e`` of ``stack``): the mean of the smoothed
-        columns over rows ``max(0, e - lag) .. last`` of its slot, and its own other columns."""
-        s = self.smoothed
-        c = np.concatenate([np.zeros((1, s)), np.cumsum(stack[:, :s], axis=0)])
-        lo, hi = seg + np.maximum(e - self.lag, 0), seg + last + 1
-        out = stack[seg + e].copy()
-        out[:, :s] = (c[hi] - c[lo]) / (hi - lo)[:, None]
+    def _other(self, slots, rows, first, held, by, e) -> np.ndarray:
+        """The other columns of the samples ``e`` (local to slot ``slots[by]``): kept for those
+        held, in ``rows`` for the new ones."""
+        s, lag = self.smoothed, self.lag
+        out = np.empty((len(by), self.width - s))
+        if not out.size:
+            return out
+        kept = e < held[by]
+        b, k = by[kept], e[kept]
+        out[kept] = self.extra.reshape(-1, self.width - s)[
+            slots[b] * lag + k - held[b] + np.minimum(held[b], lag)
+        ]
+        b, k = by[~kept], e[~kept]
+        out[~kept] = rows[first[b] + k - held[b], s:]
         return out
 
-    def _keep(self, slots, stack, seg, m) -> None:
-        """Each slot keeps the last ``2 lag`` rows of its part of the stack."""
-        keep_n = np.minimum(m, 2 * self.lag)
-        owner = np.repeat(np.arange(len(slots)), keep_n)
-        dest = np.arange(len(owner)) - np.repeat(np.cumsum(keep_n) - keep_n, keep_n)
-        src = np.repeat(seg + m - keep_n, keep_n) + dest
-        self.rows[slots[owner], dest] = stack[src]
-        self.held[slots] = keep_n
+    def _keep(self, slots, rows, first, held, stack, seg, m) -> None:
+        """Each slot keeps the smoothed columns of its last ``2 lag`` rows (from ``stack``) and
+        the other columns of its last ``lag``."""
+        for columns, span in ((self.smooth, 2 * self.lag), (self.extra, self.lag)):
+            keep_n = np.minimum(m, span)
+            owner = np.repeat(np.arange(len(slots)), keep_n)
+            dest = np.arange(len(owner)) - np.repeat(np.cumsum(keep_n) - keep_n, keep_n)
+            local = np.repeat(m - keep_n, keep_n) + dest
+            if columns is self.smooth:
+                values = stack[seg[owner] + local]
+            else:
+                values = self._other(slots, rows, first, held, owner, local)
+            columns[slots[owner], dest] = values
+        self.held[slots] = np.minimum(m, 2 * self.lag)
+
+
+def _means(stack: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """The mean of rows ``lo[i] .. hi[i] - 1`` of ``stack``, in float64, for each ``i``."""
+    c = np.empty((len(stack) + 1, stack.shape[1]))
+    c[0] = 0.0
+    np.cumsum(stack, axis=0, out=c[1:])
+    out = c[hi]
+    out -= c[lo]
+    out /= (hi - lo)[:, None]
+    return out

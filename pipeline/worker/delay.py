@@ -50,7 +50,7 @@ class Delay:
         self.delay_ms = self.lag * 1000.0 / rate_hz
         """the delay applied: ``lag`` samples at the model's rate"""
         self.classes = classes
-        self.smoother = FixedLag(self.lag, classes + EXTRA, classes, capacity)
+        self.smoother = FixedLag(self.lag, classes + EXTRA, classes, capacity, dtype=np.float32)
 
     def ensure_capacity(self, capacity: int) -> None:
         self.smoother.ensure_capacity(capacity)

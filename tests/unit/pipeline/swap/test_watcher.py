@@ -98,6 +98,19 @@ def _wait_for_swaps(worker, count, timeout=30.0):
         worker.step()
 
 
+def _busy(worker, fleet, bus) -> threading.Thread:
+    """The fleet replayed into ``bus`` by a thread (returned), the worker stepped until it saw
+    every device and 800 samples."""
+    producer = threading.Thread(
+        target=replay,
+        args=(fleet, MemorySink(bus), ReplayConfig(samples_per_record=5, speed=4.0)),
+    )
+    producer.start()
+    while len(worker.store) < len(fleet.streams) or worker.stats.samples < 800:
+        worker.step()
+    return producer
+
+
 def _check(got, fleet, offline_by_version):
     expected = {(s.device, q) for s in fleet.streams for q in s.sequence().tolist()}
     assert set(got) == expected  # every sample exactly once (duplicates fail in _per_sample)
@@ -114,13 +127,7 @@ def test_swap_under_load_primes_states_as_if_the_new_model_saw_everything(
     config = SwapConfig(poll_s=0.02, catch_up_samples=1, max_rounds=3,  # several rounds
                         sync_budget_ms=0.0, sync_chunk_devices=sync_chunk)  # fmt: skip
     worker = _worker(registry, bus, out, config)
-    producer = threading.Thread(
-        target=replay,
-        args=(fleet, MemorySink(bus), ReplayConfig(samples_per_record=5, speed=4.0)),
-    )
-    producer.start()
-    while len(worker.store) < len(fleet.streams) or worker.stats.samples < 800:
-        worker.step()
+    producer = _busy(worker, fleet, bus)
     registry.promote(NAME, 2)
     _wait_for_swaps(worker, 1)
     registry.rollback(NAME)  # back to v1, the same way
@@ -172,13 +179,7 @@ def test_decoded_labels_are_primed_with_the_states(tmp_path, fleet):
                         sync_chunk_devices=1)  # fmt: skip
     worker = _worker(registry, bus, out, config)
     assert worker.stream_model.decoder is not None
-    producer = threading.Thread(
-        target=replay,
-        args=(fleet, MemorySink(bus), ReplayConfig(samples_per_record=5, speed=4.0)),
-    )
-    producer.start()
-    while len(worker.store) < len(fleet.streams) or worker.stats.samples < 800:
-        worker.step()
+    producer = _busy(worker, fleet, bus)
     registry.promote(NAME, 2)
     _wait_for_swaps(worker, 1)
     producer.join()

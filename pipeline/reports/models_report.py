@@ -127,12 +127,11 @@ class Budget:
     max_minutes: float = 14.0
     train_stride: int = 16
     hapt_epochs: int = 80
-    phone_epochs: int = 30
     quick: bool = False
 
 
 FULL = Budget()
-QUICK = Budget(epochs=2, max_minutes=1, hapt_epochs=1, phone_epochs=1, quick=True)
+QUICK = Budget(epochs=2, max_minutes=1, hapt_epochs=1, quick=True)
 
 
 def _config(budget: Budget, **kw) -> TrainConfig:
@@ -268,9 +267,10 @@ def _hapt_split(budget: Budget):
 
 @dataclass(frozen=True)
 class Trained:
-    """Trained HAPT labellers kept one by one under ``root``, named by what they train, so that
-    sections training the same model (hapt and hapt_decoding) share it and a run cut short
-    resumes; one kept before ``since`` is trained again (its section was named with --only)."""
+    """Trained HAPT labellers (phones too) kept one by one under ``root``, named by what they
+    train, so that sections training the same model (hapt and hapt_decoding) share it and a run
+    cut short resumes; one kept before ``since`` is trained again (its section was named with
+    --only)."""
 
     root: Path
     since: float = 0.0
@@ -299,10 +299,11 @@ class Trained:
 
 
 def _hapt_model(budget: Budget, trained: Trained, hapt, recs, users, seed: int, label: str,
-                spec: ModelSpec = HAPT_STREAM, **kw):  # fmt: skip
-    """The HAPT sequence labeller (``spec``) trained on ``recs`` with ``seed`` (``kw``: more
-    TrainConfig, ``chunks_per_lane`` at least), or the one ``trained`` keeps: the TrainResult
-    and its config."""
+                spec: ModelSpec = HAPT_STREAM, dataset: str = "uci_hapt", **kw):  # fmt: skip
+    """The HAPT sequence labeller (``spec``) trained on ``recs`` of ``hapt`` (its channels and
+    activities; ``dataset``: its name in the provenance) with ``seed`` and the stream recipe
+    (``kw``: more TrainConfig, ``chunks_per_lane`` at least), or the one ``trained`` keeps: the
+    TrainResult and its config."""
     cfg = _config(budget, epochs=budget.hapt_epochs, patience=budget.hapt_epochs,
                   average_epochs=budget.hapt_epochs // 2, tbptt_steps=128, lanes=32, seed=seed,
                   **kw)  # fmt: skip
@@ -312,7 +313,7 @@ def _hapt_model(budget: Budget, trained: Trained, hapt, recs, users, seed: int, 
             spec, recs, users, channels=hapt.channels, classes=hapt.activities,
             rate_hz=50.0, config=cfg,
             on_epoch=lambda e, n, logs: stderr.print(f"  epoch {e}/{n} {logs}"),
-            provenance={"dataset": "uci_hapt", "report": COMMAND, "variant": label},
+            provenance={"dataset": dataset, "report": COMMAND, "variant": label},
         )  # fmt: skip
         trained.put(what, result)
     return result, cfg
@@ -459,13 +460,16 @@ PHONE_VARIANTS = (("upright 50 Hz", False, 0.0, "device"), ("phones", True, 0.0,
                   ("upright 50 Hz, gravity frame", False, 0.0, "gravity"),
                   ("phones, gravity frame", True, 0.0, "gravity"))  # fmt: skip
 """(label, trained and tested on the phone export, rotate_deg, the model's input frame)"""
+PHONE_MINUTES = 28.0
+"""time cap of one phones model: the gravity frame trains about 1.4x slower per epoch than the
+raw axes, and every model should run the recipe's 80 epochs to the end"""
 
 
-def phones_section(budget: Budget, out: Path, saved: Path) -> list[dict]:
+def phones_section(budget: Budget, trained: Trained) -> list[dict]:
     """Stream models trained and tested on the phone export of every HAPT user (read with the
     generic reader's defaults: resampled to 50 Hz, converted to g) against the upright 50 Hz
     recordings, with and without rotation augmentation, on the raw axes and in the gravity
-    frame; one seed."""
+    frame; the stream recipe of the HAPT section, one seed."""
     hapt = load_uci_hapt()
     if budget.quick:
         hapt = hapt.select_users([1, 3, 2, 4])  # two training users, two test users
@@ -485,13 +489,11 @@ def phones_section(budget: Budget, out: Path, saved: Path) -> list[dict]:
                 test = replace(test, streams=test.streams[:2])
             recs, users = recordings(train)
             stderr.print(f"[bold]phones[/bold] {model}, {label}")
-            cfg = _config(budget, epochs=budget.phone_epochs, patience=10, tbptt_steps=128,
-                          lanes=32, rotate_deg=rotate_deg)  # fmt: skip
-            result = train_stream_model(
-                spec, recs, users, channels=hapt.channels, classes=hapt.activities,
-                rate_hz=50.0, config=cfg,
-                on_epoch=lambda e, n, logs: stderr.print(f"  epoch {e}/{n} {logs}"),
-                provenance={"dataset": "phones" if on_phones else "uci_hapt", "report": COMMAND},
+            result, cfg = _hapt_model(
+                budget, trained, phones if on_phones else hapt, recs, users, 0,
+                f"phones: {label}", spec, "phones" if on_phones else "uci_hapt",
+                chunks_per_lane=16, rotate_deg=rotate_deg,
+                max_seconds=(budget.max_minutes if budget.quick else PHONE_MINUTES) * 60,
             )  # fmt: skip
             run = evaluate_model(result.model, result.meta, test)
             dataset = "phones.csv" if on_phones else "uci_hapt"
@@ -954,7 +956,8 @@ def _phones_block(data: dict) -> list[str]:
         "included). The generic reader takes the file with its defaults: it detects the units "
         "and converts them to g, and resamples each recording to 50 Hz (repeats merged, an "
         "anti-aliasing low-pass, the label in force at each grid point). Stream models (2 "
-        f"layers of 64, truncated BPTT as in section 2, up to {FULL.phone_epochs} epochs, one "
+        "layers of 64, truncated BPTT and the stream recipe as in section 2: "
+        f"{FULL.hapt_epochs} epochs, the mean weights of the last {FULL.hapt_epochs // 2}; one "
         "seed) are trained on the training users and scored per annotated sample on the test "
         "users, each way: the upright 50 Hz recordings, the phone export, and the phone export "
         f"with rotation augmentation (every training segment turned by a fresh rotation of up "
@@ -1126,7 +1129,7 @@ def fingerprint(section: str, budget: Budget) -> str:
             "hapt": (hapt_section, _hapt_split, _hapt_model),
             "hapt_decoding": (hapt_decoding_section, _decoding_rows, _hapt_split, _hapt_model),
             "hapt_ensemble": (hapt_ensemble_section, _decoding_rows, _hapt_split, _hapt_model),
-            "phones": (phones_section,),
+            "phones": (phones_section, _hapt_model),
             "anomaly": (anomaly_section, inject, faulty_windows)}[section]  # fmt: skip
     settings = {"budget": budget, "har": (HAR_MODELS, ROTATE_DEG),
                 "har_attention": (HAR_ATTENTION, ROTATE_DEG),
@@ -1134,7 +1137,7 @@ def fingerprint(section: str, budget: Budget) -> str:
                 "hapt": (HAPT_SEEDS, HAPT_STREAM),
                 "hapt_decoding": (HAPT_SEEDS, HAPT_STREAM, HAPT_DELAYS_MS),
                 "hapt_ensemble": (HAPT_SEEDS, HAPT_ENSEMBLE, HAPT_DELAYS_MS),
-                "phones": (PHONE_MODELS, PHONE_EXPORT, PHONE_VARIANTS),
+                "phones": (PHONE_MODELS, PHONE_EXPORT, PHONE_VARIANTS, PHONE_MINUTES),
                 "anomaly": (ANOMALY_DETECTORS, ANOMALY_SPAN, ANOMALY_STRIDES, ANOMALY_SEED,
                             LENGTHS, SPIKE_STD, DRIFT_STD, NOISE_STD, GLITCH_EVERY)}  # fmt: skip
     text = "".join(inspect.getsource(f) for f in code) + repr(settings[section]) + repr(budget)
@@ -1178,7 +1181,7 @@ def _measure(section: str, budget: Budget, img: Path, saved: Path, trained: Trai
                              "per_seed": rs} for v, rs in by.items()}}  # fmt: skip
     if section == "anomaly":
         return anomaly_section(budget, img, saved)
-    rows = phones_section(budget, img, saved)
+    rows = phones_section(budget, trained)
     return {"real_phones": {f"{r['spec']} {r['variant']}": r for r in rows}}
 
 

@@ -351,7 +351,7 @@ class Worker:
         cfg = self.config
         self.batch += 1
         self._collect.start(self.batch)
-        self._evict_idle()
+        evicted = self._evict_idle()
         for swap in self._swaps:
             if (record := swap.at_boundary(self.store, self.batch, self.swap_in)) is not None:
                 self.stats.swaps.append(record)
@@ -367,7 +367,7 @@ class Worker:
             self._apply(runs)
         step_s = time.perf_counter() - started
         self.stats.step_s += step_s
-        if messages or runs:
+        if messages or runs or evicted:  # an eviction may have let delayed labels out
             self.sink.flush()
             self._advance(messages)
             self._note_first_prediction(predicted)
@@ -405,12 +405,14 @@ class Worker:
         for observer in self.observers:
             observer.observe(report)
 
-    def _evict_idle(self) -> None:
-        """Forget devices idle for ``idle_ttl_s`` (checked a few times per TTL)."""
+    def _evict_idle(self) -> bool:
+        """Forget devices idle for ``idle_ttl_s`` (checked a few times per TTL); whether any
+        was."""
         now = time.monotonic()
-        if now >= self._next_idle_check:
-            self.store.evict_idle()
-            self._next_idle_check = now + max(1.0, self.store.config.idle_ttl_s / 10)
+        if now < self._next_idle_check:
+            return False
+        self._next_idle_check = now + max(1.0, self.store.config.idle_ttl_s / 10)
+        return bool(self.store.evict_idle())
 
     def _swap_report(self, record: SwapRecord) -> SwapReport:
         served = (self.stream_model, self.window_model, self.anomaly_model)

@@ -5,6 +5,7 @@ what the delay held back."""
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -146,3 +147,35 @@ def test_delay_settings_are_checked():
         Worker(MemorySource(bus, ["sensor.raw"]), MemorySink(bus),
                ServingModel.load(model, meta, "m@v1"),
                config=WorkerConfig(delay_ms=-1))  # fmt: skip
+
+
+class _Held(MemorySink):
+    """A sink whose messages reach the bus only when flushed, as a Kafka producer's may."""
+
+    def __init__(self, bus: MemoryBus) -> None:
+        super().__init__(bus)
+        self.held: list[tuple] = []
+
+    def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+        self.held.append((topic, key, value))
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        for message in self.held:
+            super().send(*message)
+        self.held.clear()
+
+
+def test_an_idle_eviction_sends_the_held_labels_without_waiting_for_more_records():
+    data = simulate(SyntheticConfig(devices=4, duration_s=4, seed=5))
+    model, meta, _ = _model(data)
+    bus, out = MemoryBus(partitions=3, capacity=1_000_000), MemoryBus(1, 10_000_000)
+    replay(data, MemorySink(bus), ReplayConfig(samples_per_record=7))
+    sink = _Held(out)
+    config = WorkerConfig(emit="every", delay_ms=DELAY_MS, store=StoreConfig(idle_ttl_s=0.3))
+    worker = Worker(MemorySource(bus, ["sensor.raw"]), sink,
+                    ServingModel.load(model, meta, "m@v1"), config=config)  # fmt: skip
+    worker.run(timeout=0.2)
+    time.sleep(1.1)  # past the TTL and the next idle check (at most once a second)
+    worker.step()  # no record comes: the devices are evicted, their last labels go out
+    assert len(worker.store) == 0 and not sink.held
+    assert len(_labelled(MemorySource(out, ["har.predictions"]))[0]) == data.n_samples

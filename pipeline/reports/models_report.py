@@ -457,8 +457,8 @@ PHONE_ROTATE_DEG = 180.0
 """rotation augmentation for phones worn any way up: any orientation"""
 PHONE_VARIANTS = (("upright 50 Hz", False, 0.0, "device"), ("phones", True, 0.0, "device"),
                   ("phones, rotation augmentation", True, PHONE_ROTATE_DEG, "device"),
-                  ("upright 50 Hz, gravity frame", False, 0.0, "gravity"),
-                  ("phones, gravity frame", True, 0.0, "gravity"))  # fmt: skip
+                  ("phones, gravity frame", True, 0.0, "gravity"),
+                  ("upright 50 Hz, gravity frame", False, 0.0, "gravity"))  # fmt: skip
 """(label, trained and tested on the phone export, rotate_deg, the model's input frame)"""
 PHONE_MINUTES = 28.0
 """time cap of one phones model: the gravity frame trains about 1.4x slower per epoch than the
@@ -480,8 +480,8 @@ def phones_section(budget: Budget, trained: Trained) -> list[dict]:
     for note in phones.notes:
         stderr.print(f"phones: {note}")
     rows = []
-    for model, base in PHONE_MODELS.items():
-        for label, on_phones, rotate_deg, frame in PHONE_VARIANTS:
+    for label, on_phones, rotate_deg, frame in PHONE_VARIANTS:
+        for model, base in PHONE_MODELS.items():
             spec = replace(base, frame=frame)
             train, test = split_by_user(phones if on_phones else hapt, HAPT_TEST_USERS)
             if budget.quick:

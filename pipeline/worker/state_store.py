@@ -32,8 +32,9 @@ class StoreConfig:
     ``max_gap``: a device whose sequence number jumps by more than this many missing samples
     starts from a fresh state (its old state no longer describes it). ``idle_ttl_s``: devices not
     seen for this long are evicted by :meth:`StateStore.evict_idle`. ``max_devices`` with
-    ``overflow``: at the bound a new device evicts the least recently seen one (``evict_lru``)
-    or is refused (``reject``).
+    ``overflow``: at the bound a new device evicts the least recently seen one (``evict_lru``;
+    never a device of the same batch: a batch of more devices than the bound is held whole) or
+    is refused (``reject``).
     """
 
     ring: int = 128
@@ -130,30 +131,44 @@ class StateStore:
         return np.sort(np.fromiter(self._slot.values(), dtype=np.int64, count=len(self._slot)))
 
     def slots_for(self, devices: Sequence[str]) -> np.ndarray:
-        """Slots of ``devices``, allocating fresh (zeroed) ones for new devices."""
+        """Slots of ``devices``, allocating fresh (zeroed) ones for new devices. At the
+        ``max_devices`` bound a new device evicts the least recently seen device not among
+        ``devices`` (when every one is, the store holds more for this batch)."""
         get = self._slot.get
         found = [get(device) for device in devices]
-        if None in found:  # new devices, in order (an allocation may evict the least recent)
-            for i, slot in enumerate(found):
-                if slot is None:
-                    slot = get(devices[i])  # the same new device twice: allocated just now
-                    found[i] = self._allocate(devices[i]) if slot is None else slot
+        now = self._clock()
+        if None in found:  # new devices, in order
+            fresh: list[int] = []
+            self.last_seen[[s for s in found if s is not None]] = np.inf  # no victims
+            try:
+                for i, slot in enumerate(found):
+                    if slot is None:
+                        slot = get(devices[i])  # the same new device twice: allocated just now
+                        if slot is None:
+                            slot = self._allocate(devices[i])
+                            fresh.append(slot)
+                        found[i] = slot
+            finally:
+                self.last_seen[[s for s in found if s is not None]] = now
+                self.reset(np.array(fresh, dtype=np.int64))  # one call for every new device
         out = np.array(found, dtype=np.int64)
-        self.last_seen[out] = self._clock()
+        self.last_seen[out] = now
         return out
 
     def _allocate(self, device: str) -> int:
         if len(self._slot) >= self.config.max_devices:
             if self.config.overflow == "reject":
                 raise StoreFull(f"{device}: the store already holds {len(self._slot)} devices")
-            used = self.used_slots()
-            self.evict([self._device[int(used[np.argmin(self.last_seen[used])])]])
+            used = self.used_slots()  # the least recent first; inf: this batch's devices
+            over = len(self._slot) - self.config.max_devices + 1
+            victims = used[np.argsort(self.last_seen[used], kind="stable")[:over]]
+            self.evict([self._device[v] for v in victims[self.last_seen[victims] < np.inf]])
         if not self._free:
             self._grow(self.capacity * 2)
         slot = self._free.pop()
         self._slot[device] = slot
         self._device[slot] = device
-        self.reset(np.array([slot]))
+        self.last_seen[slot] = np.inf
         return slot
 
     def evict(self, devices: Iterable[str], handed_over: bool = False) -> list[str]:

@@ -58,6 +58,27 @@ def test_idle_eviction_and_bound_policies():
         strict.slots_for(["two"])
 
 
+def test_new_devices_at_the_bound_evict_others_never_each_other():
+    clock, resets = Clock(), []
+    store = StateStore(1, StoreConfig(max_devices=2), clock=clock,
+                       on_reset=lambda s: resets.append(sorted(s.tolist())))  # fmt: skip
+    store.slots_for(["a", "b"])
+    clock.now = 1
+    store.slots_for(["a"])
+    clock.now = 2
+    resets.clear()
+    slots = store.slots_for(["c", "d"])  # b, then a (seen before this batch) make room
+    assert sorted(store.devices()) == ["c", "d"] and len(set(slots.tolist())) == 2
+    assert resets[-1] == sorted(slots.tolist())  # the new slots, reset in one call
+    clock.now = 3
+    slots = store.slots_for(["c", "e", "f"])  # more than the bound in one batch: none lost
+    assert sorted(store.devices()) == ["c", "e", "f"] and len(set(slots.tolist())) == 3
+    assert store.slot("c") == slots[0] and store.evictions == 3
+    clock.now = 4
+    store.slots_for(["g"])  # back to the bound: the two least recently seen go
+    assert len(store) == 2 and "g" in store and store.evictions == 5
+
+
 def test_snapshot_and_restore_one_device():
     store = StateStore(3, StoreConfig(ring=5))
     s = store.slots_for(["dev"])

@@ -158,6 +158,10 @@ class WorkerMetrics(_Metrics):
         self.missing_samples = Counter(
             "harstream_missing_samples", "Samples never received (sequence gaps)", registry=r
         )
+        self.restarts = Counter(
+            "harstream_device_restarts", "Devices that counted again from the start (a new "
+            "stream, the device reset)", registry=r,
+        )  # fmt: skip
         self.batch_records = Histogram(
             "harstream_batch_records", "Records per batch", buckets=BATCH_BUCKETS, registry=r
         )
@@ -249,6 +253,7 @@ class WorkerMetrics(_Metrics):
             self.decode_errors.labels(reason=reason).inc(n)
         self.duplicate_samples.inc(report.duplicate_samples)
         self.missing_samples.inc(report.missing_samples)
+        self.restarts.inc(report.restarts)
         self.latency.observe_many(report.latency_ms / 1000.0)
         self.devices.set(report.devices)
         if report.evictions > self._evictions:

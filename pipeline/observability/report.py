@@ -83,6 +83,8 @@ class BatchReport:
     decode_errors: Counter = field(default_factory=Counter)
     duplicate_samples: int = 0
     missing_samples: int = 0
+    restarts: int = 0
+    """devices that counted again from the start (a new stream each)"""
     devices: int = 0
     evictions: int = 0
     """evictions so far (a running total)"""

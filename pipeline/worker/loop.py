@@ -361,7 +361,7 @@ class Worker:
         limit = min([cfg.max_records] + [s.batch_limit for s in self._swaps if s.batch_limit])
         messages = [] if flush else self.source.poll(limit, cfg.poll_timeout_s)
         pending = self._decode(messages)
-        runs = self.sequencer.sequence(pending, self._last_seq, flush=flush)
+        runs = self.sequencer.sequence(pending, self._last_applied, flush=flush)
         started = time.perf_counter()
         if runs:
             self._apply(runs)
@@ -377,13 +377,13 @@ class Worker:
         self._report(messages, runs, step_s, before)
         return len(messages)
 
-    def _counts(self) -> tuple[int, int, int, int]:
+    def _counts(self) -> tuple[int, ...]:
         """Running totals a batch report gives the difference of."""
         seq = self.sequencer.stats
         return (self.stats.records, self.stats.samples, seq.duplicate_samples,
-                seq.missing_samples)  # fmt: skip
+                seq.missing_samples, seq.restarts)  # fmt: skip
 
-    def _report(self, messages, runs, step_s, before: tuple[int, int, int, int]) -> None:
+    def _report(self, messages, runs, step_s, before: tuple[int, ...]) -> None:
         """Update the lag and tell the observers what this batch did."""
         self.assigned = self.source.assignment()
         if isinstance(self.source, Highwater):
@@ -393,14 +393,14 @@ class Worker:
         if not self.observers:
             return
         model = self.stream_model or self.window_model
-        records, samples, duplicates, missing = (
+        records, samples, duplicates, missing, restarts = (
             now - then for now, then in zip(self._counts(), before, strict=True)
         )
         report = self._collect.finish(
             model.meta.classes, model.version, messages=len(messages), records=records,
             samples=samples, step_s=step_s if runs else 0.0, duplicate_samples=duplicates,
-            missing_samples=missing, devices=len(self.store), evictions=self.store.evictions,
-            lag=self.lag, wall_time=self._clock(),
+            missing_samples=missing, restarts=restarts, devices=len(self.store),
+            evictions=self.store.evictions, lag=self.lag, wall_time=self._clock(),
         )  # fmt: skip
         for observer in self.observers:
             observer.observe(report)
@@ -462,9 +462,9 @@ class Worker:
         envelope = dead_letter(msg, reason, detail)
         self.sink.send(self.config.dlq_topic, msg.key, encode(envelope))
 
-    def _last_seq(self, devices: list[str]) -> np.ndarray:
+    def _last_applied(self, devices: list[str]) -> tuple[np.ndarray, np.ndarray]:
         slots = self.store.slots_for(devices)  # may grow the arrays: index them afterwards
-        return self.store.last_seq[slots]
+        return self.store.last_seq[slots], self.store.last_time_ms[slots]
 
     def _advance(self, messages: list[Message]) -> None:
         """Note how far each partition was read; commit (at a checkpoint, when they are on)."""
@@ -483,7 +483,7 @@ class Worker:
     def _apply(self, runs: list[DeviceRun]) -> None:
         store = self.store
         slots = store.slots_for([r.device for r in runs])
-        reset = np.array([r.gap_before > store.config.max_gap for r in runs])
+        reset = np.array([r.gap_before > store.config.max_gap or r.restart for r in runs])
         if reset.any():
             self._release(slots[reset])
             store.reset(slots[reset])

@@ -12,7 +12,11 @@ device's last applied sequence number:
   it is applied across the gap (the gap is counted; a gap over ``max_gap`` resets the device).
 
 A device the worker has no state for starts at sequence number 0 without waiting; a first
-record after 0 is held like one after a gap, in case the ones before it are late. Held records
+record after 0 is held like one after a gap, in case the ones before it are late. A device that
+counts again from the start (restarted: a record at or below its last applied sequence number
+whose event time is after its last applied sample) begins a new stream: the worker resets it
+and the records from then on are applied as a new device's (what came before from the old
+count is applied first). Held records
 keep their source offsets uncommitted (see :meth:`Sequencer.held_offsets`): nothing held is lost
 in a crash.
 """
@@ -72,6 +76,8 @@ class DeviceRun:
     """source partition and offset of the last record that contributed (for checkpoints)"""
     rate_hz: float = 0.0
     """the device's sample rate (of the last record that contributed; 0: not known)"""
+    restart: bool = False
+    """the device counts again from the start: a new stream (reset the device first)"""
 
 
 @dataclass
@@ -81,6 +87,7 @@ class SequencerStats:
     gaps: int = 0
     missing_samples: int = 0
     held: int = 0
+    restarts: int = 0
 
 
 class Sequencer:
@@ -125,13 +132,14 @@ class Sequencer:
     def sequence(
         self,
         batch: Iterable[Pending],
-        last_seq: Callable[[list[str]], np.ndarray],
+        last_applied: Callable[[list[str]], tuple[np.ndarray, np.ndarray]],
         flush: bool = False,
     ) -> list[DeviceRun]:
         """The runs to apply for ``batch`` (plus held records that are now due).
 
-        ``last_seq(devices)`` gives each device's last applied sequence number (-1: none).
-        ``flush`` applies every held record now (end of input, shutdown).
+        ``last_applied(devices)`` gives each device's last applied sequence number (-1: none)
+        and that sample's event time in ms (NaN: none). ``flush`` applies every held record now
+        (end of input, shutdown).
         """
         by_device: dict[str, list[Pending]] = {}
         for p in batch:
@@ -143,16 +151,16 @@ class Sequencer:
         if not by_device:
             return []
         devices = list(by_device)
-        cursors = last_seq(devices)
+        cursors, times = last_applied(devices)
         runs = []
-        for device, cursor in zip(devices, cursors.tolist(), strict=True):
+        for device, cursor, last_ms in zip(devices, cursors.tolist(), times.tolist(), strict=True):
             pending, held = by_device[device], self._held.pop(device, None)
             if held:
                 pending = held + pending
                 self._ready.discard(device)
             if len(pending) > 1:
                 pending.sort(key=lambda p: p.record.seq)
-            run = self._take(device, pending, int(cursor), now, flush)
+            run = self._take(device, pending, int(cursor), last_ms, now, flush)
             if run is not None:
                 runs.append(run)
         self.stats.held = self.held_records
@@ -163,15 +171,38 @@ class Sequencer:
         return len(held) >= cfg.hold_records or now - held[0].received >= cfg.hold_s
 
     def _take(
-        self, device: str, pending: list[Pending], cursor: int, now: float, force: bool
-    ) -> DeviceRun | None:
-        """One contiguous run for ``device``; a run never spans a gap (the device may need a
-        reset there), so what follows a gap waits for the next call. One record that follows
+        self, device: str, pending: list[Pending], cursor: int, last_ms: float, now: float,
+        force: bool,
+    ) -> DeviceRun | None:  # fmt: skip
+        """One contiguous run for ``device``; a run never spans a gap or a restart (the device
+        needs a reset there), so what follows waits for the next call. One record that follows
         the last applied sample (the usual case) becomes a run as it is."""
         if len(pending) == 1 and pending[0].record.seq == cursor + 1:  # the common case
             p, rec = pending[0], pending[0].record
             return DeviceRun(device, rec.sequence(), rec.values, labels_of(rec), rec.times_ms(), 0,
                              p.timestamp_ms, p.tp.partition, p.offset, rec.rate_hz)  # fmt: skip
+        since = _restart(pending, cursor, last_ms)
+        if since is None:
+            return self._run(device, pending, cursor, now, force)
+        old = [p for p in pending if p.record.t0_ms < since]  # the old count's last records
+        new = [p for p in pending if p.record.t0_ms >= since]
+        if any(p.record.sequence()[-1] > cursor for p in old):  # the old stream's end first
+            run = self._run(device, old, cursor, now, force)
+            self._held[device] = self._held.pop(device, []) + new
+            if run is not None:
+                self._ready.add(device)
+            return run
+        self._run(device, old, cursor, now, force)  # duplicates only: counted
+        run = self._run(device, new, -1, now, force)
+        if run is not None:
+            run.restart = True
+            self.stats.restarts += 1
+        return run
+
+    def _run(
+        self, device: str, pending: list[Pending], cursor: int, now: float, force: bool
+    ) -> DeviceRun | None:
+        """The contiguous run of ``pending`` after ``cursor`` (records after a gap held)."""
         stats, cfg = self.stats, self.config
         pieces: list[tuple[np.ndarray, Record, np.ndarray]] = []
         gap_before = 0
@@ -211,6 +242,26 @@ class Sequencer:
         times = np.concatenate([r.times_ms()[m] for _, r, m in pieces])
         return DeviceRun(device, seqs, values, labels, times, gap_before, kafka_ts, partition,
                          offset, pieces[-1][1].rate_hz)  # fmt: skip
+
+
+RESTART_MS = 1000.0
+"""how much later than the count's place a record must start to be taken for a restart (not
+clock jitter)"""
+
+
+def _restart(pending: list[Pending], cursor: int, last_ms: float) -> float | None:
+    """The event time of the first record of a new count in ``pending`` (by sequence number),
+    or None: a record is one when it starts more than :data:`RESTART_MS` after the last applied
+    sample (``last_ms``) with a sequence number at or below it (``cursor``), or after a record
+    of a higher sequence number."""
+    since, earliest_above = math.inf, math.inf
+    for p in reversed(pending):
+        t0 = p.record.t0_ms
+        after_cursor = p.record.seq <= cursor and t0 > last_ms + RESTART_MS
+        if after_cursor or t0 > earliest_above + RESTART_MS:
+            since = min(since, t0)
+        earliest_above = min(earliest_above, t0)
+    return None if since == math.inf else since
 
 
 _UNLABELLED = np.full(4096, UNLABELLED, np.int16)

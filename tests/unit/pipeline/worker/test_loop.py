@@ -14,6 +14,7 @@ from models.hmm import ForwardFilter, Grammar, estimate
 from models.spec import ModelMeta, ModelSpec
 from models.training import predict_streams
 from models.zoo import build_model
+from pipeline.observability.metrics import WorkerMetrics
 from pipeline.serving import ServingModel
 from pipeline.worker import Worker, WorkerConfig
 from streams.codecs import BinaryCodec, CodecConfig
@@ -198,3 +199,34 @@ def test_a_long_run_of_one_device_is_split_into_messages_of_bounded_size():
     ranges = [(m["seq_first"], m["seq_last"]) for m in messages]
     assert ranges[0][0] == 0 and ranges[-1][1] == n - 1
     assert all(b[0] == a[1] + 1 for a, b in zip(ranges, ranges[1:], strict=False))
+
+
+def test_a_device_that_restarts_its_count_is_served_as_a_new_stream():
+    """Devices that reboot count from 0 again, an hour later: nothing is dropped as a
+    duplicate, and the new stream is predicted from a fresh state."""
+    before = simulate(SyntheticConfig(devices=4, duration_s=6, seed=5, gap_prob=0.0))
+    after = simulate(SyntheticConfig(devices=4, duration_s=6, seed=6, gap_prob=0.0,
+                                     t0_ms=before.streams[0].t0_ms + 3_600_000))  # fmt: skip
+    spec = ModelSpec(setup="stream", cell="gru", hidden=8)
+    meta = _meta(spec, before)
+    model = build_model(spec, meta)
+    bus, out = MemoryBus(partitions=3, capacity=1_000_000), MemoryBus(1, 10_000_000)
+    for data in (before, after):
+        replay(data, MemorySink(bus), ReplayConfig(samples_per_record=7))
+    serving, metrics = ServingModel.load(model, meta, "m@v1"), WorkerMetrics(process=False)
+    worker = Worker(MemorySource(bus, ["sensor.raw"]), MemorySink(out), serving,
+                    config=WorkerConfig(emit="every"), observers=[metrics])  # fmt: skip
+    worker.run(timeout=0.2)
+    assert worker.stats.samples == before.n_samples + after.n_samples
+    assert worker.sequencer.stats.restarts == 4 and worker.sequencer.stats.duplicates == 0
+    assert metrics.registry.get_sample_value("harstream_device_restarts_total") == 4
+    got: dict[str, list] = {}  # per device, in order: the first stream's labels, then the new
+    for m in MemorySource(out, ["har.predictions"]).poll(10_000_000, 0):
+        p = json.loads(m.value)
+        steps = p["steps"]["probs"] if "steps" in p else [p["probs"]]
+        got.setdefault(p["device"], []).extend(steps)
+    first, then = (predict_streams(model, [s.values for s in d.streams]) for d in (before, after))
+    for old, new, *probs in zip(before.streams, after.streams, first, then, strict=True):
+        mine = np.array(got[new.device])
+        assert len(mine) == len(old.values) + len(new.values)
+        np.testing.assert_allclose(mine, np.concatenate(probs), atol=1e-5)

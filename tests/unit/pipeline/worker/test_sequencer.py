@@ -29,18 +29,20 @@ def _pending(records, offset=0, received=0.0):
 
 
 class Cursor:
-    """Stands in for the state store's last applied sequence numbers."""
+    """Stands in for the state store's last applied sequence numbers and event times."""
 
     def __init__(self):
-        self.last = {}
+        self.last, self.time = {}, {}
 
     def __call__(self, devices):
-        return np.array([self.last.get(d, -1) for d in devices])
+        return (np.array([self.last.get(d, -1) for d in devices]),
+                np.array([self.time.get(d, np.nan) for d in devices]))  # fmt: skip
 
     def apply(self, runs):
         for run in runs:
-            assert run.seqs[0] > self.last.get(run.device, -1)
+            assert run.restart or run.seqs[0] > self.last.get(run.device, -1)
             self.last[run.device] = int(run.seqs[-1])
+            self.time[run.device] = float(run.times_ms[-1])
 
 
 def test_in_order_duplicates_and_overlaps():
@@ -129,3 +131,44 @@ def test_a_gap_after_applied_records_is_still_held():
     assert seq.sequence([], cursor) == [] and seq.held_records == 1  # still waiting
     runs = seq.sequence(_pending([_rec(5)]), cursor)
     assert [r.seqs.tolist() for r in runs] == [list(range(5, 15))]
+
+
+def _later(seq, n=5, t0=60_000):
+    """A record of ``d`` after a restart: counting from ``seq`` again, a minute on."""
+    rec = _rec(seq, n)
+    return Record(rec.device, seq, t0 + 20 * seq, 50.0, rec.values + 100)
+
+
+def test_a_device_that_counts_again_from_zero_starts_a_new_stream():
+    cursor, seq = Cursor(), Sequencer(clock=Clock())
+    cursor.apply(seq.sequence(_pending([_rec(0), _rec(5)]), cursor))
+    assert seq.sequence(_pending([_rec(5)]), cursor) == []  # redelivered: a duplicate
+    runs = seq.sequence(_pending([_later(0), _later(5)]), cursor)
+    cursor.apply(runs)
+    assert [(r.seqs.tolist(), r.restart) for r in runs] == [(list(range(10)), True)]
+    assert runs[0].values[0, 0] == 100 and runs[0].times_ms[0] == 60_000
+    assert seq.stats.restarts == 1 and seq.stats.duplicates == 1
+    runs = seq.sequence(_pending([_later(10)]), cursor)  # the new count goes on as usual
+    assert [(r.seqs[0], r.restart) for r in runs] == [(10, False)]
+
+
+def test_the_old_count_ends_before_the_new_one_begins_in_one_batch():
+    cursor, seq = Cursor(), Sequencer(clock=Clock())
+    cursor.apply(seq.sequence(_pending([_rec(0)]), cursor))
+    runs = seq.sequence(_pending([_later(0), _rec(5), _later(5), _rec(5)]), cursor)
+    cursor.apply(runs)
+    assert [(r.seqs.tolist(), r.restart) for r in runs] == [(list(range(5, 10)), False)]
+    assert seq.held_records == 2  # the new stream: next call, after the reset
+    runs = seq.sequence([], cursor)
+    assert [(r.seqs.tolist(), r.restart) for r in runs] == [(list(range(10)), True)]
+    assert seq.stats.duplicates == 1 and seq.held_records == 0
+
+
+def test_a_restart_not_at_zero_waits_like_a_new_device():
+    clock, cursor = Clock(), Cursor()
+    seq = Sequencer(SequencerConfig(hold_s=2.0), clock=clock)
+    cursor.apply(seq.sequence(_pending([_rec(0), _rec(5), _rec(10)]), cursor))
+    assert seq.sequence(_pending([_later(3)], received=0.0), cursor) == []
+    clock.now = 3.0
+    runs = seq.sequence([], cursor)
+    assert [(r.seqs.tolist(), r.restart) for r in runs] == [(list(range(3, 8)), True)]

@@ -9,6 +9,10 @@ import numpy as np
 UNLABELLED = -1
 """Label code of a sample without an annotation."""
 
+RESTART_MS = 1000.0
+"""how much later than its place in the count a record must start to be taken for a device's
+new count (a restart), not for clock jitter"""
+
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Record:
@@ -50,6 +54,13 @@ class Record:
     def last_seq(self) -> int:
         """Sequence number of the last sample."""
         return int(self.seqs[-1]) if self.seqs is not None else self.seq + self.n - 1
+
+    def counts_again(self, last_seq: int, last_ms: float) -> bool:
+        """Whether this record begins a new count of its device (it restarted): its first
+        sequence number is at or below ``last_seq``, the last one taken, yet it starts more
+        than :data:`RESTART_MS` after ``last_ms``, that sample's event time (a redelivered
+        record starts no later)."""
+        return 0 <= self.seq <= last_seq and self.t0_ms > last_ms + RESTART_MS
 
     def sequence(self) -> np.ndarray:
         """Every sample's sequence number (int64)."""

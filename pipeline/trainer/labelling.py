@@ -5,7 +5,8 @@ or replayed datasets) and later, as time ranges on the ``sensor.labels`` topic (
 "walking from 10:02 to 10:05"). :class:`LabelJoiner` keeps a tape of each device's recent
 samples, labels them from both sources, and cuts a window once all its samples are labelled or
 once waiting longer (in event time) is pointless. Redelivered samples are dropped by sequence
-number, as the workers do, so Kafka's at-least-once delivery does not duplicate training data.
+number, as the workers do, so Kafka's at-least-once delivery does not duplicate training data;
+a device that counts from the start again (restarted) begins a new tape, as in the workers.
 """
 
 from __future__ import annotations
@@ -142,6 +143,8 @@ class JoinStats:
     """samples at or below their device's last sequence number, dropped"""
     gaps: int = 0
     """tape restarts after a sequence jump over ``max_gap``"""
+    restarts: int = 0
+    """tape restarts where a device counted from the start again (:meth:`Record.counts_again`)"""
     windows: int = 0
     dropped_windows: int = 0
     """windows given up with fewer than ``min_labelled`` labelled samples"""
@@ -256,6 +259,10 @@ class LabelJoiner:
         cfg, stats = self.config, self.stats
         stats.records += 1
         tape = self._tape(record.device)
+        counts_again = record.counts_again(tape.last_seq, tape.newest_ms)
+        if counts_again:  # the device restarted: a new count, not redelivered samples
+            stats.restarts += 1
+            tape.last_seq = -1
         seqs = record.sequence()
         fresh = seqs > tape.last_seq
         stats.duplicates += int(record.n - fresh.sum())
@@ -268,6 +275,7 @@ class LabelJoiner:
             labels = record.labels[fresh].astype(np.int16)
         restart = np.diff(seqs, prepend=tape.last_seq) > cfg.max_gap + 1
         restart[0] &= tape.last_seq >= 0  # a device's first sample continues nothing
+        restart[0] |= counts_again
         stats.gaps += int(restart.sum())
         inline = labels >= 0
         _apply_ranges(tape.ranges, times, labels, inline)

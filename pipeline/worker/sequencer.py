@@ -32,7 +32,7 @@ from typing import Literal
 import numpy as np
 
 from streams.protocols import TopicPartition
-from streams.record import UNLABELLED, Record
+from streams.record import RESTART_MS, UNLABELLED, Record
 
 LatePolicy = Literal["hold", "drop"]
 
@@ -186,7 +186,7 @@ class Sequencer:
             return self._run(device, pending, cursor, now, force)
         old = [p for p in pending if p.record.t0_ms < since]  # the old count's last records
         new = [p for p in pending if p.record.t0_ms >= since]
-        if any(p.record.sequence()[-1] > cursor for p in old):  # the old stream's end first
+        if any(p.record.last_seq > cursor for p in old):  # the old stream's end first
             run = self._run(device, old, cursor, now, force)
             self._held[device] = self._held.pop(device, []) + new
             if run is not None:
@@ -244,21 +244,15 @@ class Sequencer:
                          offset, pieces[-1][1].rate_hz)  # fmt: skip
 
 
-RESTART_MS = 1000.0
-"""how much later than the count's place a record must start to be taken for a restart (not
-clock jitter)"""
-
-
 def _restart(pending: list[Pending], cursor: int, last_ms: float) -> float | None:
     """The event time of the first record of a new count in ``pending`` (by sequence number),
-    or None: a record is one when it starts more than :data:`RESTART_MS` after the last applied
-    sample (``last_ms``) with a sequence number at or below it (``cursor``), or after a record
-    of a higher sequence number."""
+    or None: a record is one when it counts again after the last applied sample (``cursor``,
+    ``last_ms``: :meth:`Record.counts_again`) or starts more than :data:`RESTART_MS` after a
+    record of a higher sequence number."""
     since, earliest_above = math.inf, math.inf
     for p in reversed(pending):
         t0 = p.record.t0_ms
-        after_cursor = p.record.seq <= cursor and t0 > last_ms + RESTART_MS
-        if after_cursor or t0 > earliest_above + RESTART_MS:
+        if p.record.counts_again(cursor, last_ms) or t0 > earliest_above + RESTART_MS:
             since = min(since, t0)
         earliest_above = min(earliest_above, t0)
     return None if since == math.inf else since

@@ -148,6 +148,18 @@ def test_a_restart_ends_the_skip_between_windows():
     assert _firsts(joiner.ready()[1]) == [[10, 11]]
 
 
+def test_a_device_that_counts_again_from_zero_starts_a_new_tape():
+    joiner = _joiner(window=4, stride=4)
+    joiner.add_record(_rec(0, 6, labels=1))
+    joiner.add_record(_rec(0, 6, labels=1))  # redelivered: dropped
+    again = _rec(0, 6, labels=2)  # rebooted a minute later: counting from 0 again
+    joiner.add_record(Record("d", 0, 61_000, 50.0, again.values + 100, again.labels))
+    devices, values, labels = joiner.ready()
+    assert _firsts(values) == [[0, 1, 2, 3], [100, 101, 102, 103]]  # none spans the restart
+    assert labels[:, 0].tolist() == [1, 2] and joiner.stats.restarts == 1
+    assert joiner.stats.duplicates == 6 and joiner.stats.samples == 12
+
+
 def test_max_pending_bounds_the_samples_held():
     joiner = _joiner(window=4, stride=4, max_pending=8, max_wait_ms=1e9)
     for seq in range(0, 100, 5):

@@ -14,6 +14,7 @@ on windows of recordings, their labels ignored, with early stopping on the held-
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -46,6 +47,8 @@ from models.zoo import (
     reset_state,
     stateful_copy,
 )
+
+log = logging.getLogger(__name__)
 
 EpochHook = Callable[[int, int, dict[str, float]], None]
 """Called after every epoch with (epoch, epochs, logs)."""
@@ -336,8 +339,20 @@ class _Budget(keras.callbacks.Callback):
         self.max_seconds, self.started = max_seconds, started
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.max_seconds is not None and time.perf_counter() - self.started > self.max_seconds:
+        if _spent(self.max_seconds, self.started, epoch + 1, self.params.get("epochs", 0)):
             self.model.stop_training = True
+
+
+def _spent(max_seconds: float | None, started: float, epoch: int, epochs: int) -> bool:
+    """Whether the time budget has run out after ``epoch`` of ``epochs`` (said when it stops a
+    training early: the learning rate did not decay, averaged weights miss epochs)."""
+    if max_seconds is None or time.perf_counter() - started <= max_seconds:
+        return False
+    if epoch < epochs:
+        log.warning("the time budget of %g min ran out after epoch %d of %d: training stopped "
+                    "early (give it more: harstream train --max-minutes)", max_seconds / 60,
+                    epoch, epochs)  # fmt: skip
+    return True
 
 
 class _BestAccuracy(keras.callbacks.Callback):
@@ -598,10 +613,9 @@ def _fit_stream(
             history[key].append(logs.get(key, float("nan")))
         if on_epoch is not None:
             on_epoch(epoch + 1, cfg.epochs, logs)
-        out_of_time = (
-            cfg.max_seconds is not None and time.perf_counter() - started > cfg.max_seconds
-        )
-        if (waited >= cfg.patience and not cfg.average_epochs) or out_of_time:
+        if waited >= cfg.patience and not cfg.average_epochs:
+            break
+        if _spent(cfg.max_seconds, started, epoch + 1, cfg.epochs):
             break
     if cfg.average_epochs:  # the end of the schedule, averaged
         model.set_weights([np.mean(ws, axis=0) for ws in zip(*recent, strict=True)])

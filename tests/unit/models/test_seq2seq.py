@@ -132,12 +132,14 @@ def test_a_trained_autoencoder_scores_faults_above_clean_windows():
     assert np.all(scores["spiked"] > meta.threshold) and np.all(scores["stuck"] > meta.threshold)
 
 
-def test_train_a_forecaster_within_its_time_budget():
+def test_train_a_forecaster_within_its_time_budget(caplog):
     recs, users = _sines(users=4, seconds=20)
     config = TrainConfig(epochs=5, batch_size=64, max_seconds=1e-6, clipnorm=0.5)
-    result = train_seq2seq_model(ATTENTION, recs, users, channels=CHANNELS, rate_hz=25.0,
-                                 window=16, stride=8, config=config)  # fmt: skip
-    assert len(result.history["loss"]) == 1  # stopped after the first epoch
+    with caplog.at_level("WARNING", logger="models.training"):
+        result = train_seq2seq_model(ATTENTION, recs, users, channels=CHANNELS, rate_hz=25.0,
+                                     window=16, stride=8, config=config)  # fmt: skip
+    assert len(result.history["loss"]) == 1  # stopped after the first epoch, and said so
+    assert "ran out after epoch 1 of 5" in caplog.text
     assert result.model.input_shape == (None, 16, 3)
     assert result.model.output_shape == (None, ATTENTION.horizon, 3)
     assert result.meta.window == 16 and result.meta.threshold is not None

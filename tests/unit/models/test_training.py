@@ -239,6 +239,18 @@ def test_short_recordings_train_as_one_padded_segment_each():
     assert len(segments) == 4 and set(segments) == {(0, 0), (2, 0)}  # topped up; 1 sample: none
 
 
+def test_a_time_budget_that_stops_a_training_early_says_so(caplog):
+    recs, users = _recordings(n_rec=3, n=40)
+    cfg = TrainConfig(epochs=3, tbptt_steps=16, chunks_per_lane=2, lanes=2, max_seconds=1e-6,
+                      average_epochs=2)  # fmt: skip
+    spec = ModelSpec(setup="stream", cell="gru", hidden=4)
+    with caplog.at_level("WARNING", logger="models.training"):
+        result = train_stream_model(spec, recs, users, channels=CHANNELS, classes=CLASSES,
+                                    rate_hz=50.0, config=cfg)  # fmt: skip
+    assert len(result.history["loss"]) == 1
+    assert "ran out after epoch 1 of 3" in caplog.text and "--max-minutes" in caplog.text
+
+
 def test_lane_batch_pads_short_recordings_out_of_the_loss():
     recs, _ = _recordings(n_rec=2, n=200)
     recs[0] = (recs[0][0][:10], recs[0][1][:10])

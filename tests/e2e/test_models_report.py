@@ -48,7 +48,7 @@ def test_quick_report_writes_tables_plots_and_figures_and_runs_again_only_what_i
     assert all(0 <= r["macro_f1"] <= 1 and r["temperature"] > 0 for r in decoded)
     hapt_rows = [r for v in ("tbptt", "windows") for r in figures["hapt"][v]["per_seed"]]
     assert all(len(r["thirds"]) == 3 and len(r["long_thirds"]) == 3 for r in hapt_rows)
-    assert len(figures["real_phones"]) == 10  # 2 models x 5 ways (3 on raw axes, 2 gravity)
+    assert len(figures["real_phones"]) == 8  # 2 models x 4 ways (3 on raw axes, 1 gravity)
     assert all(0 <= r["macro_f1"] <= 1 for r in figures["real_phones"].values())
     rows = [*figures["uci_har"].values(), *hapt_rows, *figures["real_phones"].values()]
     assert all(r["command"].startswith(("harstream train", "python -m")) for r in rows)

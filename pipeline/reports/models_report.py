@@ -978,6 +978,11 @@ def _phones_block(data: dict) -> list[str]:
     return lines + ["", _phones_reading(rows), ""]
 
 
+def _points(lost: float) -> str:
+    """A macro-F1 difference in points: lost, or gained when negative."""
+    return f"{100 * lost:.1f} points" if lost >= 0 else f"{-100 * lost:.1f} points gained"
+
+
 def _phones_reading(rows: list[dict]) -> str:
     """Macro-F1 of each way on phones against upright 50 Hz, per model, and the target."""
     parts, worst = [], 0.0
@@ -989,7 +994,7 @@ def _phones_reading(rows: list[dict]) -> str:
             continue
         best = max(by.values())
         worst = max(worst, upright - best)
-        parts.append(f"{model} " + ", ".join(f"{100 * (upright - f):.1f} points ({v})"
+        parts.append(f"{model} " + ", ".join(_points(upright - f) + f" ({v})"
                                               for v, f in by.items()))  # fmt: skip
     if not parts:
         return ""

@@ -31,12 +31,12 @@ import math
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 import numpy as np
 
 from streams.exceptions import ConfigError, DecodeError
-from streams.record import UNLABELLED, Record
+from streams.record import UNLABELLED, Record, RecordBlock
 from streams.units import declared_code, declared_text
 
 MAGIC = b"HS"
@@ -49,6 +49,10 @@ _HEADER_DTYPE = np.dtype([("magic", "S2"), ("version", "u1"), ("flags", "u1"),
                           ("t0", "<i8"), ("rate", "<f4")])  # fmt: skip
 _BULK_MIN = 16
 """messages in one call from which the binary codec decodes as arrays"""
+_GROUP_MIN = 4
+"""messages of one size from which they are decoded as arrays"""
+_MAX_GROUPS = 16
+"""message sizes (device id lengths, labels or not) decoded as arrays in one call at most"""
 _FLAG_LABELS = 1
 _FLAG_SEQS = 2
 _UNITS_SHIFT = 2
@@ -86,26 +90,50 @@ class Codec(Protocol):
         """Each of ``data`` decoded, or the :class:`DecodeError` that says why it cannot be."""
         ...
 
+    def decode_block(self, data: Sequence[bytes]) -> Decoded:
+        """``data`` decoded, the common messages as one :class:`RecordBlock` where the form
+        allows (:meth:`Decoded.records` gives ``decode_many``'s list)."""
+        ...
 
-def _each(codec: Codec, data: Sequence[bytes]) -> list[Record | DecodeError]:
-    """``decode_many`` one message at a time."""
-    out: list[Record | DecodeError] = []
-    for item in data:
+
+def _each(
+    codec: Codec, data: Sequence[bytes], skip: np.ndarray | None = None
+) -> list[Record | DecodeError | None]:
+    """Each message of ``data`` but those at ``skip`` (left None) decoded by ``codec.decode``,
+    one at a time."""
+    out: list[Record | DecodeError | None] = [None] * len(data)
+    left = np.ones(len(data), bool)
+    if skip is not None:
+        left[skip] = False
+    for i in np.flatnonzero(left).tolist():
         try:
-            out.append(codec.decode(item))
+            out[i] = codec.decode(data[i])
         except DecodeError as err:
-            out.append(err)
+            out[i] = err
     return out
 
 
-def _each_left(
-    codec: Codec, data: Sequence[bytes], out: list[Record | DecodeError | None]
-) -> list[Record | DecodeError]:
-    """``out`` with its gaps (None) filled by ``codec.decode`` one message at a time."""
-    left = [i for i, record in enumerate(out) if record is None]
-    for i, record in zip(left, _each(codec, [data[i] for i in left]), strict=True):
-        out[i] = record
-    return out  # type: ignore[return-value]
+def _no_block(codec: Codec, data: Sequence[bytes]) -> Decoded:
+    """``data`` decoded one message at a time, no block."""
+    return Decoded(None, np.zeros(0, np.int64), _each(codec, data))
+
+
+class Decoded(NamedTuple):
+    """A batch of messages decoded: ``block`` holds those at positions ``rows`` (None: no
+    block), ``others`` each other message's record or the error that says why it is not one
+    (None at ``rows``)."""
+
+    block: RecordBlock | None
+    rows: np.ndarray
+    others: list[Record | DecodeError | None]
+
+    def records(self) -> list[Record | DecodeError]:
+        """Every message's record (the block's as :class:`Record` objects) or error."""
+        out = list(self.others)
+        if self.block is not None:
+            for j, i in enumerate(self.rows.tolist()):
+                out[i] = self.block.record(j)
+        return out  # type: ignore[return-value]
 
 
 def _check_samples(values: np.ndarray, config: CodecConfig) -> None:
@@ -252,62 +280,86 @@ class BinaryCodec:
         return Record(device, seq, t0_ms, float(rate_hz), values, labels, seqs, units)
 
     def decode_many(self, data: Sequence[bytes]) -> list[Record | DecodeError]:
-        """:meth:`decode` of each message, the common ones as arrays: records of one sample
-        count, without explicit sequence numbers, are checked together (header fields, units,
-        sizes, finite samples, label codes) and cut from one buffer; every other message, and any
-        that fails a check, goes through :meth:`decode` (for its precise error)."""
-        out: list[Record | DecodeError | None] = [None] * len(data)
-        if len(data) >= _BULK_MIN:
-            self._bulk(data, out)
-        return _each_left(self, data, out)
+        """:meth:`decode` of each message, the common ones as arrays (:meth:`decode_block`)."""
+        return self.decode_block(data).records()
 
-    def _bulk(self, data: Sequence[bytes], out: list) -> None:
-        cfg = self.config
-        sizes = np.fromiter(map(len, data), np.int64, len(data))
-        candidates = np.flatnonzero((sizes >= HEADER_SIZE) & (sizes <= cfg.max_bytes))
-        if not len(candidates):
-            return
-        buffer = np.frombuffer(b"".join(data), np.uint8)
-        starts = (np.cumsum(sizes) - sizes)[candidates]
-        head = buffer[starts[:, None] + np.arange(HEADER_SIZE)].view(_HEADER_DTYPE)[:, 0]
-        n, flags, dlen = head["n"].astype(np.int64), head["flags"], head["dlen"].astype(np.int64)
+    def decode_block(self, data: Sequence[bytes]) -> Decoded:
+        """``data`` decoded, the common messages as one :class:`RecordBlock`: records of the
+        batch's usual sample count, without explicit sequence numbers, grouped by message size
+        and checked together (header fields, units, sizes, finite samples, label codes), each
+        group cut from one byte array. Every other message, and any that fails a check, goes
+        through :meth:`decode` (for its precise error)."""
+        parts = []
+        if len(data) >= _BULK_MIN:
+            sizes = np.fromiter(map(len, data), np.int64, len(data))
+            usable = (sizes >= HEADER_SIZE) & (sizes <= self.config.max_bytes)
+            found, counts = np.unique(sizes[usable], return_counts=True)
+            for size in found[np.argsort(-counts, kind="stable")][:_MAX_GROUPS].tolist():
+                rows = np.flatnonzero(sizes == size)
+                if len(rows) < _GROUP_MIN:
+                    break
+                part = self._group(data, rows, size, parts[0][1].n if parts else None)
+                if part is not None:
+                    parts.append(part)
+        if not parts:
+            return _no_block(self, data)
+        rows = np.concatenate([r for r, _ in parts])
+        block = parts[0][1] if len(parts) == 1 else RecordBlock.concat([b for _, b in parts])
+        block.values.flags.writeable = False  # as decode()'s views of the message bytes
+        return Decoded(block, rows, _each(self, data, skip=rows))
+
+    def _group(
+        self, data: Sequence[bytes], rows: np.ndarray, size: int, n: int | None
+    ) -> tuple[np.ndarray, RecordBlock] | None:
+        """The messages ``rows`` of ``data`` (all ``size`` bytes) that pass every check as a
+        block, with their positions (of ``n`` samples each, if given), or None."""
+        cfg, c = self.config, self.config.channels
+        raw = np.frombuffer(b"".join([data[i] for i in rows.tolist()]), np.uint8)
+        raw = raw.reshape(len(rows), size)
+        head = np.ascontiguousarray(raw[:, :HEADER_SIZE]).view(_HEADER_DTYPE)[:, 0]
+        count, dlen = head["n"].astype(np.int64), head["dlen"].astype(np.int64)
+        flags = head["flags"]
         labelled = (flags & _FLAG_LABELS).astype(np.int64)
         units = (flags >> _UNITS_SHIFT) & 0xF
         ok = (
             (head["magic"] == MAGIC) & (head["version"] == VERSION)
             & (flags & (0xFF & ~(_FLAG_LABELS | _FLAG_UNITS)) == 0) & _UNITS_OK[units]
-            & (head["channels"] == cfg.channels) & (n > 0) & (n <= cfg.max_samples) & (dlen > 0)
+            & (head["channels"] == c) & (count > 0) & (count <= cfg.max_samples) & (dlen > 0)
             & np.isfinite(head["rate"]) & (head["rate"] > 0)
-            & (sizes[candidates] == HEADER_SIZE + dlen + n * (4 * cfg.channels + 2 * labelled))
+            & (size == HEADER_SIZE + dlen + count * (4 * c + 2 * labelled))
         )  # fmt: skip
+        if ok.any():  # one layout for the group: the first good message's
+            first = int(np.argmax(ok))
+            d, has, n = int(dlen[first]), bool(labelled[first]), n or int(count[first])
+            ok &= (dlen == d) & (labelled == has) & (count == n)
         if not ok.any():
-            return
-        common = np.bincount(n[ok]).argmax()  # the usual record length: one gather for all
-        ok &= n == common
-        rows, c = np.flatnonzero(ok), cfg.channels
-        at = starts[rows] + HEADER_SIZE + dlen[rows]
-        width = 4 * common * c
-        values = buffer[at[:, None] + np.arange(width)].view("<f4").reshape(-1, common, c)
-        values.flags.writeable = False  # as decode()'s views of the message bytes
-        good = np.isfinite(values).all(axis=(1, 2))
-        labels = np.zeros((len(rows), common), np.int16)
-        has = labelled[rows] == 1
-        if has.any():
-            lat = at[has][:, None] + width + np.arange(2 * common)
-            labels[has] = buffer[lat].view("<i2").reshape(-1, common)
-            good &= labels.min(axis=1) >= UNLABELLED
-        seq, t0, rate = (head[key][rows].tolist() for key in ("seq", "t0", "rate"))
-        units = units[rows].tolist()
-        for j, (i, d) in enumerate(zip(candidates[rows].tolist(), dlen[rows].tolist(),
-                                       strict=True)):  # fmt: skip
-            if not good[j]:
-                continue  # decode() names the problem
+            return None
+        good = np.flatnonzero(ok)
+        width = 4 * n * c
+        values = raw[good, HEADER_SIZE + d : HEADER_SIZE + d + width].view("<f4")
+        values = values.reshape(len(good), n, c)
+        keep = np.isfinite(values).all(axis=(1, 2))
+        labels = None
+        if has:
+            at = HEADER_SIZE + d + width
+            labels = raw[good, at : at + 2 * n].view("<i2")
+            keep &= labels.min(axis=1) >= UNLABELLED
+        blob = raw[good, HEADER_SIZE : HEADER_SIZE + d].tobytes()
+        devices = []
+        for k in range(len(good)):
             try:
-                device = data[i][HEADER_SIZE : HEADER_SIZE + d].decode("utf-8")
+                devices.append(blob[k * d : (k + 1) * d].decode("utf-8"))
             except UnicodeDecodeError:
-                continue
-            out[i] = Record(device, seq[j], t0[j], rate[j], values[j],
-                            labels[j] if has[j] else None, units=units[j])  # fmt: skip
+                devices.append("")
+                keep[k] = False  # decode() names the problem
+        if not keep.any():
+            return None
+        head = head[good]
+        block = RecordBlock(devices, head["seq"], head["t0"], head["rate"].astype(np.float64),
+                            units[good].astype(np.int64), values, labels)  # fmt: skip
+        if not keep.all():
+            block, good = block.take(keep), good[keep]
+        return rows[good], block
 
 
 _JSON_FIELDS: dict[str, type | tuple[type, ...]] = {
@@ -415,7 +467,11 @@ class JsonCodec:
 
     def decode_many(self, data: Sequence[bytes]) -> list[Record | DecodeError]:
         """:meth:`decode` of each message."""
-        return _each(self, data)
+        return self.decode_block(data).records()
+
+    def decode_block(self, data: Sequence[bytes]) -> Decoded:
+        """:meth:`decode` of each message (JSON has no block)."""
+        return _no_block(self, data)
 
     def _labels(self, labels: object, n: int) -> np.ndarray | None:
         if labels is None:
@@ -461,14 +517,21 @@ class AutoCodec:
 
     def decode_many(self, data: Sequence[bytes]) -> list[Record | DecodeError]:
         """:meth:`decode` of each message; the binary ones together (see BinaryCodec)."""
-        binary = [i for i, item in enumerate(data) if item[:2] == MAGIC]
+        return self.decode_block(data).records()
+
+    def decode_block(self, data: Sequence[bytes]) -> Decoded:
+        """:meth:`decode` of each message, the binary ones by :meth:`BinaryCodec.decode_block`."""
+        binary = np.array([i for i, item in enumerate(data) if item[:2] == MAGIC], np.int64)
         if len(binary) < _BULK_MIN:
-            return _each(self, data)
-        out: list[Record | DecodeError | None] = [None] * len(data)
-        for i, record in zip(binary, self._binary.decode_many([data[i] for i in binary]),
-                             strict=True):  # fmt: skip
+            return _no_block(self, data)
+        found = self._binary.decode_block([data[i] for i in binary.tolist()])
+        if found.block is None:
+            return _no_block(self, data)
+        rows = binary[found.rows]
+        out = _each(self, data, skip=binary)
+        for i, record in zip(binary.tolist(), found.others, strict=True):
             out[i] = record
-        return _each_left(self, data, out)
+        return Decoded(found.block, rows, out)
 
 
 _CODECS = {"binary": BinaryCodec, "json": JsonCodec, "auto": AutoCodec}

@@ -71,3 +71,85 @@ class Record:
     def times_ms(self) -> np.ndarray:
         """Every sample's event time in milliseconds (float64)."""
         return self.t0_ms + (self.sequence() - self.seq) * (1000.0 / self.rate_hz)
+
+
+@dataclass(frozen=True, eq=False)
+class RecordBlock:
+    """Records of one sample count as arrays, row ``j`` being a :class:`Record` without explicit
+    sequence numbers: what a bulk decode gives, so that the common case needs no Python object
+    per record. ``labels`` is -1 where a record has none (``labelled[j]`` says which had them).
+
+    >>> block = RecordBlock(["a", "b"], np.array([0, 7]), np.array([0, 500]),
+    ...                     np.array([50.0, 100.0]), np.zeros(2, np.int64),
+    ...                     np.zeros((2, 3, 1), np.float32))
+    >>> block.sequences()[1].tolist(), block.times_ms()[1].tolist()
+    ([7, 8, 9], [500.0, 510.0, 520.0])
+    >>> block.record(1).last_seq
+    9
+    """
+
+    devices: list[str]
+    seq: np.ndarray
+    t0_ms: np.ndarray
+    rate_hz: np.ndarray
+    units: np.ndarray
+    values: np.ndarray
+    """(M, n, C) float32"""
+    labels: np.ndarray | None = None
+    """(M, n) int16, or None when no record has labels"""
+    labelled: np.ndarray | None = None
+    """(M,) bool: the rows whose record carried labels (None: all of them, if ``labels``)"""
+
+    def __len__(self) -> int:
+        return len(self.devices)
+
+    @property
+    def n(self) -> int:
+        """Samples per record."""
+        return int(self.values.shape[1])
+
+    def sequences(self) -> np.ndarray:
+        """Every sample's sequence number (M, n) int64."""
+        return self.seq[:, None] + np.arange(self.n, dtype=np.int64)
+
+    def times_ms(self) -> np.ndarray:
+        """Every sample's event time in ms (M, n) float64, as :meth:`Record.times_ms`."""
+        return self.t0_ms[:, None] + np.arange(self.n) * (1000.0 / self.rate_hz[:, None])
+
+    def record(self, j: int) -> Record:
+        """Row ``j`` as a :class:`Record`."""
+        has = self.labels is not None and (self.labelled is None or bool(self.labelled[j]))
+        return Record(self.devices[j], int(self.seq[j]), int(self.t0_ms[j]),
+                      float(self.rate_hz[j]), self.values[j],
+                      self.labels[j] if has else None, units=int(self.units[j]))  # fmt: skip
+
+    def take(self, rows: np.ndarray) -> RecordBlock:
+        """The block of ``rows`` (an index or boolean mask)."""
+        rows = np.flatnonzero(rows) if np.asarray(rows).dtype == bool else np.asarray(rows)
+        picked = rows.tolist()
+        return RecordBlock(
+            [self.devices[j] for j in picked], self.seq[rows], self.t0_ms[rows],
+            self.rate_hz[rows], self.units[rows], self.values[rows],
+            None if self.labels is None else self.labels[rows],
+            None if self.labelled is None else self.labelled[rows],
+        )  # fmt: skip
+
+    @staticmethod
+    def concat(blocks: list[RecordBlock]) -> RecordBlock:
+        """One block of ``blocks`` (of one sample count), row after row."""
+        labelled = [
+            np.full(len(b), b.labels is not None) if b.labelled is None else b.labelled
+            for b in blocks
+        ]
+        labels = None
+        if any(b.labels is not None for b in blocks):
+            labels = np.concatenate([
+                np.full((len(b), b.n), UNLABELLED, np.int16) if b.labels is None else b.labels
+                for b in blocks
+            ])  # fmt: skip
+        return RecordBlock(
+            [d for b in blocks for d in b.devices],
+            *(np.concatenate([getattr(b, key) for b in blocks])
+              for key in ("seq", "t0_ms", "rate_hz", "units", "values")),
+            labels, None if labels is None else np.concatenate(labelled),
+        )  # fmt: skip

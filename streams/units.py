@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from harstream import ConfigError
-from streams.record import Record
+from streams.record import Record, RecordBlock
 
 ACCELERATION, ANGULAR_RATE = "acceleration", "angular_rate"
 STANDARD_GRAVITY = 9.80665
@@ -181,14 +181,32 @@ class ToUnits:
     def __call__(self, record: Record) -> Record:
         if not record.units:
             return record
-        if record.units not in self._scales:
-            declared = Units.from_code(record.units, self.target)
-            scale = self.target.scale_from(declared, self.channels)
-            self._scales[record.units] = None if np.all(scale == 1.0) else scale
-        scale = self._scales[record.units]
+        scale = self._scale(record.units)
         if scale is None:
             return replace(record, units=0)
         return replace(record, values=record.values * scale, units=0)
+
+    def block(self, block: RecordBlock) -> RecordBlock:
+        """:meth:`__call__` of every row of ``block``, as arrays."""
+        codes = np.unique(block.units).tolist()
+        if codes == [0]:
+            return block
+        values = block.values
+        for code in codes:
+            scale = self._scale(code) if code else None
+            if scale is not None:
+                values = values.copy() if values is block.values else values
+                rows = block.units == code
+                values[rows] = values[rows] * scale
+        return replace(block, values=values, units=np.zeros_like(block.units))
+
+    def _scale(self, code: int) -> np.ndarray | None:
+        """The factors from the units of wire ``code`` to the target's (None: all 1)."""
+        if code not in self._scales:
+            declared = Units.from_code(code, self.target)
+            scale = self.target.scale_from(declared, self.channels)
+            self._scales[code] = None if np.all(scale == 1.0) else scale
+        return self._scales[code]
 
 
 def detect(values: np.ndarray, channels: Sequence[str]) -> tuple[Units, str]:

@@ -51,11 +51,12 @@ from pipeline.worker.emission import (
 )
 from pipeline.worker.hooks import BatchHook, SwapRecord
 from pipeline.worker.resampler import FASTEST, SLOWEST, Resampler
-from pipeline.worker.sequencer import DeviceRun, Pending, Sequencer, SequencerConfig
+from pipeline.worker.sequencer import Arrivals, DeviceRun, Pending, Sequencer, SequencerConfig
 from pipeline.worker.state_store import StateStore, StoreConfig
 from streams.codecs import Codec, CodecConfig, make_codec
 from streams.exceptions import DecodeError
 from streams.protocols import Highwater, Message, Sink, Source, TopicPartition
+from streams.record import RecordBlock
 from streams.units import ToUnits, Units
 
 log = logging.getLogger(__name__)
@@ -360,8 +361,8 @@ class Worker:
         predicted = self.stats.predictions + self.stats.window_predictions
         limit = min([cfg.max_records] + [s.batch_limit for s in self._swaps if s.batch_limit])
         messages = [] if flush else self.source.poll(limit, cfg.poll_timeout_s)
-        pending = self._decode(messages)
-        runs = self.sequencer.sequence(pending, self._last_applied, flush=flush)
+        pending, arrivals = self._decode(messages)
+        runs = self.sequencer.sequence(pending, self._last_applied, flush, arrivals)
         started = time.perf_counter()
         if runs:
             self._apply(runs)
@@ -427,11 +428,20 @@ class Worker:
         if last is not None and last.first_prediction_at is None and predicted > predicted_before:
             last.first_prediction_at = time.time()
 
-    def _decode(self, messages: list[Message]) -> list[Pending]:
+    def _decode(self, messages: list[Message]) -> tuple[list[Pending], Arrivals | None]:
+        """The records of ``messages``: the common ones as a block (:meth:`_arrivals`), the
+        others one by one; what cannot be served goes to the dead letters."""
         now = time.monotonic()
+        found = self.codec.decode_block([msg.value for msg in messages])
+        decoded, arrivals = found.others, None
+        if found.block is not None:
+            arrivals, left = self._arrivals(messages, found.block, found.rows, now)
+            for j in left:
+                decoded[int(found.rows[j])] = found.block.record(j)
         out = []
-        decoded = self.codec.decode_many([msg.value for msg in messages])
         for msg, record in zip(messages, decoded, strict=True):
+            if record is None:  # in the block
+                continue
             if isinstance(record, DecodeError):
                 self._dead_letter(msg, record.reason, record.detail, decode=True)
                 continue
@@ -449,7 +459,33 @@ class Worker:
             tp = TopicPartition(msg.topic, msg.partition)
             out.append(Pending(record, tp, msg.offset, now, float(msg.timestamp_ms)))
             self.stats.records += 1
-        return out
+        return out, arrivals
+
+    def _arrivals(
+        self, messages: list[Message], block: RecordBlock, rows: np.ndarray, now: float
+    ) -> tuple[Arrivals | None, list[int]]:
+        """The records of ``block`` (from ``messages[rows]``) that pass every check as one
+        block (keyed by their device, from the input topic, at a served rate; in the model's
+        units), and the rows of the others (to be checked one by one)."""
+        topic = self.config.input_topic
+        sources = [messages[i] for i in rows.tolist()]
+        ok = np.array([msg.key == device.encode("utf-8") and msg.topic == topic
+                       for msg, device in zip(sources, block.devices, strict=True)])  # fmt: skip
+        rates = np.unique(block.rate_hz).tolist()
+        ok &= np.isin(block.rate_hz, [r for r in rates if self.resampler.supports(r)])
+        left = np.flatnonzero(~ok).tolist()
+        if left:
+            block = block.take(ok)
+            sources = [msg for msg, good in zip(sources, ok.tolist(), strict=True) if good]
+        if not len(block):
+            return None, left
+        self.stats.records += len(block)
+        arrivals = Arrivals(
+            self._in_model_units.block(block), topic,
+            np.array([msg.partition for msg in sources]), np.array([msg.offset for msg in sources]),
+            np.array([msg.timestamp_ms for msg in sources], np.float64), now,
+        )  # fmt: skip
+        return arrivals, left
 
     def _rates(self, rate_hz: float) -> str:
         r = self.resampler.rate_hz

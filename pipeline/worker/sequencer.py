@@ -14,11 +14,14 @@ device's last applied sequence number:
 A device the worker has no state for starts at sequence number 0 without waiting; a first
 record after 0 is held like one after a gap, in case the ones before it are late. A device that
 counts again from the start (restarted: a record at or below its last applied sequence number
-whose event time is after its last applied sample) begins a new stream: the worker resets it
-and the records from then on are applied as a new device's (what came before from the old
-count is applied first). Held records
-keep their source offsets uncommitted (see :meth:`Sequencer.held_offsets`): nothing held is lost
-in a crash.
+that starts more than ``RESTART_MS``, a second, after its last applied sample) begins a new
+stream: the worker resets it and the records from then on are applied as a new device's (what
+came before from the old count is applied first).
+
+Records that need none of this (the only record of its device in the batch, right after its last
+applied one, nothing held) may come as one block (:class:`Arrivals`) and become runs without a
+Python object per record on the way. Held records keep their source offsets uncommitted (see
+:meth:`Sequencer.held_offsets`): nothing held is lost in a crash.
 """
 
 from __future__ import annotations
@@ -27,12 +30,12 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 
 from streams.protocols import TopicPartition
-from streams.record import RESTART_MS, UNLABELLED, Record
+from streams.record import RESTART_MS, UNLABELLED, Record, RecordBlock
 
 LatePolicy = Literal["hold", "drop"]
 
@@ -57,6 +60,39 @@ class Pending:
     """monotonic clock when polled (how long it has been held)"""
     timestamp_ms: float = float("nan")
     """the broker's timestamp of the message (for end-to-end latency)"""
+
+
+@dataclass(frozen=True)
+class Arrivals:
+    """Records of a batch as one block, with where each came from: the topic, and per row the
+    partition, the offset and the broker's timestamp (ms)."""
+
+    block: RecordBlock
+    topic: str
+    partition: np.ndarray
+    offset: np.ndarray
+    timestamp_ms: np.ndarray
+    received: float
+    """monotonic clock when polled"""
+
+    def pending(self, j: int) -> Pending:
+        """Row ``j`` as a :class:`Pending` record."""
+        tp = TopicPartition(self.topic, int(self.partition[j]))
+        return Pending(self.block.record(j), tp, int(self.offset[j]), self.received,
+                       float(self.timestamp_ms[j]))  # fmt: skip
+
+
+class _Chains(NamedTuple):
+    """Records of a block, one chain per device: ``rows[starts[k] : starts[k] + counts[k]]``
+    are the rows of ``devices[k]``'s, in sequence order."""
+
+    devices: list[str]
+    rows: np.ndarray
+    starts: np.ndarray
+    counts: np.ndarray
+
+
+_NO_CHAINS = _Chains([], np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))
 
 
 @dataclass
@@ -134,8 +170,10 @@ class Sequencer:
         batch: Iterable[Pending],
         last_applied: Callable[[list[str]], tuple[np.ndarray, np.ndarray]],
         flush: bool = False,
+        arrivals: Arrivals | None = None,
     ) -> list[DeviceRun]:
-        """The runs to apply for ``batch`` (plus held records that are now due).
+        """The runs to apply for ``batch`` and ``arrivals`` (plus held records that are now
+        due).
 
         ``last_applied(devices)`` gives each device's last applied sequence number (-1: none)
         and that sample's event time in ms (NaN: none). ``flush`` applies every held record now
@@ -144,16 +182,21 @@ class Sequencer:
         by_device: dict[str, list[Pending]] = {}
         for p in batch:
             by_device.setdefault(p.record.device, []).append(p)
+        chains = self._chains(arrivals, by_device) if arrivals is not None else _NO_CHAINS
         now = self._clock()
         for device, held in self._held.items():
             if device not in by_device and (flush or device in self._ready or self._due(held, now)):
                 by_device[device] = []
-        if not by_device:
+        m = len(chains.devices)
+        if not by_device and not m:
             return []
         devices = list(by_device)
-        cursors, times = last_applied(devices)
+        cursors, times = last_applied(chains.devices + devices)
         runs = []
-        for device, cursor, last_ms in zip(devices, cursors.tolist(), times.tolist(), strict=True):
+        if m:
+            runs = self._in_order(arrivals, chains, cursors[:m], times[:m], now, flush)  # type: ignore[arg-type]
+        rest = zip(devices, cursors[m:].tolist(), times[m:].tolist(), strict=True)
+        for device, cursor, last_ms in rest:
             pending, held = by_device[device], self._held.pop(device, None)
             if held:
                 pending = held + pending
@@ -164,6 +207,74 @@ class Sequencer:
             if run is not None:
                 runs.append(run)
         self.stats.held = self.held_records
+        return runs
+
+    def _chains(self, arrivals: Arrivals, by_device: dict[str, list[Pending]]) -> _Chains:
+        """The rows of ``arrivals`` as one chain per device that needs no careful handling: its
+        records in the batch, in the order they came, each starting right after the one before
+        and no earlier in time; no other record of the device in ``by_device``, none held. The
+        rows of the other devices join ``by_device``."""
+        block = arrivals.block
+        code: dict[str, int] = {}
+        codes = np.fromiter((code.setdefault(d, len(code)) for d in block.devices), np.int64,
+                            len(block))  # fmt: skip
+        order = np.argsort(codes, kind="stable")  # device by device, each in arrival order
+        grouped, seq, t0 = codes[order], block.seq[order], block.t0_ms[order]
+        linked = (seq[1:] == seq[:-1] + block.n) & (t0[1:] >= t0[:-1])
+        careful = np.zeros(len(code), bool)
+        careful[grouped[1:][(grouped[1:] == grouped[:-1]) & ~linked]] = True
+        for device in (by_device.keys() | self._held.keys()) & code.keys():
+            careful[code[device]] = True
+        chained = ~careful[grouped]
+        for j in np.sort(order[~chained]).tolist():
+            by_device.setdefault(block.devices[j], []).append(arrivals.pending(j))
+        rows, grouped = order[chained], grouped[chained]
+        starts = np.flatnonzero(np.r_[True, grouped[1:] != grouped[:-1]]) if len(rows) else rows
+        return _Chains([block.devices[j] for j in rows[starts].tolist()], rows, starts,
+                       np.diff(np.r_[starts, len(rows)]))  # fmt: skip
+
+    def _in_order(
+        self, arrivals: Arrivals, chains: _Chains, cursors: np.ndarray, times: np.ndarray,
+        now: float, flush: bool,
+    ) -> list[DeviceRun]:  # fmt: skip
+        """The runs of ``chains`` (:meth:`_chains`): those that start right after their
+        device's last applied sample at once, cut from arrays gathered for all; the others
+        by :meth:`_take`."""
+        block, runs = arrivals.block, []
+        follows = block.seq[chains.rows[chains.starts]] == cursors + 1
+        for k in np.flatnonzero(~follows).tolist():
+            at = int(chains.starts[k])
+            pending = [arrivals.pending(j) for j in chains.rows[at : at + chains.counts[k]]]
+            run = self._take(chains.devices[k], pending, int(cursors[k]), float(times[k]), now,
+                             flush)  # fmt: skip
+            if run is not None:
+                runs.append(run)
+        if not follows.any():
+            return runs
+        rows = chains.rows[np.repeat(follows, chains.counts)]
+        counts = chains.counts[follows]
+        firsts = np.cumsum(counts) - counts
+        lasts = rows[firsts + counts - 1]
+        chosen, n = block.take(rows), block.n
+        values = chosen.values.reshape(-1, chosen.values.shape[2])
+        seqs, times_ms = chosen.sequences().reshape(-1), chosen.times_ms().reshape(-1)
+        if chosen.labels is not None:
+            labels = chosen.labels.reshape(-1)
+        else:
+            labels = np.full(int(counts.max()) * n, UNLABELLED, np.int16)
+            labels.flags.writeable = False
+        columns = (
+            [chains.devices[k] for k in np.flatnonzero(follows).tolist()], (firsts * n).tolist(),
+            (counts * n).tolist(), np.fmax.reduceat(arrivals.timestamp_ms[rows], firsts).tolist(),
+            arrivals.partition[lasts].tolist(), np.maximum.reduceat(arrivals.offset[rows],
+            firsts).tolist(), block.rate_hz[lasts].tolist(),
+        )  # fmt: skip
+        own = chosen.labels is not None
+        for device, a, size, ts, partition, offset, rate in zip(*columns, strict=True):
+            b = a + size
+            runs.append(DeviceRun(device, seqs[a:b], values[a:b],
+                                  labels[a:b] if own else labels[:size], times_ms[a:b], 0, ts,
+                                  partition, offset, rate))  # fmt: skip
         return runs
 
     def _due(self, held: list[Pending], now: float) -> bool:

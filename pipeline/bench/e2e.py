@@ -1,7 +1,8 @@
 """End-to-end benchmark through the real broker: replay producer -> Kafka -> worker(s) -> Kafka.
 
 1. Highest sustained rate: a fleet's records are put on the topic first, then one worker (one
-   process, LSTM-64 stream model) consumes them from the start; samples/s = samples / time.
+   process, LSTM-64 stream model) consumes them from the start; samples/s = samples / time,
+   the median of ``drain_runs`` drains (each a new consumer group), each run's rate beside it.
    With ``workers`` > 1, that many worker processes in one consumer group drain the same
    topic; their combined rate = all samples / (last batch - first batch over all of them).
 2. Ceilings beside it, so the bottleneck shows: the input side alone (poll and decode every
@@ -41,6 +42,7 @@ from pipeline.swap.watcher import one_blas_thread
 from pipeline.wiring import build_worker
 from pipeline.worker import Worker, WorkerConfig
 from pipeline.worker.emission import chosen_steps, sample_payloads
+from pipeline.worker.state_store import StoreConfig
 from streams import clients
 from streams.admin import TopicSpec, ensure_topics
 from streams.codecs import CodecConfig, make_codec
@@ -62,13 +64,17 @@ def stream_model(hidden: int):
     return build_model(spec, meta), meta
 
 
-def _worker(kafka: KafkaConfig, topic: str, model, meta, group: str | None = None) -> Worker:
+def _worker(kafka: KafkaConfig, topic: str, model, meta, devices: int,
+            group: str | None = None) -> Worker:  # fmt: skip
+    """A worker of the bench's model on ``topic``, its store sized for ``devices`` (as an
+    operator sets ``[worker.store] initial_capacity`` for a known fleet: no growth on the way)."""
     run = uuid.uuid4().hex[:8]
     config = WorkerConfig(
         input_topic=topic,
         predictions_topic=f"bench.predictions.{run}",
         events_topic=f"bench.events.{run}",
         dlq_topic=f"bench.dlq.{run}",
+        store=StoreConfig(initial_capacity=devices),
     )
     settings = Settings(kafka=replace(kafka, group_id=group or f"bench-{run}"), worker=config,
                         checkpoint=CheckpointConfig(enabled=False))  # fmt: skip
@@ -92,6 +98,20 @@ def _drain(worker: Worker, settle_s: float = 3.0, wait_s: float = 120.0) -> dict
             break
     return {"samples": worker.stats.samples, "messages": worker.stats.messages,
             "first": first or 0.0, "last": last or 0.0}  # fmt: skip
+
+
+def _drain_all(kafka: KafkaConfig, topic: str, model, meta, records: int,
+               devices: int) -> dict[str, float]:  # fmt: skip
+    """One worker, in a new group, reads the filled ``topic`` from its start to its end."""
+    worker = _worker(kafka, topic, model, meta, devices)
+    worker.step()  # join the group before the clock starts
+    start = time.perf_counter()
+    worker.run(count=records, timeout=30)
+    elapsed = time.perf_counter() - start
+    stats = worker.stats
+    worker.close()
+    return {"samples": stats.samples, "messages": stats.messages, "seconds": elapsed,
+            "step_s": stats.step_s}  # fmt: skip
 
 
 def _join(worker: Worker, partitions: int, wait_s: float = 60.0) -> None:
@@ -122,7 +142,7 @@ def _input_ceiling(kafka: KafkaConfig, topic: str, records: int, samples: int) -
     while seen < records:
         batch = source.poll(5000, 1.0)
         start = start or (time.perf_counter() if batch else None)
-        codec.decode_many([msg.value for msg in batch])
+        codec.decode_block([msg.value for msg in batch])
         seen += len(batch)
     elapsed = time.perf_counter() - start
     source.close()
@@ -165,12 +185,13 @@ def _compressions(client: str) -> list[str | None]:
     return [None, "gzip"] + (["lz4"] if importlib.util.find_spec("lz4") else [])
 
 
-def _workers(kafka: KafkaConfig, topic: str, hidden: int, count: int) -> dict[str, float]:
+def _workers(kafka: KafkaConfig, topic: str, hidden: int, count: int,
+             devices: int) -> dict[str, float]:  # fmt: skip
     """``count`` worker processes in one group drain ``topic``: combined samples/s."""
     group = f"bench-{uuid.uuid4().hex[:8]}"
     command = [sys.executable, "-m", "pipeline.bench.e2e", "--bootstrap", kafka.bootstrap_servers,
                "--client", kafka.client, "--topic", topic, "--group", group,
-               "--hidden", str(hidden)]  # fmt: skip
+               "--hidden", str(hidden), "--devices", str(devices)]  # fmt: skip
     procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
              for _ in range(count)]  # fmt: skip
     results = [json.loads(p.communicate(timeout=1800)[0].splitlines()[-1]) for p in procs]
@@ -185,6 +206,7 @@ def bench_e2e(
     bootstrap: str, devices: int = 10_000, seconds: float = 10.0, hidden: int = 64,
     samples_per_record: int = 50, latency_wall_s: float = 20.0, workers: tuple[int, ...] = (1,),
     client_names: tuple[str, ...] = ("kafka-python",), latency_runs: int = 3,
+    drain_runs: int = 3,
 ) -> list[dict[str, object]]:  # fmt: skip
     """Every row for each client library of ``client_names`` (the one-worker row, a row per
     worker count of ``workers``, the ceilings, the latency), the same fleet for all. NumPy's
@@ -196,34 +218,32 @@ def bench_e2e(
     for name in client_names:
         kafka = KafkaConfig(bootstrap, client_id="harstream-bench", client=name)
         rows += _one_client(kafka, data, fleet, hidden, samples_per_record, latency_wall_s,
-                            workers, latency_runs)  # fmt: skip
+                            workers, latency_runs, drain_runs)  # fmt: skip
     return rows
 
 
 def _one_client(
     kafka: KafkaConfig, data, fleet: SyntheticConfig, hidden: int, samples_per_record: int,
-    latency_wall_s: float, workers: tuple[int, ...], latency_runs: int,
+    latency_wall_s: float, workers: tuple[int, ...], latency_runs: int, drain_runs: int,
 ) -> list[dict[str, object]]:  # fmt: skip
     devices = fleet.devices
     model, meta = stream_model(hidden)
     common = {"client": kafka.client, "cell": "lstm", "hidden": hidden, "devices": devices}
 
-    # 1. throughput: topic filled first, then drained by one worker (and by several)
+    # 1. throughput: topic filled first, then drained by one worker (several times, each
+    # in a new group from the start), and by several
     topic, records = _fill(kafka, data, samples_per_record)
-    worker = _worker(kafka, topic, model, meta)
-    worker.step()  # join the group before the clock starts
-    start = time.perf_counter()
-    worker.run(count=records, timeout=30)
-    elapsed = time.perf_counter() - start
-    stats = worker.stats
-    worker.close()
-    rate = stats.samples / elapsed
-    rows = [{"bench": "e2e-throughput", **common, "workers": 1, "samples": stats.samples,
-             "samples_per_s": round(rate), "records_per_s": round(stats.messages / elapsed),
-             "step_share": round(stats.step_s / elapsed, 3),
+    drains = [_drain_all(kafka, topic, model, meta, records, devices) for _ in range(drain_runs)]
+    rates = [d["samples"] / d["seconds"] for d in drains]
+    rate = statistics.median(rates)
+    rows = [{"bench": "e2e-throughput", **common, "workers": 1, "samples": drains[0]["samples"],
+             "samples_per_s": round(rate), "samples_per_s_per_run": [round(r) for r in rates],
+             "records_per_s": round(statistics.median(d["messages"] / d["seconds"]
+                                                      for d in drains)),
+             "step_share": round(statistics.median(d["step_s"] / d["seconds"] for d in drains), 3),
              "target_samples_per_s": devices * 50}]  # fmt: skip
     for count in (c for c in workers if c > 1):
-        combined = _workers(kafka, topic, hidden, count)
+        combined = _workers(kafka, topic, hidden, count, devices)
         rows.append({"bench": "e2e-throughput", **common, "workers": count,
                      "samples": combined["samples"],
                      "samples_per_s": round(combined["samples"] / combined["seconds"]),
@@ -264,7 +284,7 @@ def _latency(kafka: KafkaConfig, model, meta, fleet: SyntheticConfig, rate: floa
     topic = f"bench.raw.{uuid.uuid4().hex[:8]}"
     ensure_topics(kafka, [TopicSpec(topic, 6)])
     duration = max(2.0, wall_s * speed)
-    worker = _worker(kafka, topic, model, meta)
+    worker = _worker(kafka, topic, model, meta, devices)
     _join(worker, partitions=6)  # else the first records wait out the group join
     with tempfile.TemporaryDirectory() as tmp:
         producer = subprocess.Popen(
@@ -296,11 +316,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--topic", required=True)
     parser.add_argument("--group", required=True)
     parser.add_argument("--hidden", type=int, default=64)
+    parser.add_argument("--devices", type=int, default=10_000)
     args = parser.parse_args(argv)
     one_blas_thread()
     model, meta = stream_model(args.hidden)
     kafka = KafkaConfig(args.bootstrap, client_id="harstream-bench", client=args.client)
-    worker = _worker(kafka, args.topic, model, meta, group=args.group)
+    worker = _worker(kafka, args.topic, model, meta, args.devices, group=args.group)
     result = _drain(worker)
     worker.close()
     print(json.dumps(result), flush=True)

@@ -98,12 +98,19 @@ def _wait_for_swaps(worker, count, timeout=30.0):
         worker.step()
 
 
+def _wait_for_samples(worker, samples, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while worker.stats.samples < samples:
+        assert time.monotonic() < deadline, "the fleet ran out before the worker saw enough"
+        worker.step()
+
+
 def _busy(worker, fleet, bus) -> threading.Thread:
     """The fleet replayed into ``bus`` by a thread (returned), the worker stepped until it saw
     every device and 800 samples."""
     producer = threading.Thread(
         target=replay,
-        args=(fleet, MemorySink(bus), ReplayConfig(samples_per_record=5, speed=4.0)),
+        args=(fleet, MemorySink(bus), ReplayConfig(samples_per_record=5, speed=2.0)),
     )
     producer.start()
     while len(worker.store) < len(fleet.streams) or worker.stats.samples < 800:
@@ -130,6 +137,7 @@ def test_swap_under_load_primes_states_as_if_the_new_model_saw_everything(
     producer = _busy(worker, fleet, bus)
     registry.promote(NAME, 2)
     _wait_for_swaps(worker, 1)
+    _wait_for_samples(worker, worker.stats.samples + 250)  # v2 serves a while
     registry.rollback(NAME)  # back to v1, the same way
     _wait_for_swaps(worker, 2)
     producer.join()

@@ -18,10 +18,11 @@ that starts more than ``RESTART_MS``, a second, after its last applied sample) b
 stream: the worker resets it and the records from then on are applied as a new device's (what
 came before from the old count is applied first).
 
-Records that need none of this (the only record of its device in the batch, right after its last
-applied one, nothing held) may come as one block (:class:`Arrivals`) and become runs without a
-Python object per record on the way. Held records keep their source offsets uncommitted (see
-:meth:`Sequencer.held_offsets`): nothing held is lost in a crash.
+Records that need none of this (a device's records in the batch, in order, each right after the
+one before, the first right after its last applied one, nothing held) may come as one block
+(:class:`Arrivals`) and become runs without a Python object per record on the way. Held records
+keep their source offsets uncommitted (see :meth:`Sequencer.held_offsets`): nothing held is lost
+in a crash.
 """
 
 from __future__ import annotations
@@ -193,8 +194,8 @@ class Sequencer:
         devices = list(by_device)
         cursors, times = last_applied(chains.devices + devices)
         runs = []
-        if m:
-            runs = self._in_order(arrivals, chains, cursors[:m], times[:m], now, flush)  # type: ignore[arg-type]
+        if arrivals is not None and m:
+            runs = self._in_order(arrivals, chains, cursors[:m], times[:m], now, flush)
         rest = zip(devices, cursors[m:].tolist(), times[m:].tolist(), strict=True)
         for device, cursor, last_ms in rest:
             pending, held = by_device[device], self._held.pop(device, None)

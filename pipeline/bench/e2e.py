@@ -4,7 +4,8 @@
    process, LSTM-64 stream model) consumes them from the start; samples/s = samples / time,
    the median of ``drain_runs`` drains (each a new consumer group), each run's rate beside it.
    With ``workers`` > 1, that many worker processes in one consumer group drain the same
-   topic; their combined rate = all samples / (last batch - first batch over all of them).
+   topic; their combined rate = the samples after each one's first batch / (the end of the
+   last batch - the end of the first over all of them).
 2. Ceilings beside it, so the bottleneck shows: the input side alone (poll and decode every
    record) and the output side alone (build one batch's prediction messages for every device
    and send them, flushed), both in samples/s of input they stand for.
@@ -84,20 +85,25 @@ def _worker(kafka: KafkaConfig, topic: str, model, meta, devices: int,
 def _drain(worker: Worker, settle_s: float = 3.0, wait_s: float = 120.0) -> dict[str, float]:
     """Run ``worker`` (one of a group) until its partitions are read to their end and stayed
     so for ``settle_s`` (a rebalance may still hand it more), or ``wait_s`` without a message;
-    its samples and the wall-clock times of its first and last busy batch."""
+    its samples, the wall-clock times at which its first and last busy batch ended, and the
+    samples after the first (``timed``: the first batch's poll may hold the group's join)."""
     first = last = None
+    timed = 0
     started = time.time()
     while True:
         n = worker.step()
         now = time.time()
         if n:
-            first, last = first or now, now
+            if first is None:
+                first, timed = now, -worker.stats.samples
+            last = now
             continue
         done = first is not None and worker.lag is not None and not any(worker.lag.values())
         if (done and now - last > settle_s) or (first is None and now - started > wait_s):
             break
     return {"samples": worker.stats.samples, "messages": worker.stats.messages,
-            "first": first or 0.0, "last": last or 0.0}  # fmt: skip
+            "timed": worker.stats.samples + timed, "first": first or 0.0,
+            "last": last or 0.0}  # fmt: skip
 
 
 def _drain_all(kafka: KafkaConfig, topic: str, model, meta, records: int,
@@ -196,9 +202,11 @@ def _workers(kafka: KafkaConfig, topic: str, hidden: int, count: int,
              for _ in range(count)]  # fmt: skip
     results = [json.loads(p.communicate(timeout=1800)[0].splitlines()[-1]) for p in procs]
     busy = [r for r in results if r["samples"]]
-    # the busy span of the group; a single batch each (a tiny run) counts as one poll's time
+    # the group's busy span after each worker's first batch, and the samples in it; a single
+    # batch each (a tiny run) counts as one poll's time
     span = max(max(r["last"] for r in busy) - min(r["first"] for r in busy), 0.05)
     return {"samples": sum(r["samples"] for r in results), "seconds": span,
+            "timed": sum(r["timed"] for r in results),
             "per_worker": [r["samples"] for r in results]}  # fmt: skip
 
 
@@ -246,7 +254,7 @@ def _one_client(
         combined = _workers(kafka, topic, hidden, count, devices)
         rows.append({"bench": "e2e-throughput", **common, "workers": count,
                      "samples": combined["samples"],
-                     "samples_per_s": round(combined["samples"] / combined["seconds"]),
+                     "samples_per_s": round(combined["timed"] / combined["seconds"]),
                      "per_worker_samples": combined["per_worker"],
                      "target_samples_per_s": devices * 50})  # fmt: skip
 

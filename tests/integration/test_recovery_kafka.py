@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -69,6 +70,7 @@ class _Deployment:
         self, bootstrap: str, directory: Path, model_path: Path, data, client: str
     ) -> None:
         tag = f"t-recovery-{directory.name}-{uuid.uuid4().hex[:8]}"
+        self.group = f"{tag}-group"
         self.directory, self.model_path, self.data = directory, model_path, data
         self.kafka = KafkaConfig(bootstrap, client=client)
         self.raw, self.preds, self.state = f"{tag}-raw", f"{tag}-preds", f"{tag}-state"
@@ -76,7 +78,7 @@ class _Deployment:
                                    TopicSpec(self.preds, PARTITIONS)])  # fmt: skip
         self.config = directory / "worker.toml"
         self.config.write_text(
-            f'[kafka]\nbootstrap_servers = "{bootstrap}"\ngroup_id = "{tag}-group"\n'
+            f'[kafka]\nbootstrap_servers = "{bootstrap}"\ngroup_id = "{self.group}"\n'
             f'client = "{client}"\n'
             f'[worker]\ninput_topic = "{self.raw}"\npredictions_topic = "{self.preds}"\n'
             f'events_topic = "{tag}-events"\ndlq_topic = "{tag}-dlq"\nemit = "every"\n'
@@ -120,6 +122,42 @@ class _Deployment:
                 f"{WAIT_S:.0f} s\n{self.tails()}"
             )
             self.predictions.read()
+
+    def await_read_to_end(self, *names: str) -> None:
+        """Wait until every input partition is read to its end: committed there (the group's
+        offsets, read by a consumer that never joins), or owned by one of ``names`` with no
+        lag. After a crash every prediction can be out (the dead worker sent them) while its
+        successor still redoes the batches its last checkpoint missed, and only that redo
+        brings the devices' states to the end."""
+        from kafka import KafkaConsumer
+        from kafka import TopicPartition as KafkaTopicPartition
+
+        parts = [KafkaTopicPartition(self.raw, p) for p in range(PARTITIONS)]
+        consumer = KafkaConsumer(
+            bootstrap_servers=self.kafka.bootstrap_servers,
+            group_id=self.group,
+            enable_auto_commit=False,
+        )  # never joins
+        lag = re.compile(r'harstream_consumer_lag_records\{partition="(\d+)"')
+        deadline = time.monotonic() + WAIT_S
+        try:
+            while True:
+                ends = consumer.end_offsets(parts)
+                done = {tp.partition for tp in parts
+                        if (consumer.committed(tp) or 0) >= ends[tp]}  # fmt: skip
+                for name in names:
+                    done |= {int(m[1]) for key, value in self.metrics(name).items()
+                             if (m := lag.match(key)) and value == 0}  # fmt: skip
+                if len(done) == PARTITIONS:
+                    return
+                self.check_alive()
+                assert time.monotonic() < deadline, (
+                    f"partitions {sorted(done)} of {PARTITIONS} read to their end after "
+                    f"{WAIT_S:.0f} s\n{self.tails()}"
+                )
+                time.sleep(0.2)
+        finally:
+            consumer.close()
 
     def kill(self, name: str) -> None:
         """``kill -9``: no checkpoint, no commit, no goodbye to the group."""
@@ -294,6 +332,7 @@ def test_a_killed_worker_is_replaced_and_the_result_equals_an_uninterrupted_run(
     run.kill(victim)  # between two of its checkpoints (every 1 s): its latest batches are redone
     run.start("c")
     run.await_predictions(run.predictions.expected)
+    run.await_read_to_end(survivor, "c")
     restored = run.restored(survivor, "c")
     run.stop(survivor, "c")
     run.predictions.read(1.0)

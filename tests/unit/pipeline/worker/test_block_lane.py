@@ -14,7 +14,7 @@ from models.spec import ModelMeta, ModelSpec
 from models.zoo import build_model
 from pipeline.serving import ServingModel
 from pipeline.worker import Worker, WorkerConfig
-from pipeline.worker.sequencer import Sequencer
+from pipeline.worker.sequencer import Sequencer, SequencerConfig
 from streams.codecs import AutoCodec, CodecConfig, Decoded
 from streams.datasets import SyntheticConfig, simulate
 from streams.datasets.resample import at_rate
@@ -64,6 +64,9 @@ MESSY = FaultConfig(duplicate=0.05, reorder=0.05, drop=0.01, corrupt=0.01)
 
 
 def _serve(served, codec_class, per_record: int, faults: FaultConfig | None):
+    """What a worker emits for the fleets, sorted; nothing waits for the clock (a held record
+    waits for later records or the final flush; the worker stops when it has read every
+    message), which a busy machine would otherwise change from one lane to the other."""
     model, meta = served
     bus, out = MemoryBus(partitions=3, capacity=1_000_000), MemoryBus(1, 10_000_000)
     for k, data in enumerate(_fleets(0.002 if faults else 0.0)):
@@ -73,8 +76,9 @@ def _serve(served, codec_class, per_record: int, faults: FaultConfig | None):
     codec = codec_class(CodecConfig(channels=6, max_samples=per_record))
     worker = Worker(MemorySource(bus, ["sensor.raw"]), MemorySink(out),
                     ServingModel.load(model, meta, "m@v1"), codec=codec,
-                    config=WorkerConfig(emit="every", min_dwell=10, max_records=200))  # fmt: skip
-    worker.run(timeout=0.2)
+                    config=WorkerConfig(emit="every", min_dwell=10, max_records=200,
+                                        sequencer=SequencerConfig(hold_s=3600.0)))  # fmt: skip
+    worker.run(count=sum(bus.end_offsets("sensor.raw").values()))  # no idle polls to count
     messages = []
     for m in MemorySource(out, ["har.predictions", "har.events", "sensor.dlq"]).poll(10**7, 0):
         message = json.loads(m.value)

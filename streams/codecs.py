@@ -525,9 +525,7 @@ class AutoCodec:
         if len(binary) < _BULK_MIN:
             return _no_block(self, data)
         found = self._binary.decode_block([data[i] for i in binary.tolist()])
-        if found.block is None:
-            return _no_block(self, data)
-        rows = binary[found.rows]
+        rows = binary[found.rows]  # none when no block was found: then all binary are others
         out = _each(self, data, skip=binary)
         for i, record in zip(binary.tolist(), found.others, strict=True):
             out[i] = record

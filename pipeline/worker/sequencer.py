@@ -259,18 +259,14 @@ class Sequencer:
         chosen, n = block.take(rows), block.n
         values = chosen.values.reshape(-1, chosen.values.shape[2])
         seqs, times_ms = chosen.sequences().reshape(-1), chosen.times_ms().reshape(-1)
-        if chosen.labels is not None:
-            labels = chosen.labels.reshape(-1)
-        else:
-            labels = np.full(int(counts.max()) * n, UNLABELLED, np.int16)
-            labels.flags.writeable = False
+        own = chosen.labels is not None
+        labels = chosen.labels.reshape(-1) if own else unlabelled(int(counts.max()) * n)
         columns = (
             [chains.devices[k] for k in np.flatnonzero(follows).tolist()], (firsts * n).tolist(),
             (counts * n).tolist(), np.fmax.reduceat(arrivals.timestamp_ms[rows], firsts).tolist(),
             arrivals.partition[lasts].tolist(), np.maximum.reduceat(arrivals.offset[rows],
             firsts).tolist(), block.rate_hz[lasts].tolist(),
         )  # fmt: skip
-        own = chosen.labels is not None
         for device, a, size, ts, partition, offset, rate in zip(*columns, strict=True):
             b = a + size
             runs.append(DeviceRun(device, seqs[a:b], values[a:b],
@@ -374,9 +370,17 @@ _UNLABELLED = np.full(4096, UNLABELLED, np.int16)
 _UNLABELLED.flags.writeable = False
 
 
+def unlabelled(n: int) -> np.ndarray:
+    """``n`` read-only -1 label codes (int16), a slice of a shared block when it is long enough."""
+    if n <= len(_UNLABELLED):
+        return _UNLABELLED[:n]
+    codes = np.full(n, UNLABELLED, np.int16)
+    codes.flags.writeable = False
+    return codes
+
+
 def labels_of(record: Record) -> np.ndarray:
-    """The record's label codes as int16 (a shared read-only -1 block when it has none)."""
+    """The record's label codes as int16 (:func:`unlabelled` when it has none)."""
     if record.labels is None:
-        n = record.n
-        return _UNLABELLED[:n] if n <= len(_UNLABELLED) else np.full(n, UNLABELLED, np.int16)
+        return unlabelled(record.n)
     return record.labels.astype(np.int16, copy=False)

@@ -411,15 +411,17 @@ def _plot_delays(rows: list[dict], path: Path) -> None:
 
 HAPT_ENSEMBLE = replace(HAPT_STREAM, members=3)
 """the HAPT labeller as an ensemble of 3 (seeds s, s + 1, s + 2 on the training users of s)"""
+HAPT_ENSEMBLE_SEEDS = (0, 3, 6)
+"""the ensembles' seeds s: three ensembles, no member seed shared (0-2, 3-5, 6-8)"""
 
 
 def hapt_ensemble_section(budget: Budget, trained: Trained) -> list[dict]:
-    """The labeller as an ensemble (:data:`HAPT_ENSEMBLE`, seed 0), scored as in
-    :func:`hapt_decoding_section`: its own labels (``ensemble3``) and HMM-decoded
-    (``ensemble3_hmm``)."""
+    """The labeller as an ensemble (:data:`HAPT_ENSEMBLE`, one per
+    :data:`HAPT_ENSEMBLE_SEEDS`), scored as in :func:`hapt_decoding_section`: its own labels
+    (``ensemble3``), HMM-decoded (``ensemble3_hmm``) and delayed (``ensemble3_delay_<ms>ms``)."""
     spec = replace(HAPT_ENSEMBLE, members=2) if budget.quick else HAPT_ENSEMBLE
     return _decoding_rows(budget, trained, spec, ("ensemble3", "ensemble3_hmm", "ensemble3_"),
-                          HAPT_SEEDS[:1])  # fmt: skip
+                          HAPT_ENSEMBLE_SEEDS[: 1 if budget.quick else None])  # fmt: skip
 
 
 def _decoding_rows(budget: Budget, trained: Trained, spec: ModelSpec, names: tuple[str, str, str],
@@ -796,13 +798,7 @@ def _decoding_block(hapt: dict) -> list[str]:
         "used by workers |",
         "|---|---:|---:|---|---|---|",
     ]
-    for name, v in (("causal", causal), ("causal_hmm", decoded)):
-        seeds = v["per_seed"]
-        per_seed = ", ".join(f"{r['seed']}: {r['macro_f1']:.3f}" for r in seeds)
-        temps = ", ".join(f"{r['temperature']:g}" for r in seeds if "temperature" in r) or "–"
-        used = ", ".join("yes" if r["enabled"] else "no" for r in seeds if "enabled" in r)
-        lines.append(f"| {name} | {v['macro_f1_median']:.3f} | {_pct(v['accuracy_median'])} | "
-                     f"{per_seed} | {temps} | {used or '–'} |")  # fmt: skip
+    lines += [_median_row(name, hapt[name]) for name in ("causal", "causal_hmm")]
     gain = decoded["macro_f1_median"] - causal["macro_f1_median"]
     on = sum(bool(r.get("enabled")) for r in decoded["per_seed"])
     lines += _commands(causal["per_seed"], lambda r: f"seed {r['seed']}")
@@ -819,7 +815,18 @@ def _decoding_block(hapt: dict) -> list[str]:
         lines += _delay_lines(hapt)
     if "ensemble3" in hapt:
         lines += _ensemble_lines(hapt, causal)
-    return lines
+    return lines + (_target_lines(hapt) if "delay_1000ms" in hapt else [])
+
+
+def _median_row(name: str, v: dict) -> str:
+    """A decoding table's row: ``name``'s medians, its macro-F1 per seed, and where it has
+    them, its temperatures and whether workers decode."""
+    seeds = v["per_seed"]
+    per_seed = ", ".join(f"{r['seed']}: {r['macro_f1']:.3f}" for r in seeds)
+    temps = ", ".join(f"{r['temperature']:g}" for r in seeds if "temperature" in r) or "–"
+    used = ", ".join("yes" if r["enabled"] else "no" for r in seeds if "enabled" in r)
+    return (f"| {name} | {v['macro_f1_median']:.3f} | {_pct(v['accuracy_median'])} | "
+            f"{per_seed} | {temps} | {used or '–'} |")  # fmt: skip
 
 
 def _recipe_lines(hapt: dict) -> list[str]:
@@ -893,9 +900,6 @@ def _delay_lines(hapt: dict) -> list[str]:
         delay = f"{v['per_seed'][0].get('delay_ms', 0) / 1000:g} s"
         lines.append(f"| {name} | {delay} | {v['macro_f1_median']:.3f} | "
                      f"{_pct(v['accuracy_median'])} | {per_seed} |")  # fmt: skip
-    causal = max(hapt["causal"]["macro_f1_median"], hapt["causal_hmm"]["macro_f1_median"])
-    delayed = max(hapt[f"delay_{ms}ms"]["macro_f1_median"] for ms in HAPT_DELAYS_MS)
-    reached = lambda v, t: "reached" if v >= t else "not reached"  # noqa: E731
     seeds = hapt[f"delay_{HAPT_DELAYS_MS[0]}ms"]["per_seed"]
     decoded = sum(bool(r["decoded"]) for r in seeds)
     return lines + [
@@ -904,42 +908,61 @@ def _delay_lines(hapt: dict) -> list[str]:
         "refused it); the delays average the probabilities the worker serves, decoded where it "
         "is on, the models' own elsewhere. *causal* is what the same workers emit at once.",
         "",
-        f"Targets: causal macro-F1 {HAPT_TARGETS[0]:.2f} (median of three seeds; best causal "
-        f"median {causal:.3f}: {reached(causal, HAPT_TARGETS[0])}); with a delay of at most "
-        f"2 s, {HAPT_TARGETS[1]:.2f} (best {delayed:.3f}: {reached(delayed, HAPT_TARGETS[1])}).",
-        "",
         "![macro-F1 against the delay](img/hapt-delay.png)",
         "",
     ]
 
 
 def _ensemble_lines(hapt: dict, causal: dict) -> list[str]:
-    """The ``hapt_ensemble`` rows: the labeller as an ensemble, its own labels and decoded."""
+    """The ``hapt_ensemble`` rows: the labeller as an ensemble, its own labels, decoded and
+    delayed, the median over the ensembles."""
+    seeds = [r["seed"] for r in hapt["ensemble3"]["per_seed"]]
     lines = [
         "#### The labeller as an ensemble (section `hapt_ensemble`)",
         "",
-        "Three labellers trained as above on seeds 0, 1 and 2, all on the training users of "
-        "seed 0, their per-sample probabilities averaged (`--members 3`; a worker runs the "
-        "three in one batched call); decoded with the ensemble's own HMM; and as a worker "
-        "serving it with a label delay labels (*ensemble3_delay_…*). One ensemble, so no "
-        "median over seeds.",
+        f"Ensembles of three labellers trained as above, seeds s, s + 1 and s + 2 for s in "
+        f"{', '.join(map(str, seeds))} (no seed shared), each on the training users of its "
+        "s, their per-sample probabilities averaged (`--members 3`; a worker runs the three "
+        "in one batched call); decoded with the ensemble's own HMM; and as a worker serving "
+        "it with a label delay labels (*ensemble3_delay_…*). Medians over the ensembles, "
+        "per seed: each ensemble's s.",
         "",
-        "| labels | macro-F1 | accuracy | temperature | used by workers |",
-        "|---|---:|---:|---|---|",
+        "| labels | median macro-F1 | median accuracy | per seed (macro-F1) | temperature | "
+        "used by workers |",
+        "|---|---:|---:|---|---|---|",
     ]
-    delays = [f"ensemble3_delay_{ms}ms" for ms in HAPT_DELAYS_MS if
-              f"ensemble3_delay_{ms}ms" in hapt]  # fmt: skip
-    for name in ("ensemble3", "ensemble3_hmm", *delays):
-        (r,) = hapt[name]["per_seed"]
-        used = ("yes" if r["enabled"] else "no") if "enabled" in r else "–"
-        lines.append(f"| {name} | {r['macro_f1']:.3f} | {_pct(r['accuracy'])} | "
-                     f"{r.get('temperature', '–')} | {used} |")  # fmt: skip
-    lines += _commands(hapt["ensemble3"]["per_seed"], lambda r: "ensemble3")
+    delays = [f"ensemble3_delay_{ms}ms" for ms in HAPT_DELAYS_MS]
+    names = [n for n in ("ensemble3", "ensemble3_hmm", *delays) if n in hapt]
+    lines += [_median_row(name, hapt[name]) for name in names]
+    lines += _commands(hapt["ensemble3"]["per_seed"], lambda r: f"ensemble3, seed {r['seed']}")
     gain = hapt["ensemble3"]["macro_f1_median"] - causal["macro_f1_median"]
     return lines + [
         "",
-        f"Against the single labellers' median, the ensemble changes macro-F1 by "
+        f"Against the single labellers' median, the ensembles' median changes macro-F1 by "
         f"{100 * gain:+.1f} points.",
+        "",
+    ]
+
+
+def _target_lines(hapt: dict) -> list[str]:
+    """Whether the best median of three or more (seeds, or ensembles, named) reaches
+    :data:`HAPT_TARGETS`: causal, and with a delay of at most 2 s."""
+
+    def best(names: list[str], target: float) -> str:
+        medians = [(hapt[n]["macro_f1_median"], n) for n in names
+                   if n in hapt and len(hapt[n]["per_seed"]) >= 3]  # fmt: skip
+        if not medians:
+            return "none measured over three (--quick)"
+        v, name = max(medians)
+        return f"{v:.3f} ({name}): {'reached' if v >= target else 'not reached'}"
+
+    said = [best(["causal", "causal_hmm", "ensemble3", "ensemble3_hmm"], HAPT_TARGETS[0]),
+            best([f"{prefix}delay_{ms}ms" for prefix in ("", "ensemble3_")
+                  for ms in HAPT_DELAYS_MS if ms <= 2000], HAPT_TARGETS[1])]  # fmt: skip
+    return [
+        f"Targets, medians over three seeds or three ensembles: causal macro-F1 "
+        f"{HAPT_TARGETS[0]:.2f}, best {said[0]}; with a delay of at most 2 s "
+        f"{HAPT_TARGETS[1]:.2f}, best {said[1]}.",
         "",
     ]
 
@@ -1168,8 +1191,8 @@ def fingerprint(section: str, budget: Budget) -> str:
                 "hapt": (HAPT_SEEDS, HAPT_STREAM, HAPT_ROTATE_DEG, HAPT_MINUTES),
                 "hapt_decoding": (HAPT_SEEDS, HAPT_STREAM, HAPT_DELAYS_MS, HAPT_ROTATE_DEG,
                                   HAPT_MINUTES),
-                "hapt_ensemble": (HAPT_SEEDS, HAPT_ENSEMBLE, HAPT_DELAYS_MS, HAPT_ROTATE_DEG,
-                                  HAPT_MINUTES),
+                "hapt_ensemble": (HAPT_ENSEMBLE_SEEDS, HAPT_ENSEMBLE, HAPT_DELAYS_MS,
+                                  HAPT_ROTATE_DEG, HAPT_MINUTES),
                 "phones": (PHONE_MODELS, PHONE_EXPORT, PHONE_VARIANTS, PHONE_MINUTES),
                 "anomaly": (ANOMALY_DETECTORS, ANOMALY_SPAN, ANOMALY_STRIDES, ANOMALY_SEED,
                             LENGTHS, SPIKE_STD, DRIFT_STD, NOISE_STD, GLITCH_EVERY)}  # fmt: skip

@@ -43,6 +43,7 @@ def test_quick_report_writes_tables_plots_and_figures_and_runs_again_only_what_i
                                     "ensemble3_hmm", *delays}  # fmt: skip
     assert figures["hapt"]["delay_2000ms"]["per_seed"][0]["delay_ms"] == 2000
     assert (img / "hapt-delay.png").is_file() and "| delay_1000ms | 1 s |" in text
+    assert "best none measured over three (--quick)" in text  # targets need three seeds
     assert figures["hapt"]["ensemble3"]["per_seed"][0]["members"] == 2  # --quick: 2 members
     decoded = figures["hapt"]["causal_hmm"]["per_seed"]
     assert all(0 <= r["macro_f1"] <= 1 and r["temperature"] > 0 for r in decoded)

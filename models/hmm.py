@@ -63,14 +63,18 @@ class Grammar:
 
 def fit_grammar(
     train_labels: Sequence[np.ndarray], val_probs: Sequence[np.ndarray],
-    val_labels: Sequence[np.ndarray], classes: Sequence[str],
+    val_labels: Sequence[np.ndarray], classes: Sequence[str], balanced: bool = False,
 ) -> Grammar:  # fmt: skip
     """The :class:`Grammar` of a stream model: transitions from ``train_labels``; each of
     :data:`TEMPERATURES` decodes the model's probabilities on the validation recordings
     (``val_probs``, each from its start), the best macro-F1 wins, and decoding is enabled if
     it beats the model's own argmax (without validation recordings: at 1.0, not enabled, no
-    evidence that it helps)."""
+    evidence that it helps). ``balanced``: the model was trained with balanced class weights,
+    so its probabilities carry no class prior and the grammar's prior (what they are divided
+    by) is uniform; the training labels' shares would count the prior twice."""
     A, prior = estimate(train_labels, len(classes), SMOOTHING)
+    if balanced:
+        prior = np.full(len(classes), 1.0 / len(classes))
     pack = lambda t: tuple(map(float, t))  # noqa: E731
     rows = tuple(pack(r) for r in A)
     if not len(val_probs):

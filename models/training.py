@@ -541,7 +541,8 @@ def train_stream_model(
                     member_start, on_epoch)
     ))  # fmt: skip
     val_probs = predict_streams(model, [v for v, _ in val]) if val else []
-    grammar = fit_grammar([y for _, y in train], val_probs, [y for _, y in val], classes)
+    grammar = fit_grammar([y for _, y in train], val_probs, [y for _, y in val], classes,
+                          balanced=cfg.class_weights)  # fmt: skip
     meta = replace(meta, grammar=grammar)
     return TrainResult(model, meta, history, time.perf_counter() - started, train_users, val_users)
 

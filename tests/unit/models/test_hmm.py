@@ -94,3 +94,17 @@ def test_fit_grammar_enables_decoding_only_where_it_beats_the_model_on_validatio
     assert not fit_grammar([labels], [], [], ("a", "b", "c")).enabled  # no evidence
     back = Grammar.from_dict(json.loads(json.dumps(asdict(grammar))))
     assert back == grammar
+
+
+def test_a_balanced_model_is_decoded_against_a_uniform_prior():
+    rng = np.random.default_rng(4)
+    labels = np.repeat(rng.choice(3, 40, p=[0.8, 0.1, 0.1]), 50)  # a common class, two rare
+    # balanced class weights: the probabilities already favour no class; dividing them by the
+    # labels' shares again would lift the rare classes over a model that is right
+    probs = np.eye(3)[labels] * 0.5 + 0.5 / 3
+    shares = fit_grammar([labels], [probs], [labels], ("a", "b", "c"))
+    balanced = fit_grammar([labels], [probs], [labels], ("a", "b", "c"), balanced=True)
+    assert np.allclose(balanced.prior, 1 / 3) and not np.allclose(shares.prior, 1 / 3)
+    assert balanced.transitions == shares.transitions
+    assert balanced.validation[1] > 0.9  # decoded, the labels stay (late at each change)
+    assert shares.validation[1] < 0.5  # the prior counted twice turns common samples rare

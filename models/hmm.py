@@ -2,7 +2,8 @@
 model's per-sample class probabilities, one belief per device.
 
 The stream model gives ``p(class | samples so far)`` at every sample. Divided by the classes'
-prior, that is a likelihood up to a constant (the hybrid network/HMM trick); the filter weighs
+prior it carries (uniform for a model trained with balanced class weights), that is a
+likelihood up to a constant (the hybrid network/HMM trick); the filter weighs
 it, raised to ``temperature`` (below 1 trusts the model less), against the belief carried from
 the previous sample through the transition matrix ``A`` learnt from training label sequences::
 

@@ -789,8 +789,11 @@ def _decoding_block(hapt: dict) -> list[str]:
         "from its start, as a worker does; *causal_hmm* decodes its per-sample probabilities "
         "with an online HMM forward filter (`models/hmm.py`): transitions counted from the "
         "training users' label sequences (plus 1 each), the model's probabilities divided by "
-        "the class prior and raised to the temperature that did best on the validation users "
-        "(0.25 to 1). No look-ahead: each label uses the samples up to it. *Used by workers* "
+        "the class prior they carry (uniform: the recipe trains with balanced class weights; "
+        "dividing by the labels' shares instead counted the prior twice and cost about 7 "
+        "points until 2026-11-30) and raised to the temperature that did best on the "
+        "validation users (0.25 to 1). No look-ahead: each label uses the samples up to it. "
+        "*Used by workers* "
         "says whether decoding beat the model's own labels on the validation users, which "
         "turns it on in the model's metadata.",
         "",

@@ -638,6 +638,12 @@ def _pct(v: float) -> str:
     return f"{100 * v:.1f} %"
 
 
+def _signed_points(delta: float) -> str:
+    """A change of a fraction in signed percentage points, one decimal (``+0.0``, never
+    ``-0.0``, for a change that rounds to nothing)."""
+    return f"{round(100 * delta, 1) + 0.0:+.1f} points"
+
+
 def _gradient_reading(curves: dict[str, dict[str, float]]) -> str:
     """One sentence per curve: the factor by which the gradient shrinks over the stretch."""
     parts = []
@@ -664,7 +670,7 @@ def _hapt_reading(rows: list[dict]) -> str:
     return (
         f"Medians over seeds, truncated BPTT against fixed windows: per-sample accuracy "
         f"{_pct(t['accuracy'])} against {_pct(w['accuracy'])} "
-        f"({100 * (t['accuracy'] - w['accuracy']):+.1f} points; seed by seed "
+        f"({_signed_points(t['accuracy'] - w['accuracy'])}; seed by seed "
         f"{', '.join(pairs)}), macro-F1 {t['macro_f1']:.3f} against {w['macro_f1']:.3f}, back "
         f"to back {_pct(t['long_accuracy'])} against {_pct(w['long_accuracy'])}. The "
         "per-recording thirds follow the recording protocol rather than time alone: the first "
@@ -807,7 +813,7 @@ def _decoding_block(hapt: dict) -> list[str]:
     lines += _commands(causal["per_seed"], lambda r: f"seed {r['seed']}")
     lines += [
         "",
-        f"Decoding changes the median macro-F1 by {100 * gain:+.1f} points; the "
+        f"Decoding changes the median macro-F1 by {_signed_points(gain)}; the "
         f"validation users turned it on for {on} of {len(decoded['per_seed'])} "
         "seeds, so workers serving the others label as the model does.",
         "",
@@ -872,7 +878,7 @@ def _recipe_lines(hapt: dict) -> list[str]:
     lines.append("")
     for (_, before, _), (label, after, _) in zip(steps, steps[1:], strict=False):
         gain = hapt[after]["macro_f1_median"] - hapt[before]["macro_f1_median"]
-        lines.append(f"*{label}* changes the median causal macro-F1 by {100 * gain:+.1f} points "
+        lines.append(f"*{label}* changes the median causal macro-F1 by {_signed_points(gain)} "
                      f"and the spread between seeds from {100 * spread[before]:.1f} to "
                      f"{100 * spread[after]:.1f} points.")  # fmt: skip
         lines.append("")
@@ -942,7 +948,7 @@ def _ensemble_lines(hapt: dict, causal: dict) -> list[str]:
     return lines + [
         "",
         f"Against the single labellers' median, the ensembles' median changes macro-F1 by "
-        f"{100 * gain:+.1f} points.",
+        f"{_signed_points(gain)}.",
         "",
     ]
 

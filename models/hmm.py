@@ -42,24 +42,38 @@ class Grammar:
     """The HMM a stream model's per-sample probabilities are decoded with, kept in its metadata:
     transitions and class prior from the training users' labels, the temperature that did best
     on the validation users, and whether decoding beat the model alone there (``enabled``; a
-    worker decodes only then). ``validation``: macro-F1 there without and with decoding."""
+    worker decodes only then). ``validation``: macro-F1 there without and with decoding.
+    ``lags``: per delay measured on the validation users, ``(delay_ms, temperature,
+    centred, smoothed)``: the temperature of the fixed-lag HMM smoother, None where it did not
+    beat the centred mean, and the macro-F1 of both there (:mod:`models.smoothing`)."""
 
     transitions: tuple[tuple[float, ...], ...]
     prior: tuple[float, ...]
     temperature: float
     enabled: bool
     validation: tuple[float, float] = (float("nan"), float("nan"))
+    lags: tuple[tuple[float, float | None, float, float], ...] = ()
 
-    def decoder(self, capacity: int = 1024) -> ForwardFilter:
-        """A forward filter of this grammar for up to ``capacity`` devices."""
-        return ForwardFilter(np.array(self.transitions), np.array(self.prior), self.temperature,
+    def lag_temperature(self, delay_ms: float) -> float | None:
+        """The fixed-lag smoother's temperature for labels ``delay_ms`` late: that of the delay
+        measured nearest to it (by ratio), None for the centred mean (or nothing measured)."""
+        if not self.lags or delay_ms <= 0:
+            return None
+        return min(self.lags, key=lambda fit: abs(np.log(fit[0] / delay_ms)))[1]
+
+    def decoder(self, capacity: int = 1024, temperature: float | None = None) -> ForwardFilter:
+        """A forward filter of this grammar for up to ``capacity`` devices, at its own
+        temperature unless given another."""
+        return ForwardFilter(np.array(self.transitions), np.array(self.prior),
+                             self.temperature if temperature is None else temperature,
                              capacity)  # fmt: skip
 
     @classmethod
     def from_dict(cls, raw: dict) -> Grammar:
         return cls(tuple(map(tuple, raw["transitions"])), tuple(raw["prior"]),
                    float(raw["temperature"]), bool(raw["enabled"]),
-                   tuple(raw.get("validation", (float("nan"),) * 2)))  # fmt: skip
+                   tuple(raw.get("validation", (float("nan"),) * 2)),
+                   tuple(tuple(fit) for fit in raw.get("lags", ())))  # fmt: skip
 
 
 def fit_grammar(
@@ -160,6 +174,11 @@ class ForwardFilter:
     def set_state(self, slot: int, belief: np.ndarray) -> None:
         self.belief[slot] = belief
 
+    def likelihood(self, probs: np.ndarray) -> np.ndarray:
+        """The model's probabilities as the filter weighs them: ``(p / prior) ** temperature``
+        (up to a constant), ``p`` at least :data:`FLOOR`."""
+        return np.maximum(np.asarray(probs, np.float64), FLOOR) ** self.temperature * self._weight
+
     def filter(self, slots, counts, probs: np.ndarray) -> np.ndarray:
         """The filtered probabilities ``(T, K)`` of a batch: device ``slots[i]`` brings
         ``counts[i]`` consecutive rows of ``probs`` (the model's, run after run); each
@@ -172,8 +191,7 @@ class ForwardFilter:
         for j in range(int(counts.max(initial=0))):
             live = np.flatnonzero(counts > j)
             rows = starts[live] + j
-            likelihood = np.maximum(probs[rows], FLOOR) ** self.temperature * self._weight
-            b = (belief[live] @ self.transitions) * likelihood
+            b = (belief[live] @ self.transitions) * self.likelihood(probs[rows])
             b /= b.sum(axis=1, keepdims=True)
             belief[live] = out[rows] = b
         self.belief[slots] = belief

@@ -1,13 +1,22 @@
-"""Fixed-lag smoothing: a sample's label from the probabilities of the ``lag`` samples on either
-side of it, known ``lag`` samples after it arrived.
+"""Fixed-lag smoothing: a sample's label from the probabilities of the samples up to ``lag``
+after it, known ``lag`` samples after it arrived. Two ways:
 
-A user who can wait ``lag`` samples for each label gets the mean of the (decoded) per-sample
-probabilities over the ``2 lag + 1`` samples centred on it: a causal moving average whose
-output names the sample ``lag`` back. Near a recording's start and end the window is cut short
-(the mean of what there is). :func:`centred` does it for whole recordings (the report, the
-offline evaluation); :class:`FixedLag` does the same online, one history per device, vectorised
-across devices, and hands each emitted sample's own extra columns (its sequence number, event
-time, ...) back with it.
+- **the centred mean**: the mean of the (decoded) per-sample probabilities over the
+  ``2 lag + 1`` samples centred on the sample, a causal moving average whose output names the
+  sample ``lag`` back;
+- **the fixed-lag HMM smoother**, for a model whose grammar has a lag temperature for the
+  delay (it beat the centred mean on the validation users, :func:`fit_lag`): the posterior of
+  the sample's class given everything up to ``lag`` after it, ``alpha_t * beta_t``, the
+  forward filter's belief at ``t`` (:mod:`models.hmm`, at the lag temperature) times the
+  backward pass over the ``lag`` samples after it. It knows that sitting becomes standing
+  only through stand-up, and uses the posture after a transition to name it. ``O(lag K²)``
+  per sample for ``K`` classes.
+
+Near a recording's start and end the window is cut short (what there is).
+:func:`centred` and :func:`hmm_lag` do it for whole recordings, :func:`as_served` as a worker
+serves a model (the report, the offline evaluation); :class:`FixedLag` does either online, one
+history per device, vectorised across devices, and hands each emitted sample's own extra
+columns (its sequence number, event time, ...) back with it.
 
 >>> centred(np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]]), lag=1).round(2).tolist()
 [[0.5, 0.5], [0.33, 0.67], [0.0, 1.0]]
@@ -15,12 +24,25 @@ time, ...) back with it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import numpy as np
 
+from models.evaluation import evaluate
 from models.exceptions import ModelsError
 from models.hmm import Grammar
+
+LAG_TEMPERATURES = (0.01, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5)
+"""the temperatures :func:`fit_lag` tries for the fixed-lag HMM smoother: lower than the causal
+filter's, the lower the longer the lag (on HAPT: about 0.1 for 1 s, 0.03 for 2 s)"""
+FIT_DELAYS_MS = (500.0, 1000.0, 2000.0)
+"""the delays :func:`fit_lag` measures the smoother at on the validation users (a worker uses
+the temperature of the one nearest its delay)"""
+
+Reduce = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+"""``(stack, lo, at, hi) -> (E, columns)``: emitted sample ``i`` is row ``at[i]`` of ``stack``,
+with the rows ``lo[i] .. hi[i] - 1`` around it (``lo <= at < hi``)"""
 
 
 def lag_samples(delay_ms: float, rate_hz: float) -> int:
@@ -44,14 +66,88 @@ def centred(probs: np.ndarray, lag: int) -> np.ndarray:
     return (c[hi] - c[lo]) / (hi - lo)[:, None]
 
 
+def hmm_lag(
+    probs: Sequence[np.ndarray], grammar: Grammar, temperature: float, lag: int
+) -> list[np.ndarray]:
+    """The fixed-lag HMM smoother of ``grammar`` at ``temperature`` over whole recordings
+    (``probs``: each one's per-sample probabilities, from its start): each sample's posterior
+    given the samples up to ``lag`` after it."""
+    if not probs:
+        return []
+    counts = np.array([len(p) for p in probs])
+    rows = np.concatenate([np.asarray(p, np.float32) for p in probs])
+    f = grammar.decoder(len(probs), temperature)
+    stack = np.concatenate([f.filter(np.arange(len(probs)), counts, rows),
+                            f.likelihood(rows).astype(np.float32)], axis=1)  # fmt: skip
+    at = np.arange(len(rows))
+    end = np.repeat(np.cumsum(counts), counts)
+    post = Posterior(grammar.transitions)(stack, at, at, np.minimum(at + lag + 1, end))
+    return np.split(post[:, : len(grammar.prior)], np.cumsum(counts)[:-1])
+
+
+class Posterior:
+    """The fixed-lag HMM smoother as a :data:`Reduce` over rows ``[alpha, likelihood]`` (each
+    ``K`` wide: the forward filter's belief at that sample and the sample's weighed model
+    probabilities): ``alpha_at * beta``, beta the backward pass over rows ``at + 1 .. hi - 1``,
+    normalised; ``(E, 2 K)``, the posterior then the emitted row's likelihood."""
+
+    def __init__(self, transitions) -> None:
+        self.transitions = np.asarray(transitions, np.float64)
+
+    def __call__(self, stack, lo, at, hi) -> np.ndarray:
+        k = len(self.transitions)
+        beta = np.ones((len(at), k))
+        span = hi - at - 1
+        for d in range(int(span.max(initial=0)), 0, -1):  # from the newest sample back
+            live = np.flatnonzero(span >= d)
+            b = (stack[at[live] + d, k:] * beta[live]) @ self.transitions.T
+            beta[live] = b / b.sum(axis=1, keepdims=True)
+        out = np.empty((len(at), 2 * k))
+        post = stack[at, :k] * beta
+        out[:, :k] = post / post.sum(axis=1, keepdims=True)
+        out[:, k:] = stack[at, k:]
+        return out
+
+
+def fit_lag(
+    grammar: Grammar, val_probs: Sequence[np.ndarray], val_labels: Sequence[np.ndarray],
+    classes: Sequence[str], rate_hz: float, delays_ms: Sequence[float] = FIT_DELAYS_MS,
+) -> Grammar:  # fmt: skip
+    """``grammar`` with its ``lags``: for each of ``delays_ms``, the one of
+    :data:`LAG_TEMPERATURES` whose fixed-lag smoother labels the validation recordings
+    (``val_probs``, each from its start) best, if it beats what a worker serves without one
+    (:func:`as_served`: the centred mean, over decoded probabilities where the grammar is
+    enabled), else None. Without validation recordings: none (no evidence that it helps)."""
+    if not len(val_probs):
+        return replace(grammar, lags=())
+    y = np.concatenate(val_labels)
+    plain_grammar = replace(grammar, lags=())
+
+    def f1(served: Sequence[np.ndarray]) -> float:
+        return evaluate(y, np.concatenate([p.argmax(-1) for p in served]), classes).macro_f1
+
+    lags = []
+    for delay_ms in delays_ms:
+        plain = f1(as_served(val_probs, plain_grammar, delay_ms, rate_hz))
+        lag = lag_samples(delay_ms, rate_hz)
+        best, t = max((f1(hmm_lag(val_probs, grammar, t, lag)), t) for t in LAG_TEMPERATURES)
+        lags.append((float(delay_ms), t if best > plain else None, plain, best))
+    return replace(grammar, lags=tuple(lags))
+
+
 def as_served(
     probs: Sequence[np.ndarray], grammar: Grammar | None, delay_ms: float = 0.0,
     rate_hz: float = 50.0,
 ) -> list[np.ndarray]:  # fmt: skip
     """What a worker emits for whole recordings, offline: each recording's per-sample
-    probabilities (the model's, from its start) decoded by ``grammar`` where it is enabled,
-    then, with ``delay_ms``, the :func:`centred` mean over that delay at ``rate_hz``."""
+    probabilities (the model's, from its start); with ``delay_ms``, smoothed over that delay
+    at ``rate_hz`` by the fixed-lag HMM smoother if the grammar has a lag temperature for it
+    (on the model's probabilities), else decoded by ``grammar`` where it is enabled and then
+    the :func:`centred` mean; without, decoded by ``grammar`` where it is enabled."""
     probs = [np.asarray(p, np.float32) for p in probs]
+    temperature = grammar.lag_temperature(delay_ms) if grammar is not None else None
+    if temperature is not None:
+        return hmm_lag(probs, grammar, temperature, lag_samples(delay_ms, rate_hz))
     if grammar is not None and grammar.enabled and probs:
         counts = [len(p) for p in probs]
         decoded = grammar.decoder(len(probs)).filter(np.arange(len(probs)), counts,
@@ -70,7 +166,9 @@ class FixedLag:
     columns of its last ``lag`` (those not emitted yet), oldest first; ``get_state`` and
     ``set_state`` hand them to checkpoints as rows. ``dtype``: how the smoothed columns are
     kept (float32 for float32 probabilities: the same values, half the memory); the means are
-    taken in float64.
+    taken in float64. ``reduce``: how an emitted sample's smoothed columns come from the rows
+    around it (default: the mean of rows ``t - lag .. t + lag``; :class:`Posterior`: the
+    fixed-lag HMM smoother).
 
     >>> f = FixedLag(lag=1, width=2, smoothed=1, capacity=1)
     >>> out, n = f.push([0], [2], np.array([[1.0, 10], [0.0, 11]]))
@@ -82,7 +180,7 @@ class FixedLag:
     """
 
     def __init__(self, lag: int, width: int, smoothed: int | None = None, capacity: int = 1024,
-                 dtype: type = np.float64) -> None:  # fmt: skip
+                 dtype: type = np.float64, reduce: Reduce | None = None) -> None:  # fmt: skip
         if lag < 1:
             raise ModelsError(f"a fixed-lag smoother needs lag >= 1 sample, not {lag}")
         self.lag, self.width = int(lag), int(width)
@@ -94,6 +192,7 @@ class FixedLag:
         self.extra = np.zeros((n, self.lag, self.width - self.smoothed))
         self.held = np.zeros(n, np.int64)
         """rows each slot holds (its stream's last ``min(seen, 2 lag)``)"""
+        self.reduce: Reduce = reduce or (lambda stack, lo, at, hi: _means(stack, lo, hi))
 
     @property
     def capacity(self) -> int:
@@ -151,7 +250,8 @@ class FixedLag:
         emit = j >= lag
         by, e = arrived[emit], j[emit] - lag
         out = np.empty((len(by), self.width))
-        out[:, :s] = _means(stack, seg[by] + np.maximum(e - lag, 0), seg[by] + e + lag + 1)
+        out[:, :s] = self.reduce(stack, seg[by] + np.maximum(e - lag, 0), seg[by] + e,
+                                 seg[by] + e + lag + 1)  # fmt: skip
         out[:, s:] = self._other(slots, rows, first, held, by, e)
         self._keep(slots, rows, first, held, stack, seg, m)
         return out, np.bincount(by, minlength=len(slots))
@@ -167,8 +267,8 @@ class FixedLag:
         stack = self.smooth[slots].reshape(-1, self.smoothed)
         seg = np.arange(len(slots)) * 2 * self.lag
         out = np.empty((len(owner), self.width))
-        out[:, : self.smoothed] = _means(stack, seg[owner] + np.maximum(e - self.lag, 0),
-                                         seg[owner] + held[owner])  # fmt: skip
+        out[:, : self.smoothed] = self.reduce(stack, seg[owner] + np.maximum(e - self.lag, 0),
+                                              seg[owner] + e, seg[owner] + held[owner])  # fmt: skip
         out[:, self.smoothed :] = self.extra[slots[owner], within]
         self.reset(slots)
         return out, pending

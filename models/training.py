@@ -35,6 +35,7 @@ from models.seq2seq import (
     threshold_of,
     training_arrays,
 )
+from models.smoothing import fit_lag
 from models.spec import ModelMeta, ModelSpec
 from models.train_config import TrainConfig  # re-exported: training callers import it here
 from models.windowing import balanced_class_weights, fit_normalisation, windows_from_recordings
@@ -543,6 +544,7 @@ def train_stream_model(
     val_probs = predict_streams(model, [v for v, _ in val]) if val else []
     grammar = fit_grammar([y for _, y in train], val_probs, [y for _, y in val], classes,
                           balanced=cfg.class_weights)  # fmt: skip
+    grammar = fit_lag(grammar, val_probs, [y for _, y in val], classes, rate_hz)
     meta = replace(meta, grammar=grammar)
     return TrainResult(model, meta, history, time.perf_counter() - started, train_users, val_users)
 

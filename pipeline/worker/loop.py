@@ -195,7 +195,7 @@ class Worker:
             raise ConfigError("delay_ms delays a stream model's per-sample labels: this worker "
                               "serves none")  # fmt: skip
         meta = stream_model.meta
-        return Delay(self.config.delay_ms, meta.rate_hz, len(meta.classes), capacity)
+        return Delay(self.config.delay_ms, meta.rate_hz, len(meta.classes), capacity, meta.grammar)
 
     # -- state hooks --------------------------------------------------------------------------
 
@@ -229,10 +229,12 @@ class Worker:
         else:
             model.decoder = None
         old = getattr(self, slot)
-        other_classes = self.delay is not None and len(model.meta.classes) != self.delay.classes
-        if slot == "stream_model" and other_classes:  # what the old one holds back goes out now
-            self._release(self.store.used_slots())
-            self.delay = self._delay(model, self.store.capacity)
+        if slot == "stream_model" and self.delay is not None:
+            if self.delay.fits(len(model.meta.classes), model.meta.grammar):
+                self.delay.use(model.meta.grammar)
+            else:  # what the old one holds back goes out now
+                self._release(self.store.used_slots())
+                self.delay = self._delay(model, self.store.capacity)
         setattr(self, slot, model)
         return old.version if old is not None else ""
 
@@ -562,7 +564,8 @@ class Worker:
             if self.delay is None:
                 self._emit_stream(runs, slots, counts, seen_before, probs, out.anomaly)
                 return
-            late = self.delay.push(runs, slots, counts, probs, out.anomaly)
+            smoothed = out.probs if self.delay.filter is not None else probs  # HMM: its own
+            late = self.delay.push(runs, slots, counts, smoothed, out.anomaly)
             if len(late.runs):
                 before = np.maximum(seen_before[late.index] - self.delay.lag, 0)
                 self._emit_stream(late.runs, late.slots, late.counts, before, late.probs,

@@ -1,6 +1,7 @@
 """``[worker] delay_ms``: every sample's label once, ``delay_ms`` late, equal to the offline
-centred mean of the (HMM-decoded) probabilities; a stream's end (a gap, an eviction) lets out
-what the delay held back."""
+centred mean of the (HMM-decoded) probabilities, or to the offline fixed-lag HMM smoother for a
+grammar with a lag temperature; a stream's end (a gap, an eviction) lets out what the delay held
+back."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 
 from models.hmm import ForwardFilter, Grammar, estimate
-from models.smoothing import centred
+from models.smoothing import as_served, centred
 from models.spec import ModelMeta, ModelSpec
 from models.training import predict_streams
 from models.zoo import build_model
@@ -27,10 +28,13 @@ from streams.replay import FaultConfig, ReplayConfig, replay
 DELAY_MS, LAG = 200.0, 10  # at 50 Hz
 
 
-def _model(data, next_step=False):
+def _model(data, next_step=False, smoother="mean"):
+    """A small stream model with a grammar: decoding on, and with ``smoother="hmm"`` a lag
+    temperature for :data:`DELAY_MS`."""
     spec = ModelSpec(setup="stream", cell="gru", hidden=8, next_step=next_step)
     A, prior = estimate([s.labels for s in data.streams], len(data.activities))
-    grammar = Grammar(tuple(map(tuple, A.tolist())), tuple(prior.tolist()), 0.5, True)
+    lags = ((DELAY_MS, 0.2, 0.5, 0.6),) if smoother == "hmm" else ()
+    grammar = Grammar(tuple(map(tuple, A.tolist())), tuple(prior.tolist()), 0.5, True, lags=lags)
     values = np.concatenate([s.values for s in data.streams])
     meta = ModelMeta(spec, data.channels, data.activities, 50.0, tuple(values.mean(0).tolist()),
                      (0.5,) * 6, 128, 1, grammar=grammar)  # fmt: skip
@@ -60,9 +64,12 @@ def _labelled(out, got=None) -> tuple[dict, list[dict]]:
     return got, messages
 
 
-def _offline(model, grammar, segments) -> list[np.ndarray]:
-    """Each segment from a fresh state: the model, the HMM filter, the centred mean."""
+def _offline(model, grammar, segments, meta=None) -> list[np.ndarray]:
+    """Each segment from a fresh state: the model, the HMM filter, the centred mean; for a
+    ``meta`` whose grammar has a lag temperature, the offline fixed-lag HMM smoother."""
     probs = predict_streams(model, segments)
+    if meta is not None and meta.grammar.lag_temperature(DELAY_MS) is not None:
+        return as_served(probs, meta.grammar, DELAY_MS, meta.rate_hz)
     counts = [len(p) for p in probs]
     f = ForwardFilter(*grammar, 0.5, capacity=len(probs))
     decoded = np.split(f.filter(np.arange(len(probs)), counts, np.concatenate(probs)),
@@ -70,9 +77,10 @@ def _offline(model, grammar, segments) -> list[np.ndarray]:
     return [centred(p, LAG) for p in decoded]
 
 
-def test_delayed_labels_equal_the_offline_centred_mean_and_an_eviction_lets_out_the_rest():
+@pytest.mark.parametrize("smoother", ["mean", "hmm"])
+def test_delayed_labels_equal_the_offline_evaluation_and_an_eviction_lets_out_the_rest(smoother):
     data = simulate(SyntheticConfig(devices=12, duration_s=10, seed=7))
-    model, meta, grammar = _model(data)
+    model, meta, grammar = _model(data, smoother=smoother)
     config = WorkerConfig(emit="every", delay_ms=DELAY_MS, min_dwell=5)
     faults = FaultConfig(duplicate=0.1, reorder=0.1, seed=2)
     worker, out = _serve(data, model, meta, config, faults)
@@ -81,7 +89,8 @@ def test_delayed_labels_equal_the_offline_centred_mean_and_an_eviction_lets_out_
     worker.store.evict(worker.store.devices())  # as idleness would: their streams end
     messages += _labelled(out, got)[1]
     assert len(got) == data.n_samples and all(m["delay_ms"] == DELAY_MS for m in messages)
-    expected = _offline(model, grammar, [s.values for s in data.streams])
+    expected = _offline(model, grammar, [s.values for s in data.streams], meta)
+    assert (worker.delay.filter is not None) == (smoother == "hmm")
     for stream, probs in zip(data.streams, expected, strict=True):
         seqs = stream.sequence().tolist()
         mine = np.array([got[stream.device, s][0] for s in seqs])
@@ -92,12 +101,13 @@ def test_delayed_labels_equal_the_offline_centred_mean_and_an_eviction_lets_out_
     assert worker.stats.events > 0
 
 
-def test_a_gap_that_resets_a_device_lets_out_its_held_labels_and_starts_afresh():
+@pytest.mark.parametrize("smoother", ["mean", "hmm"])
+def test_a_gap_that_resets_a_device_lets_out_its_held_labels_and_starts_afresh(smoother):
     data = simulate(SyntheticConfig(devices=6, duration_s=12, seed=3, gap_prob=0.004,
                                     gap_len=(60, 80)))  # fmt: skip
     jumps = [np.flatnonzero(np.diff(s.sequence()) > 51) + 1 for s in data.streams]
     assert sum(len(j) for j in jumps) >= 3
-    model, meta, grammar = _model(data, next_step=True)
+    model, meta, grammar = _model(data, next_step=True, smoother=smoother)
     config = WorkerConfig(emit="every", delay_ms=DELAY_MS, store=StoreConfig(max_gap=50))
     worker, out = _serve(data, model, meta, config)
     got, messages = _labelled(out)
@@ -106,7 +116,7 @@ def test_a_gap_that_resets_a_device_lets_out_its_held_labels_and_starts_afresh()
     assert len(got) == data.n_samples and all("anomaly" in m for m in messages)
     for stream, cut in zip(data.streams, jumps, strict=True):
         segments = np.split(stream.values, cut)
-        probs = np.concatenate(_offline(model, grammar, segments))
+        probs = np.concatenate(_offline(model, grammar, segments, meta))
         mine = np.array([got[stream.device, s][0] for s in stream.sequence().tolist()])
         np.testing.assert_allclose(mine, probs, atol=2e-6, err_msg=stream.device)
 
@@ -132,6 +142,23 @@ def test_a_model_with_other_classes_swapped_in_lets_out_what_the_old_one_held():
     got, messages = _labelled(out, got)
     assert len(got) == data.n_samples and {m["model"] for m in messages} == {"m@v1"}
     assert worker.delay.classes == 4 and not worker.delay.pending(worker.store.used_slots()).any()
+
+
+def test_a_swap_keeps_what_the_hmm_smoother_holds_unless_the_new_model_smooths_otherwise():
+    data = simulate(SyntheticConfig(devices=3, duration_s=3, seed=4))
+    model, meta, _ = _model(data, smoother="hmm")
+    worker, out = _serve(data, model, meta, WorkerConfig(emit="every", delay_ms=DELAY_MS))
+    got = _labelled(out)[0]
+    held, delay = LAG * len(data.streams), worker.delay
+    assert len(got) == data.n_samples - held
+    colder = replace(meta.grammar, lags=((DELAY_MS, 0.05, 0.5, 0.6),))
+    worker.swap_in(ServingModel.load(model, replace(meta, grammar=colder), "m@v2"))
+    assert worker.delay is delay and delay.filter.temperature == 0.05  # held, not let out
+    assert len(_labelled(out, got)[0]) == data.n_samples - held
+    plain = replace(meta.grammar, lags=())  # the centred mean: what the smoother held goes out
+    worker.swap_in(ServingModel.load(model, replace(meta, grammar=plain), "m@v3"))
+    assert worker.delay is not delay and worker.delay.filter is None
+    assert len(_labelled(out, got)[0]) == data.n_samples
 
 
 def test_delay_settings_are_checked():

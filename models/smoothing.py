@@ -98,7 +98,12 @@ class Posterior:
         k = len(self.transitions)
         beta = np.ones((len(at), k))
         span = hi - at - 1
+        shortest = int(span.min(initial=0))
         for d in range(int(span.max(initial=0)), 0, -1):  # from the newest sample back
+            if d <= shortest:  # every sample's window reaches this far (most pushes: all)
+                b = (stack[at + d, k:] * beta) @ self.transitions.T
+                beta = b / b.sum(axis=1, keepdims=True)
+                continue
             live = np.flatnonzero(span >= d)
             b = (stack[at[live] + d, k:] * beta[live]) @ self.transitions.T
             beta[live] = b / b.sum(axis=1, keepdims=True)

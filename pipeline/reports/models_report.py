@@ -396,13 +396,17 @@ def hapt_decoding_section(budget: Budget, out: Path, trained: Trained) -> list[d
 
 
 def _plot_delays(rows: list[dict], path: Path) -> None:
-    """Macro-F1 against the label delay, a line per seed (at 0: the ``causal`` labels)."""
+    """Macro-F1 against the label delay, a line per seed as served (solid) and with the centred
+    mean (dashed; at 0: the ``causal`` labels)."""
     with png_axes(path, (6, 3.2)) as ax:
         for seed in dict.fromkeys(r["seed"] for r in rows):
-            mine = [r for r in rows if r["seed"] == seed and
-                    ("delay_ms" in r or r["variant"] == "causal")]  # fmt: skip
-            ax.plot([r.get("delay_ms", 0) / 1000 for r in mine], [r["macro_f1"] for r in mine],
-                    marker="o", label=f"seed {seed}")  # fmt: skip
+            for mean in (False, True):
+                mine = [r for r in rows if r["seed"] == seed and (r["variant"] == "causal" or (
+                    "delay_ms" in r and r["variant"].endswith("_mean") == mean))]  # fmt: skip
+                ax.plot([r.get("delay_ms", 0) / 1000 for r in mine],
+                        [r["macro_f1"] for r in mine], marker="o", linestyle="--" if mean else "-",
+                        color=f"C{seed % 10}",
+                        label=f"seed {seed}" + (", centred mean" if mean else ""))  # fmt: skip
         ax.set_xlabel("label delay (s)")
         ax.set_ylabel("macro-F1, test users")
         ax.grid(alpha=0.3)
@@ -429,8 +433,9 @@ def _decoding_rows(budget: Budget, trained: Trained, spec: ModelSpec, names: tup
     """Per seed, the labeller ``spec`` scored per annotated sample over the test users' whole
     recordings: its own labels (variant ``names[0]``), decoded by its HMM (``names[1]``), and
     what a worker serving it emits with each of :data:`HAPT_DELAYS_MS` (variants
-    ``names[2] + "delay_<ms>ms"``: decoded where its validation users turned decoding on, then
-    the centred mean over the delay on both sides, :mod:`models.smoothing`)."""
+    ``names[2] + "delay_<ms>ms"``: the fixed-lag HMM smoother where its validation users chose
+    it, else decoded where they turned decoding on and the centred mean over the delay on both
+    sides, :mod:`models.smoothing`), and the centred mean alone (``..._mean``)."""
     hapt, train, test = _hapt_split(budget)
     recs, users = recordings(train)
     test_recs, _ = recordings(test)
@@ -454,13 +459,16 @@ def _decoding_rows(budget: Budget, trained: Trained, spec: ModelSpec, names: tup
         rows[-1] |= {"temperature": grammar.temperature, "enabled": grammar.enabled,
                      "validation_macro_f1": list(grammar.validation)}  # fmt: skip
         own = np.split(probs, np.cumsum(counts)[:-1])
-        for ms in HAPT_DELAYS_MS:
-            labels = np.concatenate(as_served(own, grammar, ms)).argmax(-1)
-            ev = evaluate(y, labels, hapt.activities)
-            rows.append({"variant": f"{names[2]}delay_{ms}ms", "accuracy": ev.accuracy,
-                         "macro_f1": ev.macro_f1, "delay_ms": ms, "decoded": grammar.enabled,
-                         **common})  # fmt: skip
-        stderr.print("\n".join(f"  → {r}" for r in rows[-2 - len(HAPT_DELAYS_MS) :]))
+        for ms in HAPT_DELAYS_MS:  # as served, and the centred mean it beat (or is)
+            for suffix, g in (("", grammar), ("_mean", replace(grammar, lags=()))):
+                labels = np.concatenate(as_served(own, g, ms)).argmax(-1)
+                ev = evaluate(y, labels, hapt.activities)
+                t = g.lag_temperature(ms)
+                rows.append({"variant": f"{names[2]}delay_{ms}ms{suffix}",
+                             "accuracy": ev.accuracy, "macro_f1": ev.macro_f1, "delay_ms": ms,
+                             "smoother": "mean" if t is None else "hmm", "lag_temperature": t,
+                             "decoded": grammar.enabled and t is None, **common})  # fmt: skip
+        stderr.print("\n".join(f"  → {r}" for r in rows[-2 - 2 * len(HAPT_DELAYS_MS) :]))
     return rows
 
 
@@ -804,7 +812,7 @@ def _decoding_block(hapt: dict) -> list[str]:
         "turns it on in the model's metadata.",
         "",
         "| labels | median macro-F1 | median accuracy | per seed (macro-F1) | temperature | "
-        "used by workers |",
+        "used by workers (delays: smoother) |",
         "|---|---:|---:|---|---|---|",
     ]
     lines += [_median_row(name, hapt[name]) for name in ("causal", "causal_hmm")]
@@ -827,13 +835,22 @@ def _decoding_block(hapt: dict) -> list[str]:
     return lines + (_target_lines(hapt) if "delay_1000ms" in hapt else [])
 
 
+def _smoothers(v: dict) -> str:
+    """How each seed of a delay row was smoothed: ``hmm (T)`` or ``mean``."""
+    return ", ".join("mean" if r.get("smoother", "mean") == "mean" else
+                     f"hmm ({r['lag_temperature']:g})" for r in v["per_seed"])  # fmt: skip
+
+
 def _median_row(name: str, v: dict) -> str:
     """A decoding table's row: ``name``'s medians, its macro-F1 per seed, and where it has
-    them, its temperatures and whether workers decode."""
+    them, its temperatures (the lag temperatures of the HMM smoother for delay rows) and
+    whether workers decode (or how they smooth)."""
     seeds = v["per_seed"]
     per_seed = ", ".join(f"{r['seed']}: {r['macro_f1']:.3f}" for r in seeds)
     temps = ", ".join(f"{r['temperature']:g}" for r in seeds if "temperature" in r) or "–"
     used = ", ".join("yes" if r["enabled"] else "no" for r in seeds if "enabled" in r)
+    if "delay_ms" in seeds[0]:
+        temps, used = "–", _smoothers(v)
     return (f"| {name} | {v['macro_f1_median']:.3f} | {_pct(v['accuracy_median'])} | "
             f"{per_seed} | {temps} | {used or '–'} |")  # fmt: skip
 
@@ -895,27 +912,35 @@ def _delay_lines(hapt: dict) -> list[str]:
         "#### Waiting for a better label (`harstream run --delay-ms`)",
         "",
         "The same labellers as a worker with `[worker] delay_ms` labels the test recordings: "
-        "each sample's label is emitted that much later, from the mean of the probabilities "
-        "(decoded where the validation users turned decoding on, as a worker does) of the "
-        "samples up to the delay before and after it (`models/smoothing.py`). An integration "
-        "test checks that a worker over the broker emits these same labels.",
+        "each sample's label is emitted that much later, from the samples up to the delay "
+        "after it (`models/smoothing.py`). Two ways: the *centred mean* of the probabilities "
+        "(decoded where the validation users turned decoding on) of the samples up to the "
+        "delay before and after it (rows *…_mean*), and the *fixed-lag HMM smoother*, each "
+        "sample's posterior under the grammar given everything up to the delay after it (the "
+        "forward filter's belief times a backward pass over the delay), at a temperature "
+        "chosen per delay on the validation users. A worker uses the smoother where it beat "
+        "the centred mean there, else the mean: the rows without a suffix are what it emits. "
+        "An integration test checks that a worker over the broker emits these same labels.",
         "",
-        "| labels | delay | median macro-F1 | median accuracy | per seed (macro-F1) |",
-        "|---|---:|---:|---:|---|",
+        "| labels | delay | median macro-F1 | median accuracy | per seed (macro-F1) | "
+        "smoother (lag temperature) |",
+        "|---|---:|---:|---:|---|---|",
     ]
-    for name in ["causal", *(f"delay_{ms}ms" for ms in HAPT_DELAYS_MS)]:
+    names = ["causal", *(f"delay_{ms}ms{x}" for ms in HAPT_DELAYS_MS for x in ("", "_mean"))]
+    for name in [n for n in names if n in hapt]:
         v = hapt[name]
         per_seed = ", ".join(f"{r['seed']}: {r['macro_f1']:.3f}" for r in v["per_seed"])
         delay = f"{v['per_seed'][0].get('delay_ms', 0) / 1000:g} s"
         lines.append(f"| {name} | {delay} | {v['macro_f1_median']:.3f} | "
-                     f"{_pct(v['accuracy_median'])} | {per_seed} |")  # fmt: skip
+                     f"{_pct(v['accuracy_median'])} | {per_seed} | {_smoothers(v)} |")  # fmt: skip
     seeds = hapt[f"delay_{HAPT_DELAYS_MS[0]}ms"]["per_seed"]
-    decoded = sum(bool(r["decoded"]) for r in seeds)
+    decoded = sum(bool(r["enabled"]) for r in hapt["causal_hmm"]["per_seed"])
     return lines + [
         "",
-        f"Decoding was on for {decoded} of {len(seeds)} seeds (the others' validation users "
-        "refused it); the delays average the probabilities the worker serves, decoded where it "
-        "is on, the models' own elsewhere. *causal* is what the same workers emit at once.",
+        f"Causal decoding was on for {decoded} of {len(seeds)} seeds (the others' validation "
+        "users refused it); the centred mean averages the probabilities the worker serves, "
+        "decoded where it is on, the models' own elsewhere; the smoother starts from the "
+        "models' own. *causal* is what the same workers emit at once.",
         "",
         "![macro-F1 against the delay](img/hapt-delay.png)",
         "",
@@ -937,10 +962,10 @@ def _ensemble_lines(hapt: dict, causal: dict) -> list[str]:
         "per seed: each ensemble's s.",
         "",
         "| labels | median macro-F1 | median accuracy | per seed (macro-F1) | temperature | "
-        "used by workers |",
+        "used by workers (delays: smoother) |",
         "|---|---:|---:|---|---|---|",
     ]
-    delays = [f"ensemble3_delay_{ms}ms" for ms in HAPT_DELAYS_MS]
+    delays = [f"ensemble3_delay_{ms}ms{x}" for ms in HAPT_DELAYS_MS for x in ("", "_mean")]
     names = [n for n in ("ensemble3", "ensemble3_hmm", *delays) if n in hapt]
     lines += [_median_row(name, hapt[name]) for name in names]
     lines += _commands(hapt["ensemble3"]["per_seed"], lambda r: f"ensemble3, seed {r['seed']}")

@@ -38,10 +38,13 @@ def test_quick_report_writes_tables_plots_and_figures_and_runs_again_only_what_i
         "gru-2x64-ensemble3",
     } <= set(figures["uci_har"])
     assert "--members 3" in figures["uci_har"]["gru-2x64-ensemble3"]["command"]
-    delays = {f"{p}delay_{ms}ms" for p in ("", "ensemble3_") for ms in (500, 1000, 2000)}
+    delays = {f"{p}delay_{ms}ms{x}" for p in ("", "ensemble3_") for ms in (500, 1000, 2000)
+              for x in ("", "_mean")}  # as served, and the centred mean  # fmt: skip
     assert set(figures["hapt"]) == {"tbptt", "windows", "causal", "causal_hmm", "ensemble3",
                                     "ensemble3_hmm", *delays}  # fmt: skip
     assert figures["hapt"]["delay_2000ms"]["per_seed"][0]["delay_ms"] == 2000
+    assert figures["hapt"]["delay_2000ms_mean"]["per_seed"][0]["smoother"] == "mean"
+    assert {r["smoother"] for r in figures["hapt"]["delay_500ms"]["per_seed"]} <= {"hmm", "mean"}
     assert (img / "hapt-delay.png").is_file() and "| delay_1000ms | 1 s |" in text
     assert "best none measured over three (--quick)" in text  # targets need three seeds
     assert figures["hapt"]["ensemble3"]["per_seed"][0]["members"] == 2  # --quick: 2 members

@@ -1,7 +1,7 @@
 """Everything that shapes a live label, over the real broker: a worker serving a 3-model
-ensemble with HMM decoding and ``delay_ms = 1000`` emits, for the UCI HAPT test recordings, the
-labels of the offline evaluation of the same configuration (``models.smoothing.as_served``,
-what the model report scores)."""
+ensemble with HMM decoding and ``delay_ms = 1000`` (the fixed-lag HMM smoother) emits, for the
+UCI HAPT test recordings, the labels of the offline evaluation of the same configuration
+(``models.smoothing.as_served``, what the model report scores)."""
 
 from __future__ import annotations
 
@@ -32,8 +32,9 @@ DELAY_MS = 1000.0
 
 @pytest.fixture(scope="module")
 def labeller():
-    """A small ensemble of 3 trained briefly on a few HAPT training users, its grammar on (the
-    test is about serving, not about whether decoding helps this model), and the test users."""
+    """A small ensemble of 3 trained briefly on a few HAPT training users, its grammar on and
+    smoothing delayed labels (the test is about serving, not about whether decoding helps this
+    model), and the test users."""
     hapt = load_uci_hapt()
     train, test = split_by_user(hapt)
     recs, users = recordings(replace(train, streams=train.streams[:8]))
@@ -41,7 +42,8 @@ def labeller():
     cfg = TrainConfig(epochs=1, tbptt_steps=64, chunks_per_lane=2, lanes=8, seed=1)
     result = train_stream_model(spec, recs, users, channels=hapt.channels,
                                 classes=hapt.activities, rate_hz=50.0, config=cfg)  # fmt: skip
-    meta = replace(result.meta, grammar=replace(result.meta.grammar, enabled=True))
+    lags = ((DELAY_MS, 0.1, float("nan"), float("nan")),)
+    meta = replace(result.meta, grammar=replace(result.meta.grammar, enabled=True, lags=lags))
     return result.model, meta, test
 
 
@@ -62,6 +64,7 @@ def test_an_ensemble_decoded_and_delayed_over_kafka_labels_as_the_offline_evalua
     worker = Worker(source, clients.sink(kafka), ServingModel.load(model, meta, "hapt@v1"),
                     config=config)  # fmt: skip
     assert len(worker.stream_model.runtime.members) == 3 and worker.stream_model.decoder is not None
+    assert worker.delay.filter is not None  # the fixed-lag HMM smoother
     worker.run(timeout=10)  # until the topic is drained (a rebalance may deliver some twice)
     assert worker.stats.samples == test.n_samples and report.samples_sent == test.n_samples
     worker.store.evict(worker.store.devices())  # the recordings end: the last second goes out

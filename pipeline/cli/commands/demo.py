@@ -359,10 +359,12 @@ def _delay_table(model, meta, version: str, fleet, delays_ms) -> Table:
     y = np.concatenate([s.labels for s in fleet.streams])
     table = Table(title=f"waiting for a label: {version} on every sample of the fleet, each "
                   "device from its start")  # fmt: skip
-    for col in ("label delay", "accuracy", "labels late by"):
+    for col in ("label delay", "accuracy", "labels late by", "smoothed by"):
         table.add_column(col, justify="right")
     for ms in delays_ms:
         top = np.concatenate(as_served(probs, meta.grammar, ms, meta.rate_hz)).argmax(-1)
         accuracy = float(np.mean(top[y >= 0] == y[y >= 0]))
-        table.add_row(f"{ms} ms", f"{accuracy:.3f}", f"{ms / 1000:g} s" if ms else "nothing")
+        t = meta.grammar.lag_temperature(ms) if meta.grammar is not None else None
+        how = "-" if not ms else "centred mean" if t is None else f"fixed-lag HMM ({t:g})"
+        table.add_row(f"{ms} ms", f"{accuracy:.3f}", f"{ms / 1000:g} s" if ms else "nothing", how)
     return table

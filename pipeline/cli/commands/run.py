@@ -35,8 +35,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--emit", dest="worker.emit", choices=["every", "every_k", "on_change"])
     p.add_argument("--every-k", dest="worker.every_k", type=int)
     p.add_argument("--delay-ms", dest="worker.delay_ms", type=non_negative_float,
-                   help="emit each sample's label this many ms late, from the probabilities on "
-                   "both sides of it (default 0: at once)")  # fmt: skip
+                   help="emit each sample's label this many ms late, from the samples up to "
+                   "that after it: the fixed-lag HMM smoother where the model's grammar chose it, "
+                   "else the mean over both sides (default 0: at once)")  # fmt: skip
     p.add_argument("--registry", dest="model.registry", help="registry root (champion is served)")
     p.add_argument("--name", dest="model.name", help="registry model name")
     p.add_argument("--stream-model", dest="model.stream_model", help="stream .keras file")

@@ -79,12 +79,16 @@ class LogSource:
         self.owned = set()
 
 
-@pytest.fixture(scope="module", params=["device", "gravity", "decoded", "ensemble", "delayed"])
+STREAMS = ["device", "gravity", "decoded", "ensemble", "delayed", "smoothed"]
+
+
+@pytest.fixture(scope="module", params=STREAMS)
 def stream(request):
     """A fleet's messages in 3 partition logs, with duplicates and reordering, and a model (on
     the raw axes; in the gravity frame, whose filters are state too; decoded by an HMM, whose
-    beliefs are state too; an ensemble of 3, whose members' states all are; or decoded and
-    served with ``delay_ms``, whose held-back labels are state too), and the delay."""
+    beliefs are state too; an ensemble of 3, whose members' states all are; decoded and served
+    with ``delay_ms``, whose held-back labels are state too; or served with ``delay_ms`` by the
+    fixed-lag HMM smoother, whose forward beliefs are too), and the delay."""
     data = simulate(SyntheticConfig(devices=18, duration_s=16, seed=4))
     bus = MemoryBus(partitions=3, capacity=1_000_000)
     faults = FaultConfig(duplicate=0.05, reorder=0.05, seed=3)
@@ -97,12 +101,14 @@ def stream(request):
                      frame=frame, members=3 if request.param == "ensemble" else 1)  # fmt: skip
     inputs = 5 if frame == "gravity" else 6
     grammar = None
-    if request.param in ("decoded", "delayed"):
+    if request.param in ("decoded", "delayed", "smoothed"):
         A, prior = estimate([s.labels for s in data.streams], len(data.activities))
-        grammar = Grammar(tuple(map(tuple, A.tolist())), tuple(prior.tolist()), 0.5, True)
+        lags = ((300.0, 0.2, 0.5, 0.6),) if request.param == "smoothed" else ()
+        grammar = Grammar(tuple(map(tuple, A.tolist())), tuple(prior.tolist()), 0.5, True,
+                          lags=lags)  # fmt: skip
     meta = ModelMeta(spec, data.channels, data.activities, 50.0, (0.0,) * inputs,
                      (0.5,) * inputs, 64, 1, grammar=grammar)  # fmt: skip
-    delay_ms = 300.0 if request.param == "delayed" else 0.0
+    delay_ms = 300.0 if request.param in ("delayed", "smoothed") else 0.0
     return data, log, build_model(spec, meta), meta, delay_ms
 
 
@@ -140,6 +146,8 @@ def _final_states(worker) -> dict[str, dict[str, np.ndarray]]:
             state["belief"] = decoder.get_state(slot)
         if worker.delay is not None:
             state["delayed"] = worker.delay.smoother.get_state(slot)
+        if worker.delay is not None and worker.delay.filter is not None:
+            state["smoother_belief"] = worker.delay.filter.get_state(slot)
     return states
 
 

@@ -27,7 +27,7 @@ import numpy as np
 from models.augment import axis_groups, random_rotations, rotated, turned
 from models.exceptions import ModelsError, SpecError
 from models.frame import GravityFrame
-from models.hmm import fit_grammar
+from models.hmm import Grammar, fit_grammar
 from models.seq2seq import (
     THRESHOLD_QUANTILE,
     anomaly_scores,
@@ -541,12 +541,25 @@ def train_stream_model(
         _fit_stream(one, train, (val_values, val_labels), member_cfg, groups, history,
                     member_start, on_epoch)
     ))  # fmt: skip
-    val_probs = predict_streams(model, [v for v, _ in val]) if val else []
-    grammar = fit_grammar([y for _, y in train], val_probs, [y for _, y in val], classes,
-                          balanced=cfg.class_weights)  # fmt: skip
-    grammar = fit_lag(grammar, val_probs, [y for _, y in val], classes, rate_hz)
+    grammar = fit_decoding(model, [y for _, y in train], val, classes, rate_hz,
+                           cfg.class_weights)  # fmt: skip
     meta = replace(meta, grammar=grammar)
     return TrainResult(model, meta, history, time.perf_counter() - started, train_users, val_users)
+
+
+def fit_decoding(
+    model: keras.Model, train_labels: Sequence[np.ndarray], val: Sequence[tuple], classes,
+    rate_hz: float, balanced: bool,
+) -> Grammar:  # fmt: skip
+    """The grammar a stream model's training ends with: transitions from ``train_labels``,
+    the causal filter's temperature (:func:`models.hmm.fit_grammar`) and the fixed-lag
+    smoother's per delay (:func:`models.smoothing.fit_lag`) chosen on the ``val`` recordings
+    ``(values, labels)``, each labelled by ``model`` from its start. ``balanced``: the model
+    was trained with balanced class weights (a uniform prior)."""
+    val_probs = predict_streams(model, [v for v, _ in val]) if val else []
+    val_labels = [y for _, y in val]
+    grammar = fit_grammar(train_labels, val_probs, val_labels, classes, balanced=balanced)
+    return fit_lag(grammar, val_probs, val_labels, classes, rate_hz)
 
 
 def _fit_stream(

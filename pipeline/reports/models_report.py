@@ -43,6 +43,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
+import models.hmm
+import models.smoothing
 from models.anomaly import next_step_scores, zscore_scores
 from models.diagnostics import input_gradient_norms, plot_attention, plot_gradient_norms
 from models.evaluation import evaluate, plot_confusion, recall_at_fpr, roc_auc
@@ -56,6 +58,7 @@ from models.faults import (
     faulty_windows,
     inject,
 )
+from models.hmm import Grammar
 from models.io import load_model, save_model
 from models.plotting import png_axes
 from models.seq2seq import anomaly_scores
@@ -64,6 +67,7 @@ from models.spec import ModelSpec
 from models.training import (
     TrainConfig,
     TrainResult,
+    fit_decoding,
     masked_accuracy,
     predict_streams,
     train_seq2seq_model,
@@ -447,7 +451,7 @@ def _decoding_rows(budget: Budget, trained: Trained, spec: ModelSpec, names: tup
         result, cfg = _hapt_model(budget, trained, hapt, recs, users, seed, TBPTT_LABEL, spec,
                                   chunks_per_lane=16, **_hapt_recipe(budget))  # fmt: skip
         probs = np.concatenate(predict_streams(result.model, [v for v, _ in test_recs]))
-        grammar = result.meta.grammar
+        grammar = _refitted(result, cfg, recs, users, hapt.activities)
         decoded = grammar.decoder(len(counts)).filter(np.arange(len(counts)), counts, probs)
         common = {"seed": seed, "epochs": len(result.history["loss"]),
                   "train_minutes": result.seconds / 60, "members": spec.members,
@@ -470,6 +474,16 @@ def _decoding_rows(budget: Budget, trained: Trained, spec: ModelSpec, names: tup
                              "decoded": grammar.enabled and t is None, **common})  # fmt: skip
         stderr.print("\n".join(f"  → {r}" for r in rows[-2 - 2 * len(HAPT_DELAYS_MS) :]))
     return rows
+
+
+def _refitted(result: TrainResult, cfg, recs, users, classes) -> Grammar:
+    """The grammar ``result``'s training ends with today, fitted again on its own training and
+    validation users (a labeller kept from before a change to models.hmm or models.smoothing
+    would otherwise be decoded by the old code's grammar; its weights are what they were)."""
+    held_out = set(result.validation_users)
+    train = [y for (_, y), u in zip(recs, users, strict=True) if u not in held_out]
+    val = [r for r, u in zip(recs, users, strict=True) if u in held_out]
+    return fit_decoding(result.model, train, val, classes, 50.0, cfg.class_weights)
 
 
 PHONE_MODELS = {
@@ -1206,17 +1220,19 @@ LATER_DEFAULTS = (", frame='device'", ", task='classify'", ", attention=False", 
 
 
 def fingerprint(section: str, budget: Budget) -> str:
-    """What a section trains, as a short hash: its code and the settings it reads."""
+    """What a section trains, as a short hash: its code and the settings it reads (for the
+    decoding sections, the library modules that decode and smooth too)."""
     import inspect  # noqa: PLC0415  (only the report computes fingerprints)
 
+    # the labels of kept labellers: the grammar fitted and applied by today's library code
+    decoding = (_decoding_rows, _hapt_split, _hapt_model, _hapt_recipe, _refitted, fit_decoding,
+                models.hmm, models.smoothing)  # fmt: skip
     code = {"har": (har_section, _har_rows, gradient_section),
             "har_attention": (har_attention_section, _har_rows),
             "har_ensemble": (har_ensemble_section, _har_rows),
             "hapt": (hapt_section, _hapt_split, _hapt_model, _hapt_recipe),
-            "hapt_decoding": (hapt_decoding_section, _decoding_rows, _hapt_split, _hapt_model,
-                              _hapt_recipe),
-            "hapt_ensemble": (hapt_ensemble_section, _decoding_rows, _hapt_split, _hapt_model,
-                              _hapt_recipe),
+            "hapt_decoding": (hapt_decoding_section, *decoding),
+            "hapt_ensemble": (hapt_ensemble_section, *decoding),
             "phones": (phones_section, _hapt_model),
             "anomaly": (anomaly_section, inject, faulty_windows)}[section]  # fmt: skip
     settings = {"budget": budget, "har": (HAR_MODELS, ROTATE_DEG),

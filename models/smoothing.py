@@ -74,15 +74,54 @@ def hmm_lag(
     given the samples up to ``lag`` after it."""
     if not probs:
         return []
+    return _smoothed(*_filtered(probs, grammar, temperature), grammar, lag)
+
+
+def _filtered(
+    probs: Sequence[np.ndarray], grammar: Grammar, temperature: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every recording's rows ``[alpha, likelihood]`` (float32, as a worker holds them), one
+    after the other, and how many each has: the forward pass, shared by every lag."""
     counts = np.array([len(p) for p in probs])
     rows = np.concatenate([np.asarray(p, np.float32) for p in probs])
     f = grammar.decoder(len(probs), temperature)
     stack = np.concatenate([f.filter(np.arange(len(probs)), counts, rows),
                             f.likelihood(rows).astype(np.float32)], axis=1)  # fmt: skip
-    at = np.arange(len(rows))
-    end = np.repeat(np.cumsum(counts), counts)
-    post = Posterior(grammar.transitions)(stack, at, at, np.minimum(at + lag + 1, end))
-    return np.split(post[:, : len(grammar.prior)], np.cumsum(counts)[:-1])
+    return stack, counts
+
+
+def _smoothed(stack: np.ndarray, counts: np.ndarray, grammar: Grammar, lag: int) -> list:
+    """:func:`_filtered`'s rows smoothed over ``lag``, split into the recordings. Each
+    recording is followed by ``lag`` rows that weigh nothing (likelihood 1: ``A @ 1 = 1``), so
+    that every step of the backward pass is one slice of them all."""
+    k = len(grammar.prior)
+    starts = np.cumsum(counts) - counts + np.arange(len(counts)) * lag  # in the padded rows
+    padded = np.ones((int(counts.sum()) + len(counts) * lag + lag, k))
+    real = np.concatenate([np.arange(n) + s for n, s in zip(counts, starts, strict=True)])
+    padded[real] = stack[:, k:]
+    m = len(padded) - lag
+    beta = _beta(lambda d: padded[d : d + m], m, lag, grammar.transitions)[real]
+    post = stack[:, :k] * beta
+    post /= post.sum(axis=1, keepdims=True)
+    return np.split(post, np.cumsum(counts)[:-1])
+
+
+RESCALE = 4
+"""steps of the backward pass between two normalisations (each step scales beta by at most a
+likelihood, far from float64's range in a few)"""
+
+
+def _beta(like_at: Callable[[int], np.ndarray], n: int, steps: int, transitions) -> np.ndarray:
+    """The backward pass of ``n`` samples over ``steps`` after each, from the newest back:
+    ``like_at(d)`` gives the ``(n, K)`` likelihoods of the samples ``d`` after them; beta up
+    to scale."""
+    back = np.ascontiguousarray(np.asarray(transitions, np.float64).T)
+    beta = np.ones((n, len(back)))
+    for d in range(steps, 0, -1):
+        beta = (like_at(d) * beta) @ back
+        if d % RESCALE == 0:
+            beta /= beta.sum(axis=1, keepdims=True)
+    return beta
 
 
 class Posterior:
@@ -96,17 +135,16 @@ class Posterior:
 
     def __call__(self, stack, lo, at, hi) -> np.ndarray:
         k = len(self.transitions)
-        beta = np.ones((len(at), k))
         span = hi - at - 1
-        shortest = int(span.min(initial=0))
-        for d in range(int(span.max(initial=0)), 0, -1):  # from the newest sample back
-            if d <= shortest:  # every sample's window reaches this far (most pushes: all)
-                b = (stack[at + d, k:] * beta) @ self.transitions.T
-                beta = b / b.sum(axis=1, keepdims=True)
-                continue
-            live = np.flatnonzero(span >= d)
-            b = (stack[at[live] + d, k:] * beta[live]) @ self.transitions.T
-            beta[live] = b / b.sum(axis=1, keepdims=True)
+        shortest, last = int(span.min(initial=0)), len(stack) - 1
+
+        def like_at(d: int) -> np.ndarray:
+            like = stack[np.minimum(at + d, last), k:]
+            if d > shortest:  # past a window's end a sample weighs nothing: A @ 1 = 1
+                like = np.where((span >= d)[:, None], like, 1.0)
+            return like
+
+        beta = _beta(like_at, len(at), int(span.max(initial=0)), self.transitions)
         out = np.empty((len(at), 2 * k))
         post = stack[at, :k] * beta
         out[:, :k] = post / post.sum(axis=1, keepdims=True)
@@ -131,12 +169,17 @@ def fit_lag(
     def f1(served: Sequence[np.ndarray]) -> float:
         return evaluate(y, np.concatenate([p.argmax(-1) for p in served]), classes).macro_f1
 
+    scored: dict[float, list[tuple[float, float]]] = {ms: [] for ms in delays_ms}
+    for t in LAG_TEMPERATURES:  # one forward pass per temperature, for every delay
+        stack, counts = _filtered(val_probs, grammar, t)
+        for ms in delays_ms:
+            smoothed = _smoothed(stack, counts, grammar, lag_samples(ms, rate_hz))
+            scored[ms].append((f1(smoothed), t))
     lags = []
-    for delay_ms in delays_ms:
-        plain = f1(as_served(val_probs, plain_grammar, delay_ms, rate_hz))
-        lag = lag_samples(delay_ms, rate_hz)
-        best, t = max((f1(hmm_lag(val_probs, grammar, t, lag)), t) for t in LAG_TEMPERATURES)
-        lags.append((float(delay_ms), t if best > plain else None, plain, best))
+    for ms in delays_ms:
+        plain = f1(as_served(val_probs, plain_grammar, ms, rate_hz))
+        best, t = max(scored[ms])
+        lags.append((float(ms), t if best > plain else None, plain, best))
     return replace(grammar, lags=tuple(lags))
 
 

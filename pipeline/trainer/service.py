@@ -564,10 +564,12 @@ def train_candidate(
 
 def _grammar(fitted: Grammar | None, champion: Grammar | None) -> Grammar | None:
     """The candidate's grammar: transitions from its buffer, but with no validation users to
-    judge decoding on, the champion's choice (temperature, on or off) carries over."""
+    judge decoding on, the champion's choices (temperature, on or off, and the fixed-lag
+    smoother's temperature per delay) carry over."""
     if fitted is None or champion is None or not np.isnan(fitted.validation[0]):
         return fitted
-    return replace(fitted, temperature=champion.temperature, enabled=champion.enabled)
+    return replace(fitted, temperature=champion.temperature, enabled=champion.enabled,
+                   lags=champion.lags)  # fmt: skip
 
 
 def train_detector(

@@ -5,7 +5,7 @@ One batch at a time::
     poll -> decode (bad input, unserved rates -> dead letters; declared units -> the model's)
     -> order and dedupe per device (Sequencer) -> resample devices at other rates (Resampler)
     -> one batched runtime call for every device with new samples (many-to-many)
-    -> HMM decoding, and labels ``delay_ms`` late smoothed over both sides (Delay), if set
+    -> HMM decoding, and labels ``delay_ms`` late (Delay: fixed-lag HMM or centred mean), if set
     -> window predictions for every device whose window is due (many-to-one, batched)
     -> anomaly scores of the seq2seq detector for every device whose window is due (batched)
     -> predictions, anomaly scores and activity-change events to the sink -> flush -> commit

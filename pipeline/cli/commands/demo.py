@@ -62,8 +62,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="Hz of the fleet's devices, taken in turn (the models run at 50 Hz; "
                    "default %(default)s)")  # fmt: skip
     p.add_argument("--delay-ms", type=non_negative_float, default=0.0,
-                   help="emit each sample's label this late, smoothed over both sides "
-                   "([worker] delay_ms; default %(default)s)")  # fmt: skip
+                   help="emit each sample's label this late, from the samples up to that after "
+                   "it ([worker] delay_ms; default %(default)s)")  # fmt: skip
     p.add_argument(
         "--delays-ms",
         type=non_negative_int_list,

@@ -193,7 +193,7 @@ def test_tune_head_fine_tunes_only_the_output_layers(tmp_path, registry, tilted)
     si = {"acceleration": "m/s2", "angular_rate": "deg/s"}  # what the buffer then holds
     k = len(meta.classes)
     decoded = Grammar(tuple(tuple(1.0 / k for _ in range(k)) for _ in range(k)),
-                      (1.0 / k,) * k, 0.25, True)  # fmt: skip
+                      (1.0 / k,) * k, 0.25, True, lags=((1000.0, 0.05, 0.8, 0.9),))  # fmt: skip
     model, trained = train_candidate(champion, replace(meta, units=si, grammar=decoded), train,
                                      config)  # fmt: skip
     changed = {w.path.split("/")[0] for w, before in zip(model.weights, champion.get_weights(),
@@ -203,6 +203,7 @@ def test_tune_head_fine_tunes_only_the_output_layers(tmp_path, registry, tilted)
     # its grammar from the buffer's labels; no validation users: the champion's choice carries
     assert trained.grammar.transitions != decoded.transitions
     assert (trained.grammar.enabled, trained.grammar.temperature) == (True, 0.25)
+    assert trained.grammar.lags == decoded.lags  # and its smoother's
 
 
 def test_devices_at_other_rates_and_in_other_units_give_the_model_s_windows(

@@ -12,6 +12,7 @@ from pipeline.reports.models_report import ANOMALY_DETECTORS, SECTIONS, main
 pytestmark = pytest.mark.dataset
 
 
+@pytest.mark.timeout(900)  # the whole quick report, then the phones section again (~9 min)
 def test_quick_report_writes_tables_plots_and_figures_and_runs_again_only_what_it_is_told(
     tmp_path,
 ):

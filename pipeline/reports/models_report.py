@@ -58,6 +58,7 @@ from models.faults import (
     faulty_windows,
     inject,
 )
+from models.hmm import Grammar
 from models.io import load_model, save_model
 from models.plotting import png_axes
 from models.seq2seq import anomaly_scores
@@ -315,15 +316,11 @@ class Trained:
 
 
 def _hapt_model(budget: Budget, trained: Trained, hapt, recs, users, seed: int, label: str,
-                spec: ModelSpec = HAPT_STREAM, dataset: str = "uci_hapt", decodes: bool = False,
-                **kw):  # fmt: skip
-    """The HAPT sequence labeller (``spec``) trained on ``recs`` (worn by ``users``) of
-    ``hapt`` (its channels and activities; ``dataset``: its name in the provenance) with
-    ``seed`` and the stream recipe (``kw``: more TrainConfig, ``chunks_per_lane`` at least), or
-    the one ``trained`` keeps: the TrainResult and its config. ``decodes``: the caller decodes
-    and smooths with the grammar, so a kept labeller's is fitted again by today's code (as its
-    training now ends; kept from before a change to models.hmm or models.smoothing, it would
-    carry the old code's)."""
+                spec: ModelSpec = HAPT_STREAM, dataset: str = "uci_hapt", **kw):  # fmt: skip
+    """The HAPT sequence labeller (``spec``) trained on ``recs`` of ``hapt`` (its channels and
+    activities; ``dataset``: its name in the provenance) with ``seed`` and the stream recipe
+    (``kw``: more TrainConfig, ``chunks_per_lane`` at least), or the one ``trained`` keeps: the
+    TrainResult and its config."""
     cfg = _config(budget, epochs=budget.hapt_epochs, patience=budget.hapt_epochs,
                   average_epochs=budget.hapt_epochs // 2, tbptt_steps=128, lanes=32, seed=seed,
                   **kw)  # fmt: skip
@@ -336,13 +333,6 @@ def _hapt_model(budget: Budget, trained: Trained, hapt, recs, users, seed: int, 
             provenance={"dataset": dataset, "report": COMMAND, "variant": label},
         )  # fmt: skip
         trained.put(what, result)
-    elif decodes:
-        held_out = set(result.validation_users)
-        train = [y for (_, y), u in zip(recs, users, strict=True) if u not in held_out]
-        val = [r for r, u in zip(recs, users, strict=True) if u in held_out]
-        grammar = fit_decoding(result.model, train, val, hapt.activities, 50.0,
-                               cfg.class_weights)  # fmt: skip
-        result = replace(result, meta=replace(result.meta, grammar=grammar))
     return result, cfg
 
 
@@ -459,10 +449,9 @@ def _decoding_rows(budget: Budget, trained: Trained, spec: ModelSpec, names: tup
     for seed in seeds:
         stderr.print(f"[bold]HAPT {' and '.join(names)}[/bold] seed {seed}")
         result, cfg = _hapt_model(budget, trained, hapt, recs, users, seed, TBPTT_LABEL, spec,
-                                  decodes=True, chunks_per_lane=16,
-                                  **_hapt_recipe(budget))  # fmt: skip
+                                  chunks_per_lane=16, **_hapt_recipe(budget))  # fmt: skip
         probs = np.concatenate(predict_streams(result.model, [v for v, _ in test_recs]))
-        grammar = result.meta.grammar
+        grammar = _refitted(result, cfg, recs, users, hapt.activities)
         decoded = grammar.decoder(len(counts)).filter(np.arange(len(counts)), counts, probs)
         common = {"seed": seed, "epochs": len(result.history["loss"]),
                   "train_minutes": result.seconds / 60, "members": spec.members,
@@ -485,6 +474,16 @@ def _decoding_rows(budget: Budget, trained: Trained, spec: ModelSpec, names: tup
                              "decoded": grammar.enabled and t is None, **common})  # fmt: skip
         stderr.print("\n".join(f"  → {r}" for r in rows[-2 - 2 * len(HAPT_DELAYS_MS) :]))
     return rows
+
+
+def _refitted(result: TrainResult, cfg, recs, users, classes) -> Grammar:
+    """The grammar ``result``'s training ends with today, fitted again on its own training and
+    validation users (a labeller kept from before a change to models.hmm or models.smoothing
+    would otherwise be decoded by the old code's grammar; its weights are what they were)."""
+    held_out = set(result.validation_users)
+    train = [y for (_, y), u in zip(recs, users, strict=True) if u not in held_out]
+    val = [r for r, u in zip(recs, users, strict=True) if u in held_out]
+    return fit_decoding(result.model, train, val, classes, 50.0, cfg.class_weights)
 
 
 PHONE_MODELS = {
@@ -1248,7 +1247,7 @@ def fingerprint(section: str, budget: Budget) -> str:
     import inspect  # noqa: PLC0415  (only the report computes fingerprints)
 
     # the labels of kept labellers: the grammar fitted and applied by today's library code
-    decoding = (_decoding_rows, _hapt_split, _hapt_model, _hapt_recipe, fit_decoding,
+    decoding = (_decoding_rows, _hapt_split, _hapt_model, _hapt_recipe, _refitted, fit_decoding,
                 models.hmm, models.smoothing)  # fmt: skip
     code = {"har": (har_section, _har_rows, gradient_section),
             "har_attention": (har_attention_section, _har_rows),

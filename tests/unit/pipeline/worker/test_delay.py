@@ -9,6 +9,7 @@ import json
 import time
 from dataclasses import replace
 
+import keras
 import numpy as np
 import pytest
 
@@ -26,11 +27,15 @@ from streams.memory import MemoryBus, MemorySink, MemorySource
 from streams.replay import FaultConfig, ReplayConfig, replay
 
 DELAY_MS, LAG = 200.0, 10  # at 50 Hz
+TOLERANCE = 1e-5
+"""the NumPy runtime against Keras (float32 both, one GRU step after another): 2e-6 failed about
+one run in ten (unseeded weights)"""
 
 
 def _model(data, next_step=False, smoother="mean"):
     """A small stream model with a grammar: decoding on, and with ``smoother="hmm"`` a lag
     temperature for :data:`DELAY_MS`."""
+    keras.utils.set_random_seed(0)  # the same weights every run
     spec = ModelSpec(setup="stream", cell="gru", hidden=8, next_step=next_step)
     A, prior = estimate([s.labels for s in data.streams], len(data.activities))
     lags = ((DELAY_MS, 0.2, 0.5, 0.6),) if smoother == "hmm" else ()
@@ -94,7 +99,7 @@ def test_delayed_labels_equal_the_offline_evaluation_and_an_eviction_lets_out_th
     for stream, probs in zip(data.streams, expected, strict=True):
         seqs = stream.sequence().tolist()
         mine = np.array([got[stream.device, s][0] for s in seqs])
-        np.testing.assert_allclose(mine, probs, atol=2e-6, err_msg=stream.device)
+        np.testing.assert_allclose(mine, probs, atol=TOLERANCE, err_msg=stream.device)
         times = stream.t0_ms + stream.sequence() * 1000.0 / 50.0  # a label names its sample
         named = {s: got[stream.device, s][1] for s in seqs if got[stream.device, s][1] is not None}
         assert named and all(t == pytest.approx(times[seqs.index(s)]) for s, t in named.items())
@@ -118,7 +123,7 @@ def test_a_gap_that_resets_a_device_lets_out_its_held_labels_and_starts_afresh(s
         segments = np.split(stream.values, cut)
         probs = np.concatenate(_offline(model, grammar, segments, meta))
         mine = np.array([got[stream.device, s][0] for s in stream.sequence().tolist()])
-        np.testing.assert_allclose(mine, probs, atol=2e-6, err_msg=stream.device)
+        np.testing.assert_allclose(mine, probs, atol=TOLERANCE, err_msg=stream.device)
 
 
 def test_a_worker_without_checkpoints_lets_out_everything_when_it_closes():

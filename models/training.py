@@ -80,6 +80,16 @@ def split_users(
     return tuple(u for u in distinct.tolist() if u not in val), tuple(sorted(val))
 
 
+def split_recordings(
+    recordings: Sequence, users: Sequence[int], held_out: Sequence[int]
+) -> tuple[list, list]:
+    """``recordings`` (one per entry of ``users``) split into those of the other users and
+    those of ``held_out``."""
+    held = set(int(u) for u in held_out)
+    train = [rec for rec, u in zip(recordings, users, strict=True) if int(u) not in held]
+    return train, [rec for rec, u in zip(recordings, users, strict=True) if int(u) in held]
+
+
 def _compile(model: keras.Model, config: TrainConfig, spec: ModelSpec, steps: int) -> None:
     """Adam with gradient-norm clipping; ``steps`` is the number of updates per epoch."""
     rate = config.learning_rate
@@ -519,8 +529,7 @@ def train_stream_model(
         raise SpecError("train_stream_model trains stream (many-to-many) models")
     groups = _turned_groups(cfg, channels)
     train_users, val_users = split_users(users, cfg.validation_users, cfg.seed)
-    train = [rec for rec, u in zip(recordings, users, strict=True) if u not in val_users]
-    val = [rec for rec, u in zip(recordings, users, strict=True) if u in val_users]
+    train, val = split_recordings(recordings, users, val_users)
     lengths = [len(v) for v, _ in train]
     if max(lengths, default=0) < 2:
         raise ModelsError("no training recording of 2 samples or more (an input and its next)")

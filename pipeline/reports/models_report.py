@@ -70,6 +70,7 @@ from models.training import (
     fit_decoding,
     masked_accuracy,
     predict_streams,
+    split_recordings,
     train_seq2seq_model,
     train_stream_model,
     train_window_model,
@@ -480,10 +481,9 @@ def _refitted(result: TrainResult, cfg, recs, users, classes) -> Grammar:
     """The grammar ``result``'s training ends with today, fitted again on its own training and
     validation users (a labeller kept from before a change to models.hmm or models.smoothing
     would otherwise be decoded by the old code's grammar; its weights are what they were)."""
-    held_out = set(result.validation_users)
-    train = [y for (_, y), u in zip(recs, users, strict=True) if u not in held_out]
-    val = [r for r, u in zip(recs, users, strict=True) if u in held_out]
-    return fit_decoding(result.model, train, val, classes, 50.0, cfg.class_weights)
+    train, val = split_recordings(recs, users, result.validation_users)
+    return fit_decoding(result.model, [y for _, y in train], val, classes, 50.0,
+                        cfg.class_weights)  # fmt: skip
 
 
 PHONE_MODELS = {

@@ -17,6 +17,7 @@ from models.training import (
     masked_accuracy,
     masked_targets,
     predict_streams,
+    split_recordings,
     split_users,
     train_stream_model,
     train_window_model,
@@ -46,6 +47,12 @@ def test_split_users_never_splits_a_user_and_is_seeded():
     assert set(train).isdisjoint(val) and set(train) | set(val) == set(range(1, 11))
     assert len(val) == 2 and split_users(range(1, 11), 0.2, seed=1) == (train, val)
     assert split_users([3, 3], 0.5, 0) == ((3,), ())
+
+
+def test_split_recordings_keeps_each_users_recordings_together_in_order():
+    recs, users = ["a", "b", "c", "d", "e"], np.array([4, 7, 4, 9, 7])
+    assert split_recordings(recs, users, (7,)) == (["a", "c", "d"], ["b", "e"])
+    assert split_recordings(recs, users, ()) == (recs, [])
 
 
 def test_class_weights_and_normalisation():

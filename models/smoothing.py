@@ -143,7 +143,7 @@ class Posterior:
 
         def like_at(d: int) -> np.ndarray:
             if d <= shortest:  # every window reaches this far (always so in a push)
-                return np.take(likes, at + d, axis=0)
+                return np.take(likes[d:], at, axis=0)  # no index arithmetic per step
             like = np.take(likes, np.minimum(at + d, last), axis=0)
             return np.where((span >= d)[:, None], like, 1.0)  # past its end: A @ 1 = 1
 

@@ -5,7 +5,10 @@ The report is made of sections, each trained and measured on its own and kept in
 ``docs/models.json`` with a fingerprint of what it trains. ``make report-models`` runs only the
 sections that are missing or whose fingerprint changed (``SECTIONS=phones`` names sections to run
 again), then writes the page from every section's kept results: a report never has to run whole
-in one sitting (all of it takes about 130 minutes on 2 CPU cores). ``--quick`` runs the same code
+in one sitting (all of it takes several hours on 2 CPU cores). The HAPT sections keep their rows
+as each labeller is scored (:class:`Progress`), so one of them can be measured over several
+sittings too; ``--kept-only`` trains nothing and scores the labellers kept so far (trained, say,
+by separate processes side by side). ``--quick`` runs the same code
 with tiny trainings, to check the script itself in minutes; its numbers mean nothing and go to
 a page and a file of their own.
 
@@ -37,7 +40,8 @@ import json
 import platform
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import keras
@@ -78,6 +82,7 @@ from models.training import (
 from models.windowing import fit_normalisation, windows_from_recordings
 from models.zoo import build_model
 from pipeline.cli.progress import stderr
+from pipeline.exceptions import PipelineError
 from pipeline.reports.phone_export import PhoneExport, export
 from pipeline.trainer.modelling import attention_examples, evaluate_model, recordings
 from streams.datasets import (
@@ -283,20 +288,30 @@ def _hapt_split(budget: Budget):
     return hapt, train, test
 
 
+class NotTrainedYet(PipelineError):
+    """A labeller a ``--kept-only`` run needs is not kept yet (it trains nothing)."""
+
+
 @dataclass(frozen=True)
 class Trained:
     """Trained HAPT labellers (phones too) kept one by one under ``root``, named by what they
     train, so that sections training the same model (hapt and hapt_decoding) share it and a run
     cut short resumes; one kept before ``since`` is trained again (its section was named with
-    --only)."""
+    --only). ``kept_only``: a labeller not kept raises :class:`NotTrainedYet` (and is listed in
+    ``missing``) instead of being trained."""
 
     root: Path
     since: float = 0.0
+    kept_only: bool = False
+    missing: list[str] = field(default_factory=list, compare=False)
 
     def get(self, what: str) -> TrainResult | None:
         path = self._path(what)
         facts = path.with_suffix(".json")
         if not (facts.is_file() and path.is_file() and facts.stat().st_mtime >= self.since):
+            if self.kept_only:
+                self.missing.append(what)
+                raise NotTrainedYet(f"not trained yet: {path.name}")
             return None
         stderr.print(f"  kept from {path}")
         return TrainResult(*load_model(path), **json.loads(facts.read_text()))
@@ -314,6 +329,29 @@ class Trained:
 
     def _path(self, what: str) -> Path:
         return self.root / f"hapt-{hashlib.sha256(what.encode()).hexdigest()[:12]}.keras"
+
+
+@dataclass
+class Progress:
+    """A section's rows scored so far by today's code, kept in models.json (``_partial``) as
+    each labeller is scored, so that a run cut short, or a section longer than one sitting, goes
+    on where it stopped; ``save`` writes the file."""
+
+    rows: list[dict] = field(default_factory=list)
+    save: Callable[[], None] = lambda: None
+
+    def kept(self, **unit) -> list[dict]:
+        """The rows kept for a unit of work (``seed=``, and ``training=`` in ``hapt``)."""
+        rows = [r for r in self.rows if all(r.get(k) == v for k, v in unit.items())]
+        if rows:
+            stderr.print(f"  {len(rows)} rows kept from an earlier run: {unit}")
+        return rows
+
+    def keep(self, rows: list[dict]) -> list[dict]:
+        """Keep (and save) the rows of a unit just scored; the rows."""
+        self.rows.extend(rows)
+        self.save()
+        return rows
 
 
 def _hapt_model(budget: Budget, trained: Trained, hapt, recs, users, seed: int, label: str,
@@ -337,9 +375,11 @@ def _hapt_model(budget: Budget, trained: Trained, hapt, recs, users, seed: int, 
     return result, cfg
 
 
-def hapt_section(budget: Budget, out: Path, saved: Path, trained: Trained) -> list[dict]:
+def hapt_section(budget: Budget, out: Path, saved: Path, trained: Trained,
+                 progress: Progress) -> list[dict]:  # fmt: skip
     """Truncated BPTT with carried state against fixed-window training, on whole recordings
-    and on all test recordings played back to back as one stream, for several seeds."""
+    and on all test recordings played back to back as one stream, for several seeds (those
+    ``progress`` keeps are not measured again)."""
     hapt, train, test = _hapt_split(budget)
     recs, users = recordings(train)
     test_recs, _ = recordings(test)
@@ -356,31 +396,38 @@ def hapt_section(budget: Budget, out: Path, saved: Path, trained: Trained) -> li
         name = "tbptt" if kw["chunks_per_lane"] > 1 else "windows"
         for seed in HAPT_SEEDS[: 1 if budget.quick else None]:
             stderr.print(f"[bold]HAPT[/bold] {label}, seed {seed}")
-            result, cfg = _hapt_model(budget, trained, hapt, recs, users, seed, label, **kw,
-                                      **_hapt_recipe(budget))  # fmt: skip
+            if kept := progress.kept(training=label, seed=seed):
+                rows += kept
+                continue
+            try:
+                result, cfg = _hapt_model(budget, trained, hapt, recs, users, seed, label, **kw,
+                                          **_hapt_recipe(budget))  # fmt: skip
+            except NotTrainedYet as e:
+                stderr.print(f"  skipped: {e}")
+                continue
             run = evaluate_model(result.model, result.meta, test)
             (long_probs,) = predict_streams(result.model, [long_values])
             if seed == HAPT_SEEDS[0]:
                 title = f"UCI HAPT test users: {label}"
                 plot_confusion(run.evaluation, out / f"hapt-{name}.png", title)
                 save_model(result.model, result.meta, saved / f"hapt-{name}.keras")
-            rows.append(
-                {
-                    "training": label,
-                    "variant": name,
-                    "seed": seed,
-                    "accuracy": run.evaluation.accuracy,
-                    "macro_f1": run.evaluation.macro_f1,
-                    "thirds": run.thirds,
-                    "long_hours": len(long_values) / 50.0 / 3600,
-                    "long_accuracy": masked_accuracy([long_probs], [long_labels]),
-                    "long_thirds": _thirds_accuracy(long_probs, long_labels),
-                    "epochs": len(result.history["loss"]),
-                    "train_minutes": result.seconds / 60,
-                    "command": train_command(spec, cfg, "uci_hapt"),
-                }
-            )
-            stderr.print(f"  → {rows[-1]}")
+            row = {
+                "training": label,
+                "variant": name,
+                "spec": spec.name,
+                "seed": seed,
+                "accuracy": run.evaluation.accuracy,
+                "macro_f1": run.evaluation.macro_f1,
+                "thirds": run.thirds,
+                "long_hours": len(long_values) / 50.0 / 3600,
+                "long_accuracy": masked_accuracy([long_probs], [long_labels]),
+                "long_thirds": _thirds_accuracy(long_probs, long_labels),
+                "epochs": len(result.history["loss"]),
+                "train_minutes": result.seconds / 60,
+                "command": train_command(spec, cfg, "uci_hapt"),
+            }
+            rows += progress.keep([row])
+            stderr.print(f"  → {row}")
     return rows
 
 
@@ -388,14 +435,15 @@ HAPT_DELAYS_MS = (500, 1000, 2000)
 """the label delays (``[worker] delay_ms``) the report measures"""
 
 
-def hapt_decoding_section(budget: Budget, out: Path, trained: Trained) -> list[dict]:
+def hapt_decoding_section(budget: Budget, out: Path, trained: Trained,
+                          progress: Progress) -> list[dict]:  # fmt: skip
     """Each seed's truncated-BPTT labeller of :func:`hapt_section`, trained again, scored per
     annotated sample over the test users' whole recordings as it labels them (``causal``),
     decoded by its HMM (``causal_hmm``: transitions from the training users' labels, the
     temperature that did best on its validation users; :mod:`models.hmm`), causally both, and
     as a worker with ``delay_ms`` labels them (``delay_<ms>ms``)."""
     rows = _decoding_rows(budget, trained, HAPT_STREAM, ("causal", "causal_hmm", ""),
-                          HAPT_SEEDS[: 1 if budget.quick else None])  # fmt: skip
+                          HAPT_SEEDS[: 1 if budget.quick else None], progress)  # fmt: skip
     _plot_delays(rows, out / "hapt-delay.png")
     return rows
 
@@ -424,23 +472,25 @@ HAPT_ENSEMBLE_SEEDS = (0, 3, 6)
 """the ensembles' seeds s: three ensembles, no member seed shared (0-2, 3-5, 6-8)"""
 
 
-def hapt_ensemble_section(budget: Budget, trained: Trained) -> list[dict]:
+def hapt_ensemble_section(budget: Budget, trained: Trained, progress: Progress) -> list[dict]:
     """The labeller as an ensemble (:data:`HAPT_ENSEMBLE`, one per
     :data:`HAPT_ENSEMBLE_SEEDS`), scored as in :func:`hapt_decoding_section`: its own labels
     (``ensemble3``), HMM-decoded (``ensemble3_hmm``) and delayed (``ensemble3_delay_<ms>ms``)."""
     spec = replace(HAPT_ENSEMBLE, members=2) if budget.quick else HAPT_ENSEMBLE
     return _decoding_rows(budget, trained, spec, ("ensemble3", "ensemble3_hmm", "ensemble3_"),
-                          HAPT_ENSEMBLE_SEEDS[: 1 if budget.quick else None])  # fmt: skip
+                          HAPT_ENSEMBLE_SEEDS[: 1 if budget.quick else None],
+                          progress)  # fmt: skip
 
 
 def _decoding_rows(budget: Budget, trained: Trained, spec: ModelSpec, names: tuple[str, str, str],
-                   seeds) -> list[dict]:  # fmt: skip
+                   seeds, progress: Progress) -> list[dict]:  # fmt: skip
     """Per seed, the labeller ``spec`` scored per annotated sample over the test users' whole
     recordings: its own labels (variant ``names[0]``), decoded by its HMM (``names[1]``), and
     what a worker serving it emits with each of :data:`HAPT_DELAYS_MS` (variants
     ``names[2] + "delay_<ms>ms"``: the fixed-lag HMM smoother where its validation users chose
     it, else decoded where they turned decoding on and the centred mean over the delay on both
-    sides, :mod:`models.smoothing`), and the centred mean alone (``..._mean``)."""
+    sides, :mod:`models.smoothing`), and the centred mean alone (``..._mean``). The seeds
+    ``progress`` keeps are not scored again."""
     hapt, train, test = _hapt_split(budget)
     recs, users = recordings(train)
     test_recs, _ = recordings(test)
@@ -449,19 +499,27 @@ def _decoding_rows(budget: Budget, trained: Trained, spec: ModelSpec, names: tup
     rows = []
     for seed in seeds:
         stderr.print(f"[bold]HAPT {' and '.join(names)}[/bold] seed {seed}")
-        result, cfg = _hapt_model(budget, trained, hapt, recs, users, seed, TBPTT_LABEL, spec,
-                                  chunks_per_lane=16, **_hapt_recipe(budget))  # fmt: skip
+        if kept := progress.kept(seed=seed):
+            rows += kept
+            continue
+        try:
+            result, cfg = _hapt_model(budget, trained, hapt, recs, users, seed, TBPTT_LABEL,
+                                      spec, chunks_per_lane=16, **_hapt_recipe(budget))  # fmt: skip
+        except NotTrainedYet as e:
+            stderr.print(f"  skipped: {e}")
+            continue
         probs = np.concatenate(predict_streams(result.model, [v for v, _ in test_recs]))
         grammar = _refitted(result, cfg, recs, users, hapt.activities)
         decoded = grammar.decoder(len(counts)).filter(np.arange(len(counts)), counts, probs)
-        common = {"seed": seed, "epochs": len(result.history["loss"]),
+        common = {"seed": seed, "spec": spec.name, "epochs": len(result.history["loss"]),
                   "train_minutes": result.seconds / 60, "members": spec.members,
                   "command": train_command(spec, cfg, "uci_hapt")}  # fmt: skip
+        mine = []
         for variant, p in zip(names[:2], (probs, decoded), strict=True):
             ev = evaluate(y, p.argmax(-1), hapt.activities)
-            rows.append({"variant": variant, "accuracy": ev.accuracy, "macro_f1": ev.macro_f1,
+            mine.append({"variant": variant, "accuracy": ev.accuracy, "macro_f1": ev.macro_f1,
                          **common})  # fmt: skip
-        rows[-1] |= {"temperature": grammar.temperature, "enabled": grammar.enabled,
+        mine[-1] |= {"temperature": grammar.temperature, "enabled": grammar.enabled,
                      "validation_macro_f1": list(grammar.validation)}  # fmt: skip
         own = np.split(probs, np.cumsum(counts)[:-1])
         for ms in HAPT_DELAYS_MS:  # as served, and the centred mean it beat (or is)
@@ -469,11 +527,12 @@ def _decoding_rows(budget: Budget, trained: Trained, spec: ModelSpec, names: tup
                 labels = np.concatenate(as_served(own, g, ms)).argmax(-1)
                 ev = evaluate(y, labels, hapt.activities)
                 t = g.lag_temperature(ms)
-                rows.append({"variant": f"{names[2]}delay_{ms}ms{suffix}",
+                mine.append({"variant": f"{names[2]}delay_{ms}ms{suffix}",
                              "accuracy": ev.accuracy, "macro_f1": ev.macro_f1, "delay_ms": ms,
                              "smoother": "mean" if t is None else "hmm", "lag_temperature": t,
                              "decoded": grammar.enabled and t is None, **common})  # fmt: skip
-        stderr.print("\n".join(f"  → {r}" for r in rows[-2 - 2 * len(HAPT_DELAYS_MS) :]))
+        rows += progress.keep(mine)
+        stderr.print("\n".join(f"  → {r}" for r in mine))
     return rows
 
 
@@ -769,10 +828,12 @@ def _hapt_block(data: dict) -> list[str]:
     rows = [r for name, variant in data["hapt"].items() if name in ("tbptt", "windows")
             for r in variant["per_seed"]]  # fmt: skip
     hours = rows[0]["long_hours"] if rows else 0.0
+    spec = rows[0]["spec"] if rows else HAPT_STREAM.name
     lines = [
         "## 2. UCI HAPT, many-to-many over whole recordings (official user split, 12 classes)",
         "",
-        "A 2-layer LSTM-64 sequence labeller, run over each whole test recording (3 to 11 "
+        f"The sequence labeller `{spec}` (layers × units), run over each whole test "
+        "recording (3 to 11 "
         "minutes) with its state never reset, as a worker runs it per device. Scored per "
         "annotated sample (unannotated samples, 27 % of the data, are masked out of losses and "
         "metrics). The same model is trained two ways: truncated BPTT over chunks of 128 "
@@ -900,7 +961,8 @@ def _recipe_lines(hapt: dict) -> list[str]:
              (f"mean of the last {FULL.hapt_epochs // 2} of {FULL.hapt_epochs}",
               "causal_unrotated", "unrotated"),
              (f"mean of the last {FULL.hapt_epochs // 2} of {FULL.hapt_epochs}, segments turned "
-              f"up to {HAPT_ROTATE_DEG:g}°", "causal", "")]  # fmt: skip
+              f"up to {HAPT_ROTATE_DEG:g}°", "causal_2x64", "2x64"),
+             (f"the same, `{hapt['causal']['per_seed'][0]['spec']}`", "causal", "")]  # fmt: skip
     steps = [step for step in steps if step[1] in hapt]
     f1s = {key: [r["macro_f1"] for r in hapt[key]["per_seed"]] for _, key, _ in steps}
     spread = {key: max(v) - min(v) for key, v in f1s.items()}
@@ -990,7 +1052,8 @@ def _ensemble_lines(hapt: dict, causal: dict) -> list[str]:
     lines = [
         "#### The labeller as an ensemble (section `hapt_ensemble`)",
         "",
-        f"Ensembles of three labellers trained as above, seeds s, s + 1 and s + 2 for s in "
+        f"Ensembles of three labellers (`{hapt['ensemble3']['per_seed'][0]['spec']}`) trained "
+        "as above, seeds s, s + 1 and s + 2 for s in "
         f"{', '.join(map(str, seeds))} (no seed shared), each on the training users of its "
         "s, their per-sample probabilities averaged (`--members 3`; a worker runs the three "
         "in one batched call); decoded with the ensemble's own HMM; and as a worker serving "
@@ -1008,8 +1071,8 @@ def _ensemble_lines(hapt: dict, causal: dict) -> list[str]:
     gain = hapt["ensemble3"]["macro_f1_median"] - causal["macro_f1_median"]
     return lines + [
         "",
-        f"Against the single labellers' median, the ensembles' median changes macro-F1 by "
-        f"{_signed_points(gain)}.",
+        f"Against the single labellers' median (`{causal['per_seed'][0]['spec']}`), the "
+        f"ensembles' median changes macro-F1 by {_signed_points(gain)}.",
         "",
     ]
 
@@ -1225,6 +1288,11 @@ def write_markdown(path: Path, results: dict, quick: bool) -> None:
     lines += [f"- {name}: {info['measured']}, {info['minutes']:.0f} minutes on {info['machine']}"
               + (f" ({info['source']})" if info.get("source") else "")
               for name, info in kept.items()]  # fmt: skip
+    lines += [f"- {name}: being measured again (its code or settings changed); "
+              f"{len(p['rows'])} rows scored so far (seeds "
+              f"{', '.join(str(s) for s in sorted({r['seed'] for r in p['rows']}))}) are kept "
+              "in `docs/models.json` under `_partial`, and its figures below are from its last "
+              "complete run" for name, p in results.get("_partial", {}).items()]  # fmt: skip
     if quick:
         lines += ["", "**--quick run: tiny trainings, the numbers below mean nothing.**"]
     lines.append("")
@@ -1280,14 +1348,19 @@ def har_key(row: dict) -> str:
     return row["file"].removeprefix("har-window-")
 
 
+KEPT_SECTIONS = ("hapt", "hapt_decoding", "hapt_ensemble", "phones")
+"""the sections whose trainings the Trained store keeps (all a ``--kept-only`` run looks at)"""
+
 SHARED = ("uci_har", "hapt")
 """models.json keys that several sections fill (har and har_attention, hapt and hapt_decoding):
 merged, not replaced"""
 
 
-def _measure(section: str, budget: Budget, img: Path, saved: Path, trained: Trained) -> dict:
+def _measure(section: str, budget: Budget, img: Path, saved: Path, trained: Trained,
+             progress: Progress) -> dict:  # fmt: skip
     """Train and score one section (``saved``: its models to keep; ``trained``: the HAPT
-    labellers trained so far): its keys of models.json."""
+    labellers trained so far; ``progress``: the HAPT sections' rows scored so far): its keys
+    of models.json."""
     if section == "har":
         rows, models = har_section(budget, img, saved)
         curves = gradient_section(models, img)
@@ -1299,9 +1372,10 @@ def _measure(section: str, budget: Budget, img: Path, saved: Path, trained: Trai
             budget, img, saved)  # fmt: skip
         return {"uci_har": {har_key(r): r for r in rows}}
     if section in ("hapt", "hapt_decoding", "hapt_ensemble"):
-        rows = (hapt_section(budget, img, saved, trained) if section == "hapt" else
-                hapt_decoding_section(budget, img, trained) if section == "hapt_decoding" else
-                hapt_ensemble_section(budget, trained))  # fmt: skip
+        rows = (hapt_section(budget, img, saved, trained, progress) if section == "hapt" else
+                hapt_decoding_section(budget, img, trained, progress)
+                if section == "hapt_decoding" else
+                hapt_ensemble_section(budget, trained, progress))  # fmt: skip
         by = {v: [r for r in rows if r["variant"] == v] for v in dict.fromkeys(
             r["variant"] for r in rows)}  # fmt: skip
         return {"hapt": {v: {"macro_f1_median": float(np.median([r["macro_f1"] for r in rs])),
@@ -1329,6 +1403,13 @@ def main(argv: list[str] | None = None) -> int:
         "--render", action="store_true", help="train nothing: write the page from models.json"
     )
     parser.add_argument(
+        "--kept-only",
+        action="store_true",
+        help="train nothing: score the HAPT and phones labellers already kept (trained by an "
+        "earlier run, or by several at once), keeping the rows of a section not complete yet "
+        "for the run that trains the rest",
+    )
+    parser.add_argument(
         "--models-dir",
         default=None,
         help="where the models go (default: models-out/report, with --quick models-out/quick)",
@@ -1338,6 +1419,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in named if n not in SECTIONS]
     if unknown:
         parser.error(f"--only: unknown sections {unknown}: give some of {', '.join(SECTIONS)}")
+    if args.kept_only and named:
+        parser.error("--kept-only scores kept labellers; --only trains its sections again")
     budget = QUICK if args.quick else FULL
     default = REPO / ("models-out/quick" if args.quick else "docs") / "models.md"
     out = Path(args.out) if args.out else default
@@ -1346,22 +1429,47 @@ def main(argv: list[str] | None = None) -> int:
     store = out.with_suffix(".json")
     results = json.loads(store.read_text()) if store.is_file() else {}
     kept = results.setdefault("_sections", {})
+    partial = results.setdefault("_partial", {})  # sections' rows scored so far, as they come
+
+    def save() -> None:
+        rows = {k: v for k, v in partial.items() if v["rows"]}
+        text = json.dumps({k: v for k, v in {**results, "_partial": rows}.items() if v}, indent=1)
+        store.write_text(text + "\n")
+
     run_started = time.time()  # HAPT labellers kept before it: trained again for named sections
     for section in SECTIONS if not args.render else ():
+        if args.kept_only and section not in KEPT_SECTIONS:
+            continue
         mark = fingerprint(section, budget)
         if section not in named and kept.get(section, {}).get("fingerprint") == mark:
             stderr.print(f"{section}: kept from {kept[section]['measured']} (unchanged)")
             continue
         started = time.time()
         saved = Path(args.models_dir or REPO / "models-out" / ("quick" if args.quick else "report"))
-        trained = Trained(saved / "trained", since=run_started if section in named else 0.0)
-        for key, value in _measure(section, budget, img, saved, trained).items():
+        trained = Trained(saved / "trained", since=run_started if section in named else 0.0,
+                          kept_only=args.kept_only)  # fmt: skip
+        if section in named or partial.get(section, {}).get("fingerprint") != mark:
+            partial[section] = {"fingerprint": mark, "rows": [], "minutes": 0.0}  # the start
+        progress = Progress(partial[section]["rows"], save)
+        try:
+            measured = _measure(section, budget, img, saved, trained, progress)
+        except NotTrainedYet as e:  # a section that does not keep its rows as they come
+            trained.missing.append(str(e))
+        minutes = partial[section]["minutes"] + (time.time() - started) / 60  # every sitting's
+        if trained.missing:
+            partial[section]["minutes"] = minutes
+            save()
+            stderr.print(f"{section}: {len(trained.missing)} labellers not trained yet; "
+                         f"{len(progress.rows)} rows kept in {store} (_partial)")  # fmt: skip
+            continue
+        for key, value in measured.items():
             results[key] = {**results.get(key, {}), **value} if key in SHARED else value
         kept[section] = {"fingerprint": mark, "measured": time.strftime("%Y-%m-%d %H:%M:%S UTC",
-                         time.gmtime()), "minutes": (time.time() - started) / 60,
+                         time.gmtime()), "minutes": minutes,
                          "machine": f"{platform.node() or 'this machine'} "
                          f"({platform.processor() or platform.machine()})"}  # fmt: skip
-        store.write_text(json.dumps(results, indent=1) + "\n")  # kept as soon as measured
+        del partial[section]
+        save()  # kept as soon as measured
         stderr.print(f"{section}: measured, kept in {store}")
     write_markdown(out, results, args.quick)
     stderr.print(f"written {out} from {store}")

@@ -1,0 +1,101 @@
+"""A HAPT section's rows are kept in models.json as each labeller is scored: a run cut short
+goes on where it stopped, and the page says which section is being measured again."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import pipeline.reports.models_report as report
+from pipeline.reports.models_report import (
+    KEPT_SECTIONS,
+    QUICK,
+    SECTIONS,
+    NotTrainedYet,
+    Progress,
+    Trained,
+)
+
+
+def _row(seed: int) -> dict:
+    return {"variant": "ensemble3", "seed": seed, "macro_f1": 0.5, "accuracy": 0.5}
+
+
+def test_kept_rows_are_found_by_their_unit_and_every_new_one_is_saved():
+    saved = []
+    progress = Progress([_row(0)], lambda: saved.append(len(progress.rows)))
+    assert progress.kept(seed=0) == [_row(0)] and progress.kept(seed=3) == []
+    assert progress.keep([_row(3)]) == [_row(3)]
+    assert saved == [2] and progress.kept(seed=3) == [_row(3)]
+
+
+def test_a_run_cut_short_keeps_its_rows_and_the_next_one_goes_on_from_them(tmp_path, monkeypatch):
+    out = tmp_path / "models.md"
+    argv = ["--quick", "--out", str(out), "--models-dir", str(tmp_path / "models")]
+    handed = []
+
+    def cut_short(section, budget, img, saved, trained, progress):
+        if section != "hapt_ensemble":
+            return {}
+        handed.append(list(progress.rows))
+        progress.keep([_row(len(progress.rows))])
+        if len(progress.rows) < 2:
+            raise KeyboardInterrupt  # the sitting ends after one seed
+        return {"hapt": {"ensemble3": {"per_seed": progress.rows}}}
+
+    monkeypatch.setattr(report, "_measure", cut_short)
+    with pytest.raises(KeyboardInterrupt):
+        report.main(argv)
+    first = json.loads(out.with_suffix(".json").read_text())
+    assert first["_partial"]["hapt_ensemble"]["rows"] == [_row(0)]
+    assert "hapt_ensemble" not in first["_sections"]
+
+    assert report.main(argv) == 0  # goes on: seed 0 is handed back, seed 1 is scored
+    assert handed == [[], [_row(0)]]
+    done = json.loads(out.with_suffix(".json").read_text())
+    assert "_partial" not in done and set(done["_sections"]) == set(SECTIONS)
+    assert done["hapt"]["ensemble3"]["per_seed"] == [_row(0), _row(1)]
+
+
+def test_a_kept_only_run_trains_nothing_and_keeps_what_it_scored_for_the_next(
+    tmp_path, monkeypatch
+):
+    out = tmp_path / "models.md"
+    argv = ["--quick", "--out", str(out), "--models-dir", str(tmp_path / "models")]
+    asked = []
+
+    def first_seed_only(section, budget, img, saved, trained, progress):
+        asked.append(section)
+        assert trained.kept_only
+        progress.keep([_row(0)])
+        trained.get("the labeller of seed 3")  # not kept: raises
+        raise AssertionError("unreachable")
+
+    monkeypatch.setattr(report, "_measure", first_seed_only)
+    assert report.main([*argv, "--kept-only"]) == 0
+    assert asked == list(KEPT_SECTIONS)  # the others train without the store: not looked at
+    figures = json.loads(out.with_suffix(".json").read_text())
+    assert set(figures["_partial"]) == set(KEPT_SECTIONS) and "_sections" not in figures
+    assert all(p["rows"] == [_row(0)] for p in figures["_partial"].values())
+    with pytest.raises(NotTrainedYet):
+        Trained(tmp_path, kept_only=True).get("anything")
+    with pytest.raises(SystemExit):
+        report.main([*argv, "--kept-only", "--only", "hapt"])
+
+
+def test_the_page_names_a_section_being_measured_again(tmp_path):
+    out = tmp_path / "models.md"
+    rows = [_row(0), {**_row(0), "variant": "ensemble3_hmm"}, _row(3)]
+    results = {"_partial": {"hapt_ensemble": {"fingerprint": "f", "rows": rows}}}
+    report.write_markdown(out, results, quick=True)
+    assert "- hapt_ensemble: being measured again" in out.read_text()
+    assert "3 rows scored so far (seeds 0, 3)" in out.read_text()
+
+
+@pytest.mark.dataset
+def test_a_section_whose_seeds_are_all_kept_trains_nothing(tmp_path):
+    trained = Trained(tmp_path)
+    kept = [_row(0), {**_row(0), "variant": "ensemble3_hmm"}]
+    assert report.hapt_ensemble_section(QUICK, trained, Progress(list(kept))) == kept
+    assert not list(tmp_path.iterdir())

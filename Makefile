@@ -43,9 +43,10 @@ bench: $(STAMP) kafka-jars
 	$(VENV)/bin/harstream bench recovery
 
 # Real trainings on ../shared/data (hours on 2 cores, each section kept as soon as measured): writes docs/models.md
-# The model report: only sections that are missing or changed, plus SECTIONS=har,hapt,phones
+# The model report: only sections that are missing or changed, plus SECTIONS=har,hapt,phones;
+# JOBS=2 trains the HAPT labellers it needs two at a time (one thread each)
 report-models: $(STAMP)
-	$(PY) -m pipeline.reports.models_report $(if $(SECTIONS),--only $(SECTIONS))
+	$(PY) -m pipeline.reports.models_report $(if $(SECTIONS),--only $(SECTIONS)) $(if $(JOBS),--jobs $(JOBS))
 
 # Retrain the demo's default models (pipeline/assets/) with the project's own training code
 demo-models: $(STAMP)

@@ -7,8 +7,9 @@ sections that are missing or whose fingerprint changed (``SECTIONS=phones`` name
 again), then writes the page from every section's kept results: a report never has to run whole
 in one sitting (all of it takes several hours on 2 CPU cores). The HAPT sections keep their rows
 as each labeller is scored (:class:`Progress`), so one of them can be measured over several
-sittings too; ``--kept-only`` trains nothing and scores the labellers kept so far (trained, say,
-by separate processes side by side). ``--quick`` runs the same code
+sittings too. ``--jobs N`` trains the HAPT labellers a run needs in N processes side by side
+first; ``--kept-only`` trains nothing and scores the labellers kept so far. ``--quick`` runs the
+same code
 with tiny trainings, to check the script itself in minutes; its numbers mean nothing and go to
 a page and a file of their own.
 
@@ -37,7 +38,11 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import platform
+import re
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -290,8 +295,10 @@ def _hapt_split(budget: Budget):
     return hapt, train, test
 
 
-class NotTrainedYet(PipelineError):
-    """A labeller a ``--kept-only`` run needs is not kept yet (it trains nothing)."""
+class Unscored(PipelineError):
+    """A labeller this run does not score: not kept, and not this run's to train
+    (``--kept-only``, or another process's with ``--jobs``), or kept or trained by a process
+    that only trains (``--jobs``: the main run scores it)."""
 
 
 @dataclass(frozen=True)
@@ -299,24 +306,29 @@ class Trained:
     """Trained HAPT labellers (phones too) kept one by one under ``root``, named by what they
     train, so that sections training the same model (hapt and hapt_decoding) share it and a run
     cut short resumes; one kept before ``since`` is trained again (its section was named with
-    --only). ``kept_only``: a labeller not kept raises :class:`NotTrainedYet` (and is listed in
-    ``missing``) instead of being trained."""
+    --only). ``trains``: the names of the labellers this run may train (None: any, empty:
+    none); another one not kept raises :class:`Unscored`, its name and training listed in
+    ``missing``. ``only_trains``: a training process of ``--jobs``, which scores nothing (a
+    labeller kept or just trained raises :class:`Unscored`)."""
 
     root: Path
     since: float = 0.0
-    kept_only: bool = False
-    missing: list[str] = field(default_factory=list, compare=False)
+    trains: frozenset[str] | None = None
+    only_trains: bool = False
+    missing: dict[str, str] = field(default_factory=dict, compare=False)
 
     def get(self, what: str) -> TrainResult | None:
         path = self._path(what)
         facts = path.with_suffix(".json")
-        if not (facts.is_file() and path.is_file() and facts.stat().st_mtime >= self.since):
-            if self.kept_only:
-                self.missing.append(what)
-                raise NotTrainedYet(f"not trained yet: {path.name}")
-            return None
-        stderr.print(f"  kept from {path}")
-        return TrainResult(*load_model(path), **json.loads(facts.read_text()))
+        if facts.is_file() and path.is_file() and facts.stat().st_mtime >= self.since:
+            if self.only_trains:
+                raise Unscored(f"{path.stem}: kept")
+            stderr.print(f"  kept from {path}")
+            return TrainResult(*load_model(path), **json.loads(facts.read_text()))
+        if self.trains is not None and path.stem not in self.trains:
+            self.missing[path.stem] = what
+            raise Unscored(f"{path.stem}: not trained yet")
+        return None
 
     def put(self, what: str, result: TrainResult) -> None:
         path = self._path(what)
@@ -328,6 +340,8 @@ class Trained:
             "validation_users": result.validation_users,
         }
         path.with_suffix(".json").write_text(json.dumps(facts, default=int))  # written last
+        if self.only_trains:
+            raise Unscored(f"{path.stem}: trained, to be scored by the main run")
 
     def _path(self, what: str) -> Path:
         return self.root / f"hapt-{hashlib.sha256(what.encode()).hexdigest()[:12]}.keras"
@@ -404,8 +418,8 @@ def hapt_section(budget: Budget, out: Path, saved: Path, trained: Trained,
             try:
                 result, cfg = _hapt_model(budget, trained, hapt, recs, users, seed, label, **kw,
                                           **_hapt_recipe(budget))  # fmt: skip
-            except NotTrainedYet as e:
-                stderr.print(f"  skipped: {e}")
+            except Unscored as e:
+                stderr.print(f"  not scored here: {e}")
                 continue
             run = evaluate_model(result.model, result.meta, test)
             (long_probs,) = predict_streams(result.model, [long_values])
@@ -507,8 +521,8 @@ def _decoding_rows(budget: Budget, trained: Trained, spec: ModelSpec, names: tup
         try:
             result, cfg = _hapt_model(budget, trained, hapt, recs, users, seed, TBPTT_LABEL,
                                       spec, chunks_per_lane=16, **_hapt_recipe(budget))  # fmt: skip
-        except NotTrainedYet as e:
-            stderr.print(f"  skipped: {e}")
+        except Unscored as e:
+            stderr.print(f"  not scored here: {e}")
             continue
         probs = np.concatenate(predict_streams(result.model, [v for v, _ in test_recs]))
         grammar = _refitted(result, cfg, recs, users, hapt.activities)
@@ -1350,7 +1364,10 @@ def har_key(row: dict) -> str:
     return row["file"].removeprefix("har-window-")
 
 
-KEPT_SECTIONS = ("hapt", "hapt_decoding", "hapt_ensemble", "phones")
+PER_LABELLER = ("hapt", "hapt_decoding", "hapt_ensemble")
+"""the sections that keep their rows as each labeller is scored (:class:`Progress`) and go on
+past a labeller a run does not score (all that ``--jobs`` trains side by side)"""
+KEPT_SECTIONS = (*PER_LABELLER, "phones")
 """the sections whose trainings the Trained store keeps (all a ``--kept-only`` run looks at)"""
 
 SHARED = ("uci_har", "hapt")
@@ -1389,6 +1406,24 @@ def _measure(section: str, budget: Budget, img: Path, saved: Path, trained: Trai
     return {"real_phones": {f"{r['spec']} {r['variant']}": r for r in rows}}
 
 
+TRAINING_ENV = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1",
+                "OMP_NUM_THREADS": "1"}  # fmt: skip
+"""the environment of each training process of ``--jobs``: one thread each, side by side"""
+
+
+def _lanes(missing: dict[str, str], jobs: int) -> list[list[str]]:
+    """The labellers ``missing`` (name: what trains it) dealt to ``jobs`` processes, longest
+    first (an ensemble counts its members) onto the least loaded one; the non-empty lanes."""
+    lanes: list[list[str]] = [[] for _ in range(jobs)]
+    load = [0] * jobs
+    cost = {name: int(re.search(r"members=(\d+)", what).group(1)) for name, what in missing.items()}
+    for name in sorted(cost, key=lambda n: -cost[n]):
+        k = load.index(min(load))
+        lanes[k].append(name)
+        load[k] += cost[name]
+    return [lane for lane in lanes if lane]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny trainings (checks the script)")
@@ -1407,15 +1442,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--kept-only",
         action="store_true",
-        help="train nothing: score the HAPT and phones labellers already kept (trained by an "
-        "earlier run, or by several at once), keeping the rows of a section not complete yet "
-        "for the run that trains the rest",
+        help="train nothing: score the HAPT and phones labellers already kept, keeping the rows "
+        "of a section not complete yet for the run that trains the rest",
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="train the HAPT labellers the run needs in this many processes side by side (one "
+        "thread each) before scoring (default: 1, one after another)",
     )
     parser.add_argument(
         "--models-dir",
         default=None,
         help="where the models go (default: models-out/report, with --quick models-out/quick)",
     )
+    parser.add_argument("--train", default=None, help=argparse.SUPPRESS)  # a --jobs process
+    parser.add_argument("--since", type=float, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     named = [n for n in args.only.split(",") if n.strip()]
     unknown = [n for n in named if n not in SECTIONS]
@@ -1423,45 +1466,86 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--only: unknown sections {unknown}: give some of {', '.join(SECTIONS)}")
     if args.kept_only and named:
         parser.error("--kept-only scores kept labellers; --only trains its sections again")
+    if args.jobs < 1:
+        parser.error(f"--jobs: at least 1, not {args.jobs}")
     budget = QUICK if args.quick else FULL
     default = REPO / ("models-out/quick" if args.quick else "docs") / "models.md"
     out = Path(args.out) if args.out else default
     img = out.parent / "img"
     img.mkdir(parents=True, exist_ok=True)
     store = out.with_suffix(".json")
+    saved = Path(args.models_dir or REPO / "models-out" / ("quick" if args.quick else "report"))
     results = json.loads(store.read_text()) if store.is_file() else {}
     kept = results.setdefault("_sections", {})
     partial = results.setdefault("_partial", {})  # sections' rows scored so far, as they come
+    # HAPT labellers kept before the run began: trained again for named sections
+    run_started = time.time() if args.since is None else args.since
+    todo = [] if args.render else [
+        (section, mark) for section in SECTIONS
+        if not (args.kept_only and section not in KEPT_SECTIONS)
+        if section in named
+        or kept.get(section, {}).get("fingerprint") != (mark := fingerprint(section, budget))
+    ]  # fmt: skip
+    for section in SECTIONS:
+        mark = dict(todo).get(section)
+        if mark is None:
+            partial.pop(section, None)  # its code is back to what was measured
+            if section in kept:
+                stderr.print(f"{section}: kept from {kept[section]['measured']} (unchanged)")
+        elif section in named or partial.get(section, {}).get("fingerprint") != mark:
+            partial[section] = {"fingerprint": mark, "rows": [], "minutes": 0.0}  # the start
+
+    def trained(section: str, **kw) -> Trained:
+        return Trained(saved / "trained", run_started if section in named else 0.0, **kw)
+
+    def dry(section: str, only: Trained) -> None:
+        """Run a section to find (``only.missing``) or train (``only.trains``) its labellers
+        without scoring any."""
+        rows = list(partial[section]["rows"])  # the units kept need no labeller
+        _measure(section, budget, img, saved, only, Progress(rows))
+
+    hapt_todo = [section for section, _ in todo if section in PER_LABELLER]
+    if args.train is not None:  # one of --jobs's processes: train these, score nothing
+        mine = frozenset(args.train.split(","))
+        for section in hapt_todo:
+            dry(section, trained(section, trains=mine, only_trains=True))
+        return 0
 
     def save() -> None:
         rows = {k: v for k, v in partial.items() if v["rows"]}
         text = json.dumps({k: v for k, v in {**results, "_partial": rows}.items() if v}, indent=1)
         store.write_text(text + "\n")
 
-    run_started = time.time()  # HAPT labellers kept before it: trained again for named sections
-    for section in SECTIONS if not args.render else ():
-        if args.kept_only and section not in KEPT_SECTIONS:
-            continue
-        mark = fingerprint(section, budget)
-        if section not in named and kept.get(section, {}).get("fingerprint") == mark:
-            stderr.print(f"{section}: kept from {kept[section]['measured']} (unchanged)")
-            continue
+    if args.jobs > 1 and not args.kept_only:
+        missing: dict[str, str] = {}
+        for section in hapt_todo:
+            finder = trained(section, trains=frozenset(), only_trains=True)
+            dry(section, finder)
+            missing |= finder.missing
+        lanes = _lanes(missing, args.jobs)
+        stderr.print(f"training {len(missing)} labellers in {len(lanes)} processes: {lanes}")
+        passed = ["--quick"] if args.quick else []
+        passed += [f"--out={out}", f"--models-dir={saved}", f"--only={args.only}"]
+        procs = [subprocess.Popen([sys.executable, "-m", "pipeline.reports.models_report",
+                                   *passed, "--train", ",".join(lane), "--since",
+                                   str(run_started)], env={**os.environ, **TRAINING_ENV})
+                 for lane in lanes]  # fmt: skip
+        if failed := [p.args for p in procs if p.wait() != 0]:
+            raise PipelineError(f"a training process failed: {failed}")
+
+    for section, mark in todo:
         started = time.time()
-        saved = Path(args.models_dir or REPO / "models-out" / ("quick" if args.quick else "report"))
-        trained = Trained(saved / "trained", since=run_started if section in named else 0.0,
-                          kept_only=args.kept_only)  # fmt: skip
-        if section in named or partial.get(section, {}).get("fingerprint") != mark:
-            partial[section] = {"fingerprint": mark, "rows": [], "minutes": 0.0}  # the start
+        only = trained(section, trains=frozenset() if args.kept_only else None)
         progress = Progress(partial[section]["rows"], save)
         try:
-            measured = _measure(section, budget, img, saved, trained, progress)
-        except NotTrainedYet as e:  # a section that does not keep its rows as they come
-            trained.missing.append(str(e))
+            measured = _measure(section, budget, img, saved, only, progress)
+        except Unscored:  # phones: a section that does not keep its rows as they come
+            measured = {}
         minutes = partial[section]["minutes"] + (time.time() - started) / 60  # every sitting's
-        if trained.missing:
+        if only.missing:
             partial[section]["minutes"] = minutes
             save()
-            stderr.print(f"{section}: {len(trained.missing)} labellers not trained yet; "
+            stderr.print(f"{section}: {len(only.missing)} labellers not trained yet; "
                          f"{len(progress.rows)} rows kept in {store} (_partial)")  # fmt: skip
             continue
         for key, value in measured.items():

@@ -12,9 +12,9 @@ from pipeline.reports.models_report import (
     KEPT_SECTIONS,
     QUICK,
     SECTIONS,
-    NotTrainedYet,
     Progress,
     Trained,
+    Unscored,
 )
 
 
@@ -67,7 +67,7 @@ def test_a_kept_only_run_trains_nothing_and_keeps_what_it_scored_for_the_next(
 
     def first_seed_only(section, budget, img, saved, trained, progress):
         asked.append(section)
-        assert trained.kept_only
+        assert trained.trains == frozenset()
         progress.keep([_row(0)])
         trained.get("the labeller of seed 3")  # not kept: raises
         raise AssertionError("unreachable")
@@ -78,8 +78,8 @@ def test_a_kept_only_run_trains_nothing_and_keeps_what_it_scored_for_the_next(
     figures = json.loads(out.with_suffix(".json").read_text())
     assert set(figures["_partial"]) == set(KEPT_SECTIONS) and "_sections" not in figures
     assert all(p["rows"] == [_row(0)] for p in figures["_partial"].values())
-    with pytest.raises(NotTrainedYet):
-        Trained(tmp_path, kept_only=True).get("anything")
+    with pytest.raises(Unscored):
+        Trained(tmp_path, trains=frozenset()).get("anything")
     with pytest.raises(SystemExit):
         report.main([*argv, "--kept-only", "--only", "hapt"])
 

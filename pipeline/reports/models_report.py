@@ -1424,6 +1424,17 @@ def _lanes(missing: dict[str, str], jobs: int) -> list[list[str]]:
     return [lane for lane in lanes if lane]
 
 
+def _side_by_side(lanes: list[list[str]], passed: list[str]) -> None:
+    """Train each lane's labellers in a process of its own (this script with ``passed`` and
+    ``--train``, :data:`TRAINING_ENV`), all at once; return when every one has finished."""
+    stderr.print(f"training {sum(map(len, lanes))} labellers in {len(lanes)} processes: {lanes}")
+    procs = [subprocess.Popen([sys.executable, "-m", "pipeline.reports.models_report", *passed,
+                               "--train", ",".join(lane)], env={**os.environ, **TRAINING_ENV})
+             for lane in lanes]  # fmt: skip
+    if failed := [p.args for p in procs if p.wait() != 0]:
+        raise PipelineError(f"a training process failed: {failed}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny trainings (checks the script)")
@@ -1522,16 +1533,9 @@ def main(argv: list[str] | None = None) -> int:
             finder = trained(section, trains=frozenset(), only_trains=True)
             dry(section, finder)
             missing |= finder.missing
-        lanes = _lanes(missing, args.jobs)
-        stderr.print(f"training {len(missing)} labellers in {len(lanes)} processes: {lanes}")
         passed = ["--quick"] if args.quick else []
         passed += [f"--out={out}", f"--models-dir={saved}", f"--only={args.only}"]
-        procs = [subprocess.Popen([sys.executable, "-m", "pipeline.reports.models_report",
-                                   *passed, "--train", ",".join(lane), "--since",
-                                   str(run_started)], env={**os.environ, **TRAINING_ENV})
-                 for lane in lanes]  # fmt: skip
-        if failed := [p.args for p in procs if p.wait() != 0]:
-            raise PipelineError(f"a training process failed: {failed}")
+        _side_by_side(_lanes(missing, args.jobs), [*passed, "--since", str(run_started)])
 
     for section, mark in todo:
         started = time.time()

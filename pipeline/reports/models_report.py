@@ -980,6 +980,9 @@ def _recipe_lines(hapt: dict) -> list[str]:
               f"up to {HAPT_ROTATE_DEG:g}°", "causal_2x64", "2x64"),
              (f"the same, `{hapt['causal']['per_seed'][0]['spec']}`", "causal", "")]  # fmt: skip
     steps = [step for step in steps if step[1] in hapt]
+    rows = [hapt[key]["per_seed"] for _, key, _ in steps]  # a step measured again: once
+    steps = [step for step, mine, before in zip(steps, rows, [None, *rows[:-1]], strict=True)
+             if mine != before]  # fmt: skip
     f1s = {key: [r["macro_f1"] for r in hapt[key]["per_seed"]] for _, key, _ in steps}
     spread = {key: max(v) - min(v) for key, v in f1s.items()}
     lines = [

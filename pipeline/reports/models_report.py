@@ -360,7 +360,7 @@ class Progress:
         """The rows kept for a unit of work (``seed=``, and ``training=`` in ``hapt``)."""
         rows = [r for r in self.rows if all(r.get(k) == v for k, v in unit.items())]
         if rows:
-            stderr.print(f"  {len(rows)} rows kept from an earlier run: {unit}")
+            stderr.print(f"  {len(rows)} rows kept, scored before: {unit}")
         return rows
 
     def keep(self, rows: list[dict]) -> list[dict]:
@@ -1409,6 +1409,8 @@ def _measure(section: str, budget: Budget, img: Path, saved: Path, trained: Trai
     return {"real_phones": {f"{r['spec']} {r['variant']}": r for r in rows}}
 
 
+SCORE_EVERY_S = 30.0
+"""how often ``--jobs`` looks for labellers its processes have just kept, to score them"""
 TRAINING_ENV = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1",
                 "OMP_NUM_THREADS": "1"}  # fmt: skip
 """the environment of each training process of ``--jobs``: one thread each, side by side"""
@@ -1427,14 +1429,23 @@ def _lanes(missing: dict[str, str], jobs: int) -> list[list[str]]:
     return [lane for lane in lanes if lane]
 
 
-def _side_by_side(lanes: list[list[str]], passed: list[str]) -> None:
+def _side_by_side(lanes: list[list[str]], passed: list[str], root: Path,
+                  score: Callable[[], None]) -> None:  # fmt: skip
     """Train each lane's labellers in a process of its own (this script with ``passed`` and
-    ``--train``, :data:`TRAINING_ENV`), all at once; return when every one has finished."""
+    ``--train``, :data:`TRAINING_ENV`), all at once, calling ``score`` whenever one has been
+    kept under ``root`` (so a run stopped before the end keeps the rows of all it trained);
+    return when every one has finished."""
     stderr.print(f"training {sum(map(len, lanes))} labellers in {len(lanes)} processes: {lanes}")
     procs = [subprocess.Popen([sys.executable, "-m", "pipeline.reports.models_report", *passed,
                                "--train", ",".join(lane)], env={**os.environ, **TRAINING_ENV})
              for lane in lanes]  # fmt: skip
-    if failed := [p.args for p in procs if p.wait() != 0]:
+    seen = set(root.glob("*.json"))
+    while any(p.poll() is None for p in procs):
+        time.sleep(SCORE_EVERY_S)
+        if (now := set(root.glob("*.json"))) != seen:
+            seen = now
+            score()
+    if failed := [p.args for p in procs if p.returncode != 0]:
         raise PipelineError(f"a training process failed: {failed}")
 
 
@@ -1538,7 +1549,16 @@ def main(argv: list[str] | None = None) -> int:
             missing |= finder.missing
         passed = ["--quick"] if args.quick else []
         passed += [f"--out={out}", f"--models-dir={saved}", f"--only={args.only}"]
-        _side_by_side(_lanes(missing, args.jobs), [*passed, "--since", str(run_started)])
+
+        def score() -> None:  # what is kept so far, each unit once (the rows are kept)
+            for section in hapt_todo:
+                only = trained(section, trains=frozenset())
+                _measure(
+                    section, budget, img, saved, only, Progress(partial[section]["rows"], save)
+                )
+
+        _side_by_side(_lanes(missing, args.jobs), [*passed, "--since", str(run_started)],
+                      saved / "trained", score)  # fmt: skip
 
     for section, mark in todo:
         started = time.time()

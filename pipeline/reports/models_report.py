@@ -1520,6 +1520,11 @@ def main(argv: list[str] | None = None) -> int:
         elif section in named or partial.get(section, {}).get("fingerprint") != mark:
             partial[section] = {"fingerprint": mark, "rows": [], "minutes": 0.0}  # the start
 
+    def plots(section: str) -> Path:
+        """Where a section's plots go until it is complete (the page shows its last run's)."""
+        (folder := img / "next" / section).mkdir(parents=True, exist_ok=True)
+        return folder
+
     def trained(section: str, **kw) -> Trained:
         return Trained(saved / "trained", run_started if section in named else 0.0, **kw)
 
@@ -1527,7 +1532,7 @@ def main(argv: list[str] | None = None) -> int:
         """Run a section to find (``only.missing``) or train (``only.trains``) its labellers
         without scoring any."""
         rows = list(partial[section]["rows"])  # the units kept need no labeller
-        _measure(section, budget, img, saved, only, Progress(rows))
+        _measure(section, budget, plots(section), saved, only, Progress(rows))
 
     hapt_todo = [section for section, _ in todo if section in PER_LABELLER]
     if args.train is not None:  # one of --jobs's processes: train these, score nothing
@@ -1553,9 +1558,8 @@ def main(argv: list[str] | None = None) -> int:
         def score() -> None:  # what is kept so far, each unit once (the rows are kept)
             for section in hapt_todo:
                 only = trained(section, trains=frozenset())
-                _measure(
-                    section, budget, img, saved, only, Progress(partial[section]["rows"], save)
-                )
+                progress = Progress(partial[section]["rows"], save)
+                _measure(section, budget, plots(section), saved, only, progress)
 
         _side_by_side(_lanes(missing, args.jobs), [*passed, "--since", str(run_started)],
                       saved / "trained", score)  # fmt: skip
@@ -1565,7 +1569,7 @@ def main(argv: list[str] | None = None) -> int:
         only = trained(section, trains=frozenset() if args.kept_only else None)
         progress = Progress(partial[section]["rows"], save)
         try:
-            measured = _measure(section, budget, img, saved, only, progress)
+            measured = _measure(section, budget, plots(section), saved, only, progress)
         except Unscored:  # phones: a section that does not keep its rows as they come
             measured = {}
         minutes = partial[section]["minutes"] + (time.time() - started) / 60  # every sitting's
@@ -1583,6 +1587,11 @@ def main(argv: list[str] | None = None) -> int:
                          f"({platform.processor() or platform.machine()})"}  # fmt: skip
         del partial[section]
         save()  # kept as soon as measured
+        for plot in plots(section).iterdir():
+            plot.replace(img / plot.name)
+        plots(section).rmdir()
+        if not any((img / "next").iterdir()):
+            (img / "next").rmdir()
         stderr.print(f"{section}: measured, kept in {store}")
     write_markdown(out, results, args.quick)
     stderr.print(f"written {out} from {store}")

@@ -39,6 +39,7 @@ def test_a_run_cut_short_keeps_its_rows_and_the_next_one_goes_on_from_them(tmp_p
         if section != "hapt_ensemble":
             return {}
         handed.append(list(progress.rows))
+        (img / "ensemble.png").write_text(str(len(progress.rows)))  # a plot of the rows so far
         progress.keep([_row(len(progress.rows))])
         if len(progress.rows) < 2:
             raise KeyboardInterrupt  # the sitting ends after one seed
@@ -50,12 +51,16 @@ def test_a_run_cut_short_keeps_its_rows_and_the_next_one_goes_on_from_them(tmp_p
     first = json.loads(out.with_suffix(".json").read_text())
     assert first["_partial"]["hapt_ensemble"]["rows"] == [_row(0)]
     assert "hapt_ensemble" not in first["_sections"]
+    img = tmp_path / "img"
+    assert (img / "next" / "hapt_ensemble" / "ensemble.png").is_file()  # the page's stays
+    assert not (img / "ensemble.png").exists()
 
     assert report.main(argv) == 0  # goes on: seed 0 is handed back, seed 1 is scored
     assert handed == [[], [_row(0)]]
     done = json.loads(out.with_suffix(".json").read_text())
     assert "_partial" not in done and set(done["_sections"]) == set(SECTIONS)
     assert done["hapt"]["ensemble3"]["per_seed"] == [_row(0), _row(1)]
+    assert (img / "ensemble.png").read_text() == "1" and not (img / "next").exists()
 
 
 def test_a_kept_only_run_trains_nothing_and_keeps_what_it_scored_for_the_next(

@@ -1311,7 +1311,8 @@ def write_markdown(path: Path, results: dict, quick: bool) -> None:
               f"{len(p['rows'])} rows scored so far (seeds "
               f"{', '.join(str(s) for s in sorted({r['seed'] for r in p['rows']}))}) are kept "
               "in `docs/models.json` under `_partial`, and its figures below are from its last "
-              "complete run" for name, p in results.get("_partial", {}).items()]  # fmt: skip
+              "complete run" for name, p in results.get("_partial", {}).items()
+              if p["rows"]]  # fmt: skip
     if quick:
         lines += ["", "**--quick run: tiny trainings, the numbers below mean nothing.**"]
     lines.append("")
@@ -1505,20 +1506,28 @@ def main(argv: list[str] | None = None) -> int:
     partial = results.setdefault("_partial", {})  # sections' rows scored so far, as they come
     # HAPT labellers kept before the run began: trained again for named sections
     run_started = time.time() if args.since is None else args.since
-    todo = [] if args.render else [
-        (section, mark) for section in SECTIONS
-        if not (args.kept_only and section not in KEPT_SECTIONS)
+    stale = {
+        section: mark
+        for section in SECTIONS
         if section in named
         or kept.get(section, {}).get("fingerprint") != (mark := fingerprint(section, budget))
-    ]  # fmt: skip
+    }
+    todo = (
+        []
+        if args.render
+        else [
+            (section, mark)
+            for section, mark in stale.items()
+            if not (args.kept_only and section not in KEPT_SECTIONS)
+        ]
+    )
     for section in SECTIONS:
-        mark = dict(todo).get(section)
-        if mark is None:
+        if section not in stale:
             partial.pop(section, None)  # its code is back to what was measured
-            if section in kept:
+            if section in kept and not args.render:
                 stderr.print(f"{section}: kept from {kept[section]['measured']} (unchanged)")
-        elif section in named or partial.get(section, {}).get("fingerprint") != mark:
-            partial[section] = {"fingerprint": mark, "rows": [], "minutes": 0.0}  # the start
+        elif section in named or partial.get(section, {}).get("fingerprint") != stale[section]:
+            partial[section] = {"fingerprint": stale[section], "rows": [], "minutes": 0.0}
 
     def plots(section: str) -> Path:
         """Where a section's plots go until it is complete (the page shows its last run's)."""

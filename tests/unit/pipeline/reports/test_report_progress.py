@@ -54,6 +54,8 @@ def test_a_run_cut_short_keeps_its_rows_and_the_next_one_goes_on_from_them(tmp_p
     img = tmp_path / "img"
     assert (img / "next" / "hapt_ensemble" / "ensemble.png").is_file()  # the page's stays
     assert not (img / "ensemble.png").exists()
+    assert report.main([*argv, "--render"]) == 0
+    assert "- hapt_ensemble: being measured again" in out.read_text()
 
     assert report.main(argv) == 0  # goes on: seed 0 is handed back, seed 1 is scored
     assert handed == [[], [_row(0)]]

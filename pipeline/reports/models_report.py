@@ -460,7 +460,8 @@ def hapt_decoding_section(budget: Budget, out: Path, trained: Trained,
     as a worker with ``delay_ms`` labels them (``delay_<ms>ms``)."""
     rows = _decoding_rows(budget, trained, HAPT_STREAM, ("causal", "causal_hmm", ""),
                           HAPT_SEEDS[: 1 if budget.quick else None], progress)  # fmt: skip
-    _plot_delays(rows, out / "hapt-delay.png")
+    if rows:  # none while its labellers are not trained yet
+        _plot_delays(rows, out / "hapt-delay.png")
     return rows
 
 

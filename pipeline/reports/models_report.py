@@ -45,7 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -1293,8 +1293,9 @@ har_ensemble (more rows of uci_har), hapt, hapt_decoding and hapt_ensemble (more
 hapt), phones (real_phones), anomaly (anomaly, anomaly_windows)"""
 
 
-def write_markdown(path: Path, results: dict, quick: bool) -> None:
-    """The page, from every section's kept results in ``results`` (models.json's content)."""
+def write_markdown(path: Path, results: dict, quick: bool, stale: Sequence[str] = ()) -> None:
+    """The page, from every section's kept results in ``results`` (models.json's content),
+    naming the ``stale`` sections (code or settings changed since) and their rows so far."""
     kept = results.get("_sections", {})
     lines = [
         "# Models: what they reach on real data",
@@ -1308,12 +1309,15 @@ def write_markdown(path: Path, results: dict, quick: bool) -> None:
     lines += [f"- {name}: {info['measured']}, {info['minutes']:.0f} minutes on {info['machine']}"
               + (f" ({info['source']})" if info.get("source") else "")
               for name, info in kept.items()]  # fmt: skip
-    lines += [f"- {name}: being measured again (its code or settings changed); "
-              f"{len(p['rows'])} rows scored so far (seeds "
-              f"{', '.join(str(s) for s in sorted({r['seed'] for r in p['rows']}))}) are kept "
-              "in `docs/models.json` under `_partial`, and its figures below are from its last "
-              "complete run" for name, p in results.get("_partial", {}).items()
-              if p["rows"]]  # fmt: skip
+    for name in stale:
+        rows = results.get("_partial", {}).get(name, {}).get("rows", [])
+        seeds = ", ".join(str(s) for s in sorted({r["seed"] for r in rows}))
+        so_far = "nothing scored yet"
+        if rows:
+            so_far = f"{len(rows)} rows scored so far (seeds {seeds}) are kept under `_partial`"
+        shown = "its figures below are from its last complete run" if name in kept else ""
+        lines.append(f"- {name}: being measured again (its code or settings changed); "
+                     + "; ".join(filter(None, (so_far, shown))))  # fmt: skip
     if quick:
         lines += ["", "**--quick run: tiny trainings, the numbers below mean nothing.**"]
     lines.append("")
@@ -1603,7 +1607,7 @@ def main(argv: list[str] | None = None) -> int:
         if not any((img / "next").iterdir()):
             (img / "next").rmdir()
         stderr.print(f"{section}: measured, kept in {store}")
-    write_markdown(out, results, args.quick)
+    write_markdown(out, results, args.quick, [s for s in stale if s in partial])  # not completed
     stderr.print(f"written {out} from {store}")
     return 0
 

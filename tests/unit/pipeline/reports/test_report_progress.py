@@ -95,9 +95,11 @@ def test_the_page_names_a_section_being_measured_again(tmp_path):
     out = tmp_path / "models.md"
     rows = [_row(0), {**_row(0), "variant": "ensemble3_hmm"}, _row(3)]
     results = {"_partial": {"hapt_ensemble": {"fingerprint": "f", "rows": rows}}}
-    report.write_markdown(out, results, quick=True)
-    assert "- hapt_ensemble: being measured again" in out.read_text()
-    assert "3 rows scored so far (seeds 0, 3)" in out.read_text()
+    report.write_markdown(out, results, quick=True, stale=["hapt", "hapt_ensemble"])
+    text = out.read_text()
+    assert "- hapt_ensemble: being measured again" in text
+    assert "3 rows scored so far (seeds 0, 3)" in text
+    assert "- hapt: being measured again (its code or settings changed); nothing scored" in text
 
 
 @pytest.mark.dataset

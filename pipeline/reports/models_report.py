@@ -1455,7 +1455,74 @@ def _side_by_side(lanes: list[list[str]], passed: list[str], root: Path,
         raise PipelineError(f"a training process failed: {failed}")
 
 
-def main(argv: list[str] | None = None) -> int:
+@dataclass(frozen=True)
+class ReportRun:
+    """One run of the report: where its figures (``store``, ``img``) and models (``saved``) go,
+    the figures kept so far (``results``, written back as each unit is scored), the sections
+    ``named`` with --only, and when the run began (HAPT labellers kept before it are trained
+    again for named sections)."""
+
+    budget: Budget
+    img: Path
+    store: Path
+    saved: Path
+    results: dict
+    named: frozenset[str] = frozenset()
+    started: float = 0.0
+
+    @property
+    def partial(self) -> dict:
+        """Sections being measured again: their fingerprint, rows scored so far, minutes."""
+        return self.results.setdefault("_partial", {})
+
+    @property
+    def kept(self) -> dict:
+        """Sections complete: when, where and how long they were measured, and their fingerprint."""
+        return self.results.setdefault("_sections", {})
+
+    def plots(self, section: str) -> Path:
+        """Where a section's plots go until it is complete (the page shows its last run's)."""
+        (folder := self.img / "next" / section).mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def trained(self, section: str, **kw) -> Trained:
+        """The HAPT labellers a section finds kept (``kw``: see :class:`Trained`)."""
+        return Trained(self.saved / "trained", self.started if section in self.named else 0.0,
+                       **kw)  # fmt: skip
+
+    def save(self) -> None:
+        rows = {k: v for k, v in self.partial.items() if v["rows"]}
+        text = json.dumps({k: v for k, v in {**self.results, "_partial": rows}.items() if v},
+                          indent=1)  # fmt: skip
+        self.store.write_text(text + "\n")
+
+    def measure(self, section: str, only: Trained, keep: bool = True) -> dict:
+        """Measure a section with the labellers ``only`` lets it use, skipping the units kept
+        and keeping (``keep``) those it scores; its keys of models.json. A section's rows kept
+        ``keep=False`` are what a run that only finds or trains labellers skips."""
+        rows = self.partial[section]["rows"]
+        progress = Progress(rows, self.save) if keep else Progress(list(rows))
+        return _measure(section, self.budget, self.plots(section), self.saved, only, progress)
+
+    def complete(self, section: str, mark: str, measured: dict, minutes: float) -> None:
+        """Keep a section measured to the end (fingerprint ``mark``): its figures, when and where,
+        its plots moved beside the page's."""
+        for key, value in measured.items():
+            self.results[key] = {**self.results.get(key, {}), **value} if key in SHARED else value
+        self.kept[section] = {"fingerprint": mark, "measured": time.strftime(
+            "%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "minutes": minutes,
+            "machine": f"{platform.node() or 'this machine'} "
+            f"({platform.processor() or platform.machine()})"}  # fmt: skip
+        del self.partial[section]
+        self.save()  # kept as soon as measured
+        for plot in self.plots(section).iterdir():
+            plot.replace(self.img / plot.name)
+        self.plots(section).rmdir()
+        if not any((self.img / "next").iterdir()):
+            (self.img / "next").rmdir()
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny trainings (checks the script)")
     parser.add_argument("--out", default=None,
@@ -1490,6 +1557,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--train", default=None, help=argparse.SUPPRESS)  # a --jobs process
     parser.add_argument("--since", type=float, default=None, help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
     named = [n for n in args.only.split(",") if n.strip()]
     unknown = [n for n in named if n not in SECTIONS]
@@ -1502,112 +1574,69 @@ def main(argv: list[str] | None = None) -> int:
     budget = QUICK if args.quick else FULL
     default = REPO / ("models-out/quick" if args.quick else "docs") / "models.md"
     out = Path(args.out) if args.out else default
-    img = out.parent / "img"
-    img.mkdir(parents=True, exist_ok=True)
+    (img := out.parent / "img").mkdir(parents=True, exist_ok=True)
     store = out.with_suffix(".json")
     saved = Path(args.models_dir or REPO / "models-out" / ("quick" if args.quick else "report"))
-    results = json.loads(store.read_text()) if store.is_file() else {}
-    kept = results.setdefault("_sections", {})
-    partial = results.setdefault("_partial", {})  # sections' rows scored so far, as they come
-    # HAPT labellers kept before the run began: trained again for named sections
-    run_started = time.time() if args.since is None else args.since
+    run = ReportRun(budget, img, store, saved,
+                    json.loads(store.read_text()) if store.is_file() else {}, frozenset(named),
+                    time.time() if args.since is None else args.since)  # fmt: skip
     stale = {
         section: mark
         for section in SECTIONS
         if section in named
-        or kept.get(section, {}).get("fingerprint") != (mark := fingerprint(section, budget))
+        or run.kept.get(section, {}).get("fingerprint") != (mark := fingerprint(section, budget))
     }
-    todo = (
-        []
-        if args.render
-        else [
-            (section, mark)
-            for section, mark in stale.items()
-            if not (args.kept_only and section not in KEPT_SECTIONS)
-        ]
-    )
+    todo = [] if args.render else [
+        (section, mark) for section, mark in stale.items()
+        if not (args.kept_only and section not in KEPT_SECTIONS)
+    ]  # fmt: skip
     for section in SECTIONS:
         if section not in stale:
-            partial.pop(section, None)  # its code is back to what was measured
-            if section in kept and not args.render:
-                stderr.print(f"{section}: kept from {kept[section]['measured']} (unchanged)")
-        elif section in named or partial.get(section, {}).get("fingerprint") != stale[section]:
-            partial[section] = {"fingerprint": stale[section], "rows": [], "minutes": 0.0}
-
-    def plots(section: str) -> Path:
-        """Where a section's plots go until it is complete (the page shows its last run's)."""
-        (folder := img / "next" / section).mkdir(parents=True, exist_ok=True)
-        return folder
-
-    def trained(section: str, **kw) -> Trained:
-        return Trained(saved / "trained", run_started if section in named else 0.0, **kw)
-
-    def dry(section: str, only: Trained) -> None:
-        """Run a section to find (``only.missing``) or train (``only.trains``) its labellers
-        without scoring any."""
-        rows = list(partial[section]["rows"])  # the units kept need no labeller
-        _measure(section, budget, plots(section), saved, only, Progress(rows))
-
+            run.partial.pop(section, None)  # its code is back to what was measured
+            if section in run.kept and not args.render:
+                stderr.print(f"{section}: kept from {run.kept[section]['measured']} (unchanged)")
+        elif section in named or run.partial.get(section, {}).get("fingerprint") != stale[section]:
+            run.partial[section] = {"fingerprint": stale[section], "rows": [], "minutes": 0.0}
     hapt_todo = [section for section, _ in todo if section in PER_LABELLER]
     if args.train is not None:  # one of --jobs's processes: train these, score nothing
         mine = frozenset(args.train.split(","))
         for section in hapt_todo:
-            dry(section, trained(section, trains=mine, only_trains=True))
+            run.measure(section, run.trained(section, trains=mine, only_trains=True), keep=False)
         return 0
-
-    def save() -> None:
-        rows = {k: v for k, v in partial.items() if v["rows"]}
-        text = json.dumps({k: v for k, v in {**results, "_partial": rows}.items() if v}, indent=1)
-        store.write_text(text + "\n")
-
     if args.jobs > 1 and not args.kept_only:
         missing: dict[str, str] = {}
-        for section in hapt_todo:
-            finder = trained(section, trains=frozenset(), only_trains=True)
-            dry(section, finder)
+        for section in hapt_todo:  # find the labellers the run needs, scoring nothing
+            finder = run.trained(section, trains=frozenset(), only_trains=True)
+            run.measure(section, finder, keep=False)
             missing |= finder.missing
         passed = ["--quick"] if args.quick else []
-        passed += [f"--out={out}", f"--models-dir={saved}", f"--only={args.only}"]
+        passed += [f"--out={out}", f"--models-dir={saved}", f"--only={args.only}",
+                   "--since", str(run.started)]  # fmt: skip
 
         def score() -> None:  # what is kept so far, each unit once (the rows are kept)
             for section in hapt_todo:
-                only = trained(section, trains=frozenset())
-                progress = Progress(partial[section]["rows"], save)
-                _measure(section, budget, plots(section), saved, only, progress)
+                run.measure(section, run.trained(section, trains=frozenset()))
 
-        _side_by_side(_lanes(missing, args.jobs), [*passed, "--since", str(run_started)],
-                      saved / "trained", score)  # fmt: skip
-
+        _side_by_side(_lanes(missing, args.jobs), passed, saved / "trained", score)
     for section, mark in todo:
         started = time.time()
-        only = trained(section, trains=frozenset() if args.kept_only else None)
-        progress = Progress(partial[section]["rows"], save)
+        only = run.trained(section, trains=frozenset() if args.kept_only else None)
         try:
-            measured = _measure(section, budget, plots(section), saved, only, progress)
+            measured = run.measure(section, only)
         except Unscored:  # phones: a section that does not keep its rows as they come
             measured = {}
-        minutes = partial[section]["minutes"] + (time.time() - started) / 60  # every sitting's
+        minutes = run.partial[section]["minutes"] + (time.time() - started) / 60  # every sitting
         if only.missing:
-            partial[section]["minutes"] = minutes
-            save()
-            stderr.print(f"{section}: {len(only.missing)} labellers not trained yet; "
-                         f"{len(progress.rows)} rows kept in {store} (_partial)")  # fmt: skip
+            run.partial[section]["minutes"] = minutes
+            run.save()
+            stderr.print(
+                f"{section}: {len(only.missing)} labellers not trained yet; "
+                f"{len(run.partial[section]['rows'])} rows kept in {store} (_partial)"
+            )
             continue
-        for key, value in measured.items():
-            results[key] = {**results.get(key, {}), **value} if key in SHARED else value
-        kept[section] = {"fingerprint": mark, "measured": time.strftime("%Y-%m-%d %H:%M:%S UTC",
-                         time.gmtime()), "minutes": minutes,
-                         "machine": f"{platform.node() or 'this machine'} "
-                         f"({platform.processor() or platform.machine()})"}  # fmt: skip
-        del partial[section]
-        save()  # kept as soon as measured
-        for plot in plots(section).iterdir():
-            plot.replace(img / plot.name)
-        plots(section).rmdir()
-        if not any((img / "next").iterdir()):
-            (img / "next").rmdir()
+        run.complete(section, mark, measured, minutes)
         stderr.print(f"{section}: measured, kept in {store}")
-    write_markdown(out, results, args.quick, [s for s in stale if s in partial])  # not completed
+    write_markdown(out, run.results, args.quick, [s for s in stale if s in run.partial])
     stderr.print(f"written {out} from {store}")
     return 0
 

@@ -53,6 +53,7 @@ import keras
 import numpy as np
 
 import models.hmm
+import models.refine
 import models.smoothing
 from models.anomaly import next_step_scores, zscore_scores
 from models.diagnostics import input_gradient_norms, plot_attention, plot_gradient_norms
@@ -70,8 +71,9 @@ from models.faults import (
 from models.hmm import Grammar
 from models.io import load_model, save_model
 from models.plotting import png_axes
+from models.refine import RefineConfig, fit_refiner, refined, refiner_inputs
 from models.seq2seq import anomaly_scores
-from models.smoothing import as_served
+from models.smoothing import as_served, lag_samples
 from models.spec import ModelSpec
 from models.training import (
     TrainConfig,
@@ -562,6 +564,71 @@ def _refitted(result: TrainResult, cfg, recs, users, classes) -> Grammar:
                         cfg.class_weights)  # fmt: skip
 
 
+HAPT_REFINE = RefineConfig()
+"""how :func:`hapt_refine_section` trains each refiner"""
+
+
+def hapt_refine_section(budget: Budget, trained: Trained, progress: Progress) -> list[dict]:
+    """The learned delay (:mod:`models.refine`) over each ensemble of
+    :func:`hapt_ensemble_section` (the same labellers), one refiner per delay of
+    :data:`HAPT_DELAYS_MS` trained on the ensemble's training users' probabilities and HMM
+    beliefs and chosen on its validation users; scored per annotated sample of the test users'
+    whole recordings (variants ``ensemble3_refined_<ms>ms``). Units kept: seed and delay."""
+    spec = replace(HAPT_ENSEMBLE, members=2) if budget.quick else HAPT_ENSEMBLE
+    config = HAPT_REFINE
+    if budget.quick:
+        config = replace(config, spec=replace(config.spec, hidden=8), chunk=128, warm=8, epochs=1)
+    hapt, train, test = _hapt_split(budget)
+    recs, users = recordings(train)
+    test_recs, _ = recordings(test)
+    y = np.concatenate([y for _, y in test_recs])
+    rows = []
+    for seed in HAPT_ENSEMBLE_SEEDS[: 1 if budget.quick else None]:
+        stderr.print(f"[bold]HAPT ensemble3_refined[/bold] seed {seed}")
+        delays = []
+        for ms in HAPT_DELAYS_MS[-1 if budget.quick else 0 :]:
+            kept = progress.kept(seed=seed, delay_ms=ms)
+            rows += kept
+            delays += [] if kept else [ms]
+        if not delays:
+            continue
+        try:
+            result, cfg = _hapt_model(budget, trained, hapt, recs, users, seed, TBPTT_LABEL,
+                                      spec, chunks_per_lane=16, **_hapt_recipe(budget))  # fmt: skip
+        except Unscored as e:
+            stderr.print(f"  not scored here: {e}")
+            continue
+        grammar = _refitted(result, cfg, recs, users, hapt.activities)
+        fit, val = split_recordings(recs, users, result.validation_users)
+        sets = [[v for v, _ in s] for s in (fit, val, test_recs)]
+        inputs = [refiner_inputs(predict_streams(result.model, s), grammar) for s in sets]
+        labels = [[y for _, y in s] for s in (fit, val)]
+        for ms in delays:
+            lag = lag_samples(ms, 50.0)
+            started, say = time.time(), f"  {ms} ms, epoch"
+            refiner, history = fit_refiner(
+                (inputs[0], labels[0]),
+                (inputs[1], labels[1]),
+                hapt.activities,
+                50.0,
+                lag,
+                config,
+                lambda e, f1, say=say: stderr.print(f"{say} {e + 1}: val {f1:.3f}"),
+            )
+            probs = np.concatenate(refined(refiner, inputs[2], lag))
+            ev = evaluate(y, probs.argmax(-1), hapt.activities)
+            row = {"variant": f"ensemble3_refined_{ms}ms", "accuracy": ev.accuracy,
+                   "macro_f1": ev.macro_f1, "delay_ms": ms, "seed": seed, "spec": spec.name,
+                   "members": spec.members, "refiner": config.spec.name,
+                   "refiner_epochs": len(history["loss"]),
+                   "validation_macro_f1": max(history["val_macro_f1"]),
+                   "refine_minutes": (time.time() - started) / 60,
+                   "command": train_command(spec, cfg, "uci_hapt")}  # fmt: skip
+            rows += progress.keep([row])
+            stderr.print(f"  → {row}")
+    return rows
+
+
 PHONE_MODELS = {
     "LSTM": ModelSpec(setup="stream", cell="lstm", layers=2, hidden=64, dropout=0.2),
     "GRU": ModelSpec(setup="stream", cell="gru", layers=2, hidden=64, dropout=0.2),
@@ -924,6 +991,8 @@ def _decoding_block(hapt: dict) -> list[str]:
         lines += _delay_lines(hapt)
     if "ensemble3" in hapt:
         lines += _ensemble_lines(hapt, causal)
+    if any(name.startswith(REFINED) for name in hapt):
+        lines += _refine_lines(hapt)
     if "delay_1000ms" not in hapt:
         return lines
     return lines + _smoother_lines(hapt) + _target_lines(hapt)
@@ -1097,6 +1166,54 @@ def _ensemble_lines(hapt: dict, causal: dict) -> list[str]:
     ]
 
 
+REFINED = "ensemble3_refined_"
+"""the variants of ``hapt_refine``: ``ensemble3_refined_<ms>ms``"""
+
+
+def _refine_lines(hapt: dict) -> list[str]:
+    """The ``hapt_refine`` rows beside the fixed-lag smoother's of the same ensembles."""
+    rows = [r for name, v in hapt.items() if name.startswith(REFINED) for r in v["per_seed"]]
+    epochs = sorted({r["refiner_epochs"] for r in rows})
+    minutes = sorted(r["refine_minutes"] for r in rows)
+    lines = [
+        "#### Learning the delay (section `hapt_refine`)",
+        "",
+        "The other way to use the delay: a small model trained on what the labeller gives a "
+        "worker. Each ensemble above gets one *refiner* per delay "
+        f"(`models/refine.py`, `{rows[0]['refiner']}`): a causal GRU over the ensemble's "
+        "log-probabilities and its HMM filter's log-beliefs, trained on the ensemble's training "
+        "users to name the sample the delay back, the epoch chosen by macro-F1 on its "
+        "validation users. It sees what the fixed-lag smoother sees (the samples up to the "
+        "delay after the one it labels) and, unlike a bidirectional pass over the delay, costs "
+        "one GRU step per sample whatever the delay. Workers do not serve it yet: the rows are "
+        "the test users' whole recordings labelled offline, the last delay of each with its "
+        "last input repeated (as a stream that ends is flushed).",
+        "",
+        "| delay | fixed-lag smoother, as served (median; per seed) | refiner (median; per seed) "
+        "| refiner on the validation users (median) |",
+        "|---:|---|---|---:|",
+    ]
+
+    def cell(v: dict) -> str:
+        per_seed = ", ".join(f"{r['seed']}: {r['macro_f1']:.3f}" for r in v["per_seed"])
+        return f"{v['macro_f1_median']:.3f}; {per_seed}"
+
+    for ms in HAPT_DELAYS_MS:
+        if (v := hapt.get(f"{REFINED}{ms}ms")) is None:
+            continue
+        served = hapt.get(f"ensemble3_delay_{ms}ms")
+        val = float(np.median([r["validation_macro_f1"] for r in v["per_seed"]]))
+        lines.append(f"| {ms / 1000:g} s | {cell(served) if served else 'not measured'} | "
+                     f"{cell(v)} | {val:.3f} |")  # fmt: skip
+    return lines + [
+        "",
+        f"The refiners trained for {epochs[0]}–{epochs[-1]} epochs, {minutes[0]:.1f}–"
+        f"{minutes[-1]:.1f} minutes each (the best epoch kept); the labellers are the "
+        "ensembles above, with their commands. `harstream train` does not train a refiner yet.",
+        "",
+    ]
+
+
 def _target_lines(hapt: dict) -> list[str]:
     """Whether the best median of three or more (seeds, or ensembles, named) reaches
     :data:`HAPT_TARGETS`: causal, and with a delay of at most 2 s."""
@@ -1110,8 +1227,10 @@ def _target_lines(hapt: dict) -> list[str]:
         return f"{v:.3f} ({name}): {'reached' if v >= target else 'not reached'}"
 
     said = [best(["causal", "causal_hmm", "ensemble3", "ensemble3_hmm"], HAPT_TARGETS[0]),
-            best([f"{prefix}delay_{ms}ms" for prefix in ("", "ensemble3_")
+            best([f"{prefix}{ms}ms" for prefix in ("delay_", "ensemble3_delay_", REFINED)
                   for ms in HAPT_DELAYS_MS if ms <= 2000], HAPT_TARGETS[1])]  # fmt: skip
+    if REFINED in said[1]:
+        said[1] += " (offline: workers do not serve the refiner yet)"
     return [
         f"Targets, medians over three seeds or three ensembles: causal macro-F1 "
         f"{HAPT_TARGETS[0]:.2f}, best {said[0]}; with a delay of at most 2 s "
@@ -1287,10 +1406,10 @@ def _anomaly_reading(rows: dict[str, dict]) -> str:
 
 
 SECTIONS = ("har", "har_attention", "har_ensemble", "hapt", "hapt_decoding", "hapt_ensemble",
-            "phones", "anomaly")  # fmt: skip
+            "hapt_refine", "phones", "anomaly")  # fmt: skip
 """measured on their own: har (models.json keys uci_har, gradients), har_attention and
-har_ensemble (more rows of uci_har), hapt, hapt_decoding and hapt_ensemble (more variants of
-hapt), phones (real_phones), anomaly (anomaly, anomaly_windows)"""
+har_ensemble (more rows of uci_har), hapt, hapt_decoding, hapt_ensemble and hapt_refine (more
+variants of hapt), phones (real_phones), anomaly (anomaly, anomaly_windows)"""
 
 
 def write_markdown(path: Path, results: dict, quick: bool, stale: Sequence[str] = ()) -> None:
@@ -1316,8 +1435,9 @@ def write_markdown(path: Path, results: dict, quick: bool, stale: Sequence[str] 
         if rows:
             so_far = f"{len(rows)} rows scored so far (seeds {seeds}) are kept under `_partial`"
         shown = "its figures below are from its last complete run" if name in kept else ""
-        lines.append(f"- {name}: being measured again (its code or settings changed); "
-                     + "; ".join(filter(None, (so_far, shown))))  # fmt: skip
+        why = "being measured again (its code or settings changed)" if name in kept else (
+            "being measured for the first time")  # fmt: skip
+        lines.append(f"- {name}: {why}; " + "; ".join(filter(None, (so_far, shown))))
     if quick:
         lines += ["", "**--quick run: tiny trainings, the numbers below mean nothing.**"]
     lines.append("")
@@ -1348,6 +1468,7 @@ def fingerprint(section: str, budget: Budget) -> str:
             "hapt": (hapt_section, _hapt_split, _hapt_model, _hapt_recipe),
             "hapt_decoding": (hapt_decoding_section, *decoding),
             "hapt_ensemble": (hapt_ensemble_section, *decoding),
+            "hapt_refine": (hapt_refine_section, *decoding, models.refine),
             "phones": (phones_section, _hapt_model),
             "anomaly": (anomaly_section, inject, faulty_windows)}[section]  # fmt: skip
     settings = {"budget": budget, "har": (HAR_MODELS, ROTATE_DEG),
@@ -1358,6 +1479,8 @@ def fingerprint(section: str, budget: Budget) -> str:
                                   HAPT_MINUTES),
                 "hapt_ensemble": (HAPT_ENSEMBLE_SEEDS, HAPT_ENSEMBLE, HAPT_DELAYS_MS,
                                   HAPT_ROTATE_DEG, HAPT_MINUTES),
+                "hapt_refine": (HAPT_ENSEMBLE_SEEDS, HAPT_ENSEMBLE, HAPT_DELAYS_MS,
+                                HAPT_ROTATE_DEG, HAPT_MINUTES, HAPT_REFINE),
                 "phones": (PHONE_MODELS, PHONE_EXPORT, PHONE_VARIANTS, PHONE_MINUTES),
                 "anomaly": (ANOMALY_DETECTORS, ANOMALY_SPAN, ANOMALY_STRIDES, ANOMALY_SEED,
                             LENGTHS, SPIKE_STD, DRIFT_STD, NOISE_STD, GLITCH_EVERY)}  # fmt: skip
@@ -1373,7 +1496,7 @@ def har_key(row: dict) -> str:
     return row["file"].removeprefix("har-window-")
 
 
-PER_LABELLER = ("hapt", "hapt_decoding", "hapt_ensemble")
+PER_LABELLER = ("hapt", "hapt_decoding", "hapt_ensemble", "hapt_refine")
 """the sections that keep their rows as each labeller is scored (:class:`Progress`) and go on
 past a labeller a run does not score (all that ``--jobs`` trains side by side)"""
 KEPT_SECTIONS = (*PER_LABELLER, "phones")
@@ -1399,11 +1522,13 @@ def _measure(section: str, budget: Budget, img: Path, saved: Path, trained: Trai
         rows = (har_attention_section if section == "har_attention" else har_ensemble_section)(
             budget, img, saved)  # fmt: skip
         return {"uci_har": {har_key(r): r for r in rows}}
-    if section in ("hapt", "hapt_decoding", "hapt_ensemble"):
+    if section in PER_LABELLER:
         rows = (hapt_section(budget, img, saved, trained, progress) if section == "hapt" else
                 hapt_decoding_section(budget, img, trained, progress)
                 if section == "hapt_decoding" else
-                hapt_ensemble_section(budget, trained, progress))  # fmt: skip
+                hapt_ensemble_section(budget, trained, progress)
+                if section == "hapt_ensemble" else
+                hapt_refine_section(budget, trained, progress))  # fmt: skip
         by = {v: [r for r in rows if r["variant"] == v] for v in dict.fromkeys(
             r["variant"] for r in rows)}  # fmt: skip
         return {"hapt": {v: {"macro_f1_median": float(np.median([r["macro_f1"] for r in rs])),

@@ -25,3 +25,12 @@ def test_a_single_run_does_not_count_as_a_median_of_three():
     (line, _) = _target_lines(hapt)
     assert "best 0.820 (causal): not reached" in line
     assert "none measured over three" in line
+
+
+def test_a_refiner_counts_for_the_delay_target_and_is_said_to_be_offline():
+    hapt = {"causal": _variant(0.82, 0.81, 0.83),
+            "ensemble3_delay_2000ms": _variant(0.89, 0.88, 0.90),
+            "ensemble3_refined_2000ms": _variant(0.90, 0.91, 0.90),
+            "ensemble3_refined_500ms": _variant(0.95)}  # fmt: skip
+    (line, _) = _target_lines(hapt)
+    assert "best 0.900 (ensemble3_refined_2000ms): reached (offline" in line

@@ -1499,8 +1499,12 @@ def har_key(row: dict) -> str:
 PER_LABELLER = ("hapt", "hapt_decoding", "hapt_ensemble", "hapt_refine")
 """the sections that keep their rows as each labeller is scored (:class:`Progress`) and go on
 past a labeller a run does not score (all that ``--jobs`` trains side by side)"""
-KEPT_SECTIONS = (*PER_LABELLER, "phones")
-"""the sections whose trainings the Trained store keeps (all a ``--kept-only`` run looks at)"""
+SCORE_ONLY = ("hapt", "hapt_decoding", "hapt_ensemble")
+"""the sections that train nothing but their labellers: scored as soon as one is kept (hapt_refine
+trains a refiner per labeller and delay, after them)"""
+KEPT_SECTIONS = (*SCORE_ONLY, "phones")
+"""the sections that score the trainings the Trained store keeps and train nothing else (all a
+``--kept-only`` run looks at)"""
 
 SHARED = ("uci_har", "hapt")
 """models.json keys that several sections fill (har and har_attention, hapt and hapt_decoding):
@@ -1739,7 +1743,7 @@ def main(argv: list[str] | None = None) -> int:
                    "--since", str(run.started)]  # fmt: skip
 
         def score() -> None:  # what is kept so far, each unit once (the rows are kept)
-            for section in hapt_todo:
+            for section in [s for s in hapt_todo if s in SCORE_ONLY]:
                 run.measure(section, run.trained(section, trains=frozenset()))
 
         _side_by_side(_lanes(missing, args.jobs), passed, saved / "trained", score)

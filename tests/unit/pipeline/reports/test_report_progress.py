@@ -55,7 +55,7 @@ def test_a_run_cut_short_keeps_its_rows_and_the_next_one_goes_on_from_them(tmp_p
     assert (img / "next" / "hapt_ensemble" / "ensemble.png").is_file()  # the page's stays
     assert not (img / "ensemble.png").exists()
     assert report.main([*argv, "--render"]) == 0
-    assert "- hapt_ensemble: being measured again" in out.read_text()
+    assert "- hapt_ensemble: being measured for the first time" in out.read_text()
 
     assert report.main(argv) == 0  # goes on: seed 0 is handed back, seed 1 is scored
     assert handed == [[], [_row(0)]]
@@ -94,11 +94,16 @@ def test_a_kept_only_run_trains_nothing_and_keeps_what_it_scored_for_the_next(
 def test_the_page_names_a_section_being_measured_again(tmp_path):
     out = tmp_path / "models.md"
     rows = [_row(0), {**_row(0), "variant": "ensemble3_hmm"}, _row(3)]
-    results = {"_partial": {"hapt_ensemble": {"fingerprint": "f", "rows": rows}}}
+    results = {
+        "_partial": {"hapt_ensemble": {"fingerprint": "f", "rows": rows}},
+        "_sections": {"hapt": {"measured": "then", "minutes": 1, "machine": "m"}},
+    }
     report.write_markdown(out, results, quick=True, stale=["hapt", "hapt_ensemble"])
     text = out.read_text()
-    assert "- hapt_ensemble: being measured again" in text
-    assert "3 rows scored so far (seeds 0, 3)" in text
+    assert (
+        "- hapt_ensemble: being measured for the first time; 3 rows scored so far (seeds 0, 3)"
+        in text
+    )
     assert "- hapt: being measured again (its code or settings changed); nothing scored" in text
 
 

@@ -521,12 +521,9 @@ def _decoding_rows(budget: Budget, trained: Trained, spec: ModelSpec, names: tup
         if kept := progress.kept(seed=seed):
             rows += kept
             continue
-        try:
-            result, cfg = _hapt_model(budget, trained, hapt, recs, users, seed, TBPTT_LABEL,
-                                      spec, chunks_per_lane=16, **_hapt_recipe(budget))  # fmt: skip
-        except Unscored as e:
-            stderr.print(f"  not scored here: {e}")
+        if (labeller := _labeller(budget, trained, hapt, recs, users, seed, spec)) is None:
             continue
+        result, cfg = labeller
         probs = np.concatenate(predict_streams(result.model, [v for v, _ in test_recs]))
         grammar = _refitted(result, cfg, recs, users, hapt.activities)
         decoded = grammar.decoder(len(counts)).filter(np.arange(len(counts)), counts, probs)
@@ -553,6 +550,18 @@ def _decoding_rows(budget: Budget, trained: Trained, spec: ModelSpec, names: tup
         rows += progress.keep(mine)
         stderr.print("\n".join(f"  → {r}" for r in mine))
     return rows
+
+
+def _labeller(budget: Budget, trained: Trained, hapt, recs, users, seed: int,
+              spec: ModelSpec) -> tuple[TrainResult, TrainConfig] | None:  # fmt: skip
+    """The truncated-BPTT labeller ``spec`` of ``seed`` (the stream recipe), or None (saying
+    why) where this run does not score it (:class:`Unscored`)."""
+    try:
+        return _hapt_model(budget, trained, hapt, recs, users, seed, TBPTT_LABEL, spec,
+                           chunks_per_lane=16, **_hapt_recipe(budget))  # fmt: skip
+    except Unscored as e:
+        stderr.print(f"  not scored here: {e}")
+        return None
 
 
 def _refitted(result: TrainResult, cfg, recs, users, classes) -> Grammar:
@@ -592,12 +601,9 @@ def hapt_refine_section(budget: Budget, trained: Trained, progress: Progress) ->
             delays += [] if kept else [ms]
         if not delays:
             continue
-        try:
-            result, cfg = _hapt_model(budget, trained, hapt, recs, users, seed, TBPTT_LABEL,
-                                      spec, chunks_per_lane=16, **_hapt_recipe(budget))  # fmt: skip
-        except Unscored as e:
-            stderr.print(f"  not scored here: {e}")
+        if (labeller := _labeller(budget, trained, hapt, recs, users, seed, spec)) is None:
             continue
+        result, cfg = labeller
         grammar = _refitted(result, cfg, recs, users, hapt.activities)
         fit, val = split_recordings(recs, users, result.validation_users)
         sets = [[v for v, _ in s] for s in (fit, val, test_recs)]
@@ -1460,8 +1466,8 @@ def fingerprint(section: str, budget: Budget) -> str:
     import inspect  # noqa: PLC0415  (only the report computes fingerprints)
 
     # the labels of kept labellers: the grammar fitted and applied by today's library code
-    decoding = (_decoding_rows, _hapt_split, _hapt_model, _hapt_recipe, _refitted, fit_decoding,
-                models.hmm, models.smoothing)  # fmt: skip
+    decoding = (_decoding_rows, _labeller, _hapt_split, _hapt_model, _hapt_recipe, _refitted,
+                fit_decoding, models.hmm, models.smoothing)  # fmt: skip
     code = {"har": (har_section, _har_rows, gradient_section),
             "har_attention": (har_attention_section, _har_rows),
             "har_ensemble": (har_ensemble_section, _har_rows),

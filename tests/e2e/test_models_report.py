@@ -42,8 +42,8 @@ def test_quick_report_writes_tables_plots_and_figures_and_runs_again_only_what_i
     delays = {f"{p}delay_{ms}ms{x}" for p in ("", "ensemble3_") for ms in (500, 1000, 2000)
               for x in ("", "_mean")}  # as served, and the centred mean  # fmt: skip
     assert set(figures["hapt"]) == {"tbptt", "windows", "causal", "causal_hmm", "ensemble3",
-                                    "ensemble3_hmm", *delays,
-                                    "ensemble3_refined_2000ms"}  # fmt: skip
+                                    "ensemble3_hmm", *delays, "ensemble3_refined_2000ms",
+                                    "ensemble3_refined_2000ms_mixed"}  # fmt: skip
     (refined,) = figures["hapt"]["ensemble3_refined_2000ms"]["per_seed"]  # --quick: 2 s only
     assert refined["refiner_epochs"] == 1 and 0 <= refined["macro_f1"] <= 1
     assert "Learning the delay" in text and "| 2 s |" in text

@@ -1635,6 +1635,7 @@ class ReportRun:
                        **kw)  # fmt: skip
 
     def save(self) -> None:
+        """Write models.json: every figure, and the rows of the sections not complete."""
         rows = {k: v for k, v in self.partial.items() if v["rows"]}
         text = json.dumps({k: v for k, v in {**self.results, "_partial": rows}.items() if v},
                           indent=1)  # fmt: skip
@@ -1642,8 +1643,8 @@ class ReportRun:
 
     def measure(self, section: str, only: Trained, keep: bool = True) -> dict:
         """Measure a section with the labellers ``only`` lets it use, skipping the units kept
-        and keeping (``keep``) those it scores; its keys of models.json. A section's rows kept
-        ``keep=False`` are what a run that only finds or trains labellers skips."""
+        and keeping those it scores (``keep=False``: a run that only finds or trains labellers,
+        which keeps nothing); its keys of models.json."""
         rows = self.partial[section]["rows"]
         progress = Progress(rows, self.save) if keep else Progress(list(rows))
         return _measure(section, self.budget, self.plots(section), self.saved, only, progress)

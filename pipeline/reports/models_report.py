@@ -1743,10 +1743,11 @@ def main(argv: list[str] | None = None) -> int:
         elif section in named or run.partial.get(section, {}).get("fingerprint") != stale[section]:
             run.partial[section] = {"fingerprint": stale[section], "rows": [], "minutes": 0.0}
     hapt_todo = [section for section, _ in todo if section in PER_LABELLER]
-    if args.train is not None:  # one of --jobs's processes: train these, score nothing
-        mine = frozenset(args.train.split(","))
-        for section in hapt_todo:
-            run.measure(section, run.trained(section, trains=mine, only_trains=True), keep=False)
+    if args.train is not None:  # one of --jobs's processes: train these in order, score nothing
+        for name in args.train.split(","):  # the order dealt, not the sections'
+            for section in hapt_todo:
+                only = run.trained(section, trains=frozenset({name}), only_trains=True)
+                run.measure(section, only, keep=False)
         return 0
     if args.jobs > 1 and not args.kept_only:
         missing: dict[str, str] = {}

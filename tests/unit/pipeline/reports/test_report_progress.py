@@ -113,3 +113,17 @@ def test_a_section_whose_seeds_are_all_kept_trains_nothing(tmp_path):
     kept = [_row(0), {**_row(0), "variant": "ensemble3_hmm"}]
     assert report.hapt_ensemble_section(QUICK, trained, Progress(list(kept))) == kept
     assert not list(tmp_path.iterdir())
+
+
+def test_a_training_process_trains_its_labellers_in_the_order_dealt(tmp_path, monkeypatch):
+    seen = []
+
+    def record(section, budget, img, saved, trained, progress):
+        seen.append((section, trained.trains, trained.only_trains))
+        return {}
+
+    monkeypatch.setattr(report, "_measure", record)
+    argv = ["--quick", "--out", str(tmp_path / "models.md"), "--models-dir", str(tmp_path)]
+    assert report.main([*argv, "--train", "hapt-e6,hapt-w0"]) == 0
+    per_labeller = list(report.PER_LABELLER)
+    assert seen == [(s, frozenset({n}), True) for n in ("hapt-e6", "hapt-w0") for s in per_labeller]

@@ -115,6 +115,18 @@ def test_a_section_whose_seeds_are_all_kept_trains_nothing(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.dataset
+def test_the_refine_section_trains_no_refiner_for_a_delay_kept(tmp_path):
+    kept = [{**_row(0), "variant": f"ensemble3_refined_2000ms{x}", "delay_ms": 2000}
+            for x in ("", "_mixed")]  # --quick: seed 0 at 2 s only  # fmt: skip
+    assert report.hapt_refine_section(QUICK, Trained(tmp_path), Progress(list(kept))) == kept
+    assert not list(tmp_path.iterdir())  # no labeller either
+    other = [{**r, "delay_ms": 1000} for r in kept]  # another delay's: 2 s is still to do
+    finder = Trained(tmp_path, trains=frozenset())
+    assert report.hapt_refine_section(QUICK, finder, Progress(list(other))) == []
+    assert len(finder.missing) == 1  # its labeller, which this run may not train
+
+
 def test_a_training_process_trains_its_labellers_in_the_order_dealt(tmp_path, monkeypatch):
     seen = []
 

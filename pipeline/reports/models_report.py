@@ -966,10 +966,14 @@ def _hapt_block(data: dict) -> list[str]:
 def _decoding_block(hapt: dict) -> list[str]:
     """The ``hapt_decoding`` section: the labeller's own labels against its HMM-decoded ones."""
     causal, decoded = hapt["causal"], hapt["causal_hmm"]
+    spec = causal["per_seed"][0]["spec"]
+    same = [r["spec"] for r in hapt.get("tbptt", {}).get("per_seed", [])[:1]] == [spec]
+    which = "above (the same models)" if same else (
+        f"`{spec}` (trained as above; the table above is its last complete run's)")  # fmt: skip
     lines = [
         "### Causal decoding with the activities' grammar (section `hapt_decoding`)",
         "",
-        "The truncated-BPTT labellers above (the same models) label each test recording "
+        f"The truncated-BPTT labellers {which} label each test recording "
         "from its start, as a worker does; *causal_hmm* decodes its per-sample probabilities "
         "with an online HMM forward filter (`models/hmm.py`): transitions counted from the "
         "training users' label sequences (plus 1 each), the model's probabilities divided by "
@@ -1169,12 +1173,13 @@ def _ensemble_lines(hapt: dict, causal: dict) -> list[str]:
     lines += [_median_row(name, hapt[name]) for name in names]
     lines += _commands(hapt["ensemble3"]["per_seed"], lambda r: f"ensemble3, seed {r['seed']}")
     gain = hapt["ensemble3"]["macro_f1_median"] - causal["macro_f1_median"]
-    return lines + [
-        "",
-        f"Against the single labellers' median (`{causal['per_seed'][0]['spec']}`), the "
-        f"ensembles' median changes macro-F1 by {_signed_points(gain)}.",
-        "",
-    ]
+    single, ensemble = causal["per_seed"][0]["spec"], hapt["ensemble3"]["per_seed"][0]["spec"]
+    said = (f"Against the single labellers' median (`{single}`), the ensembles' median changes "
+            f"macro-F1 by {_signed_points(gain)}.")  # fmt: skip
+    if not ensemble.startswith(f"{single}-ensemble"):
+        said = (f"The single labellers (`{single}`) and these ensembles' members differ in size: "
+                "no gain is stated until both are measured at the same size.")  # fmt: skip
+    return [*lines, "", said, ""]
 
 
 REFINED = "ensemble3_refined_"

@@ -8,10 +8,10 @@ again), then writes the page from every section's kept results: a report never h
 in one sitting (all of it takes several hours on 2 CPU cores). The HAPT sections keep their rows
 as each labeller is scored (:class:`Progress`), so one of them can be measured over several
 sittings too. ``--jobs N`` trains the HAPT labellers a run needs in N processes side by side
-first; ``--kept-only`` trains nothing and scores the labellers kept so far. ``--quick`` runs the
-same code
-with tiny trainings, to check the script itself in minutes; its numbers mean nothing and go to
-a page and a file of their own.
+first; ``--kept-only`` trains no labeller: it scores those kept so far (and trains the refiners
+of ``hapt_refine`` over the ensembles kept). ``--quick`` runs the same code with tiny
+trainings, to check the script itself in minutes; its numbers mean nothing and go to a page and
+a file of their own.
 
 1. UCI HAR, official user split, 9 raw channels: many-to-one LSTM and GRU against SimpleRNN,
    BiLSTM and memory-less baselines (MLP over the flattened window, 1-D CNN).
@@ -1522,9 +1522,9 @@ past a labeller a run does not score (all that ``--jobs`` trains side by side)""
 SCORE_ONLY = ("hapt", "hapt_decoding", "hapt_ensemble")
 """the sections that train nothing but their labellers: scored as soon as one is kept (hapt_refine
 trains a refiner per labeller and delay, after them)"""
-KEPT_SECTIONS = (*SCORE_ONLY, "phones")
-"""the sections that score the trainings the Trained store keeps and train nothing else (all a
-``--kept-only`` run looks at)"""
+KEPT_SECTIONS = (*SCORE_ONLY, "hapt_refine", "phones")
+"""the sections whose labellers the Trained store keeps (all a ``--kept-only`` run looks at: it
+scores those kept and trains no labeller, hapt_refine training its refiners over them)"""
 
 SHARED = ("uci_har", "hapt")
 """models.json keys that several sections fill (har and har_attention, hapt and hapt_decoding):
@@ -1690,8 +1690,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--kept-only",
         action="store_true",
-        help="train nothing: score the HAPT and phones labellers already kept, keeping the rows "
-        "of a section not complete yet for the run that trains the rest",
+        help="train no labeller: score the HAPT and phones labellers already kept (training the "
+        "refiners of hapt_refine over the ensembles kept), keeping the rows of a section not "
+        "complete yet for the run that trains the rest",
     )
     parser.add_argument(
         "--jobs",

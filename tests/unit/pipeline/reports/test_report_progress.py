@@ -65,7 +65,7 @@ def test_a_run_cut_short_keeps_its_rows_and_the_next_one_goes_on_from_them(tmp_p
     assert (img / "ensemble.png").read_text() == "1" and not (img / "next").exists()
 
 
-def test_a_kept_only_run_trains_nothing_and_keeps_what_it_scored_for_the_next(
+def test_a_kept_only_run_trains_no_labeller_and_keeps_what_it_scored_for_the_next(
     tmp_path, monkeypatch
 ):
     out = tmp_path / "models.md"

@@ -26,14 +26,13 @@ import numpy as np
 from models.evaluation import evaluate
 from models.exceptions import ModelsError
 from models.hmm import Grammar
+from models.refiner_runtime import log_inputs
 from models.spec import ModelMeta, ModelSpec
 from models.training import predict_streams
 from models.windowing import fit_normalisation
 from models.zoo import build_model
 
 REFINER = ModelSpec(setup="stream", cell="gru", layers=1, hidden=64)
-FLOOR = 1e-6
-"""probabilities and beliefs below this are read as this (their logarithm stays finite)"""
 
 
 @dataclass(frozen=True)
@@ -68,7 +67,7 @@ def refiner_channels(classes: Sequence[str]) -> tuple[str, ...]:
 def refiner_inputs(probs: Sequence[np.ndarray], grammar: Grammar) -> list[np.ndarray]:
     """Per recording (the labeller's ``(T, K)`` probabilities, each from the recording's
     start), the refiner's ``(T, 2K)`` inputs: the log-probabilities and the log-beliefs of
-    ``grammar``'s causal filter, floored at :data:`FLOOR`."""
+    ``grammar``'s causal filter, floored at :data:`models.refiner_runtime.FLOOR`."""
     if not probs:
         return []
     counts = [len(p) for p in probs]
@@ -77,8 +76,7 @@ def refiner_inputs(probs: Sequence[np.ndarray], grammar: Grammar) -> list[np.nda
         raise ModelsError(f"{stack.shape[1]} probabilities per sample for a grammar of "
                           f"{len(grammar.prior)} classes")  # fmt: skip
     beliefs = grammar.decoder(len(counts)).filter(np.arange(len(counts)), counts, stack)
-    x = np.log(np.maximum(np.concatenate([stack, beliefs], axis=1), FLOOR))
-    return np.split(x.astype(np.float32), np.cumsum(counts)[:-1])
+    return np.split(log_inputs(stack, beliefs), np.cumsum(counts)[:-1])
 
 
 def delayed_chunks(

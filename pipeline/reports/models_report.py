@@ -72,6 +72,7 @@ from models.hmm import Grammar
 from models.io import load_model, save_model
 from models.plotting import png_axes
 from models.refine import RefineConfig, fit_refiner, refined, refiner_inputs
+from models.refiner_runtime import log_inputs
 from models.seq2seq import anomaly_scores
 from models.smoothing import as_served, lag_samples
 from models.spec import ModelSpec
@@ -1488,7 +1489,7 @@ def fingerprint(section: str, budget: Budget) -> str:
             "hapt": (hapt_section, _hapt_split, _hapt_model, _hapt_recipe),
             "hapt_decoding": (hapt_decoding_section, *decoding),
             "hapt_ensemble": (hapt_ensemble_section, *decoding),
-            "hapt_refine": (hapt_refine_section, *decoding, models.refine),
+            "hapt_refine": (hapt_refine_section, *decoding, models.refine, log_inputs),
             "phones": (phones_section, _hapt_model),
             "anomaly": (anomaly_section, inject, faulty_windows)}[section]  # fmt: skip
     settings = {"budget": budget, "har": (HAR_MODELS, ROTATE_DEG),

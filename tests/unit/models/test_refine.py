@@ -10,13 +10,13 @@ from models.evaluation import evaluate
 from models.exceptions import ModelsError
 from models.hmm import Grammar, estimate
 from models.refine import (
-    FLOOR,
     RefineConfig,
     delayed_chunks,
     fit_refiner,
     refined,
     refiner_inputs,
 )
+from models.refiner_runtime import FLOOR
 from models.spec import ModelSpec
 from models.training import predict_streams
 

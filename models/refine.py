@@ -26,7 +26,7 @@ import numpy as np
 from models.evaluation import evaluate
 from models.exceptions import ModelsError
 from models.hmm import Grammar
-from models.refiner_runtime import log_inputs
+from models.refiner_runtime import LAG_KEY, log_inputs
 from models.spec import ModelMeta, ModelSpec
 from models.training import predict_streams
 from models.windowing import fit_normalisation
@@ -117,16 +117,35 @@ def refined(model: keras.Model, inputs: Sequence[np.ndarray], lag: int) -> list[
     return [p[lag:] for p in predict_streams(model, padded)]
 
 
+@dataclass(frozen=True)
+class RefinerData:
+    """What a refiner learns from: per recording, its inputs (:func:`refiner_inputs`) and
+    labels, of the labeller's training users (``train``) and validation users (``val``)."""
+
+    train: tuple[list[np.ndarray], list[np.ndarray]]
+    val: tuple[list[np.ndarray], list[np.ndarray]]
+
+    @classmethod
+    def of(cls, labeller: keras.Model, grammar: Grammar, train: Sequence[tuple],
+           val: Sequence[tuple]) -> RefinerData:  # fmt: skip
+        """The ``labeller``'s probabilities (decoded by ``grammar``'s filter too) over the
+        ``(values, labels)`` recordings ``train`` and ``val``, as a refiner reads them."""
+        sets = []
+        for recs in (train, val):
+            probs = predict_streams(labeller, [v for v, _ in recs])
+            sets.append((refiner_inputs(probs, grammar), [y for _, y in recs]))
+        return cls(*sets)
+
+
 def fit_refiner(
-    train: tuple[Sequence[np.ndarray], Sequence[np.ndarray]],
-    val: tuple[Sequence[np.ndarray], Sequence[np.ndarray]],
-    classes: Sequence[str], rate_hz: float, lag: int, config: RefineConfig = RefineConfig(),
-    on_epoch: Callable[[int, float], None] | None = None,
-) -> tuple[keras.Model, dict[str, list[float]]]:  # fmt: skip
-    """A refiner trained on ``train`` (its inputs, :func:`refiner_inputs`, and labels per
-    recording) to label the sample ``lag`` back, kept at its best epoch on ``val``: the model
-    and its history (``loss``, ``val_macro_f1`` per epoch; ``on_epoch(epoch, val_macro_f1)``
-    after each)."""
+    data: RefinerData, classes: Sequence[str], rate_hz: float, lag: int,
+    config: RefineConfig = RefineConfig(), on_epoch: Callable[[int, float], None] | None = None,
+) -> tuple[keras.Model, ModelMeta, dict[str, list[float]]]:  # fmt: skip
+    """A refiner trained on ``data.train`` to label the sample ``lag`` back, kept at its best
+    epoch on ``data.val``: the model, its metadata (the lag in its provenance,
+    :data:`models.refiner_runtime.LAG_KEY`) and its history (``loss``, ``val_macro_f1`` per
+    epoch; ``on_epoch(epoch, val_macro_f1)`` after each)."""
+    train, val = data.train, data.val
     if not train[0] or not val[0]:
         raise ModelsError("a refiner needs training and validation recordings")
     k = len(classes)
@@ -135,7 +154,7 @@ def fit_refiner(
     mean, std = fit_normalisation(np.concatenate(train[0]))
     meta = ModelMeta(spec=config.spec, channels=refiner_channels(classes), classes=tuple(classes),
                      rate_hz=rate_hz, mean=mean, std=std, window=config.chunk,
-                     stride=config.chunk // 2, provenance={"refiner_lag": lag})  # fmt: skip
+                     stride=config.chunk // 2, provenance={LAG_KEY: lag})  # fmt: skip
     keras.utils.set_random_seed(config.seed)
     model = build_model(config.spec, meta)
     model.compile(keras.optimizers.Adam(config.learning_rate, clipnorm=1.0),
@@ -159,4 +178,4 @@ def fit_refiner(
         elif epoch - int(np.argmax(history["val_macro_f1"])) >= config.patience:
             break
     model.set_weights(weights)
-    return model, history
+    return model, meta, history

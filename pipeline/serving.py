@@ -8,7 +8,9 @@ from typing import NamedTuple
 
 import numpy as np
 
+from models.exceptions import ModelsError
 from models.hmm import ForwardFilter
+from models.refiner_runtime import RefinerRuntime
 from models.runtime import StreamRuntime
 from models.spec import ModelMeta
 
@@ -63,16 +65,25 @@ class ServingModel:
     decoder: ForwardFilter | None = None
     """for a stream model whose grammar helped on its validation users: the HMM forward filter
     its per-sample probabilities go through (:mod:`models.hmm`), a belief per device"""
+    refiner: RefinerRuntime | None = None
+    """for a stream model saved with a refiner (:mod:`models.refine`): its labels of the sample
+    ``lag`` back, mixed by a worker delayed as much with the smoother's"""
 
     @classmethod
-    def load(cls, model, meta: ModelMeta, version: str, capacity: int = 1024) -> ServingModel:
-        """Wrap a loaded Keras model: the NumPy runtime for stream models, Keras for window
-        models and anomaly detectors."""
+    def load(cls, model, meta: ModelMeta, version: str, capacity: int = 1024,
+             refiner: tuple | None = None) -> ServingModel:  # fmt: skip
+        """Wrap a loaded Keras model: the NumPy runtime for stream models (and for the
+        ``refiner``, its model and metadata, of one that has one: :func:`models.io.load_refiner`),
+        Keras for window models and anomaly detectors."""
         if meta.spec.setup == "stream":
             grammar = meta.grammar
             decoder = grammar.decoder(capacity) if grammar and grammar.enabled else None
+            if refiner is not None and grammar is None:
+                raise ModelsError(f"{version}: a refiner reads the HMM beliefs of a grammar, "
+                                  "and this model has none")  # fmt: skip
+            refined = RefinerRuntime.from_keras(*refiner, grammar, capacity) if refiner else None
             return cls(version, meta, runtime=StreamRuntime.from_keras(model, meta, capacity),
-                       decoder=decoder)  # fmt: skip
+                       decoder=decoder, refiner=refined)  # fmt: skip
         if meta.spec.setup == "seq2seq":
             from models.seq2seq import scorer  # Keras: the caller loaded a model already
 

@@ -65,26 +65,25 @@ def reach(kafka: KafkaConfig, attempt) -> None:
 
 def load_served(config: ServingConfig) -> Served:
     """The models ``[model]`` names (loaded with ``safe_mode=True``)."""
-    from models.io import load_model  # Keras: imported when a model is loaded, not at start-up
+    from models.io import load_model, load_refiner  # Keras: loaded with a model, not at start-up
 
-    def from_file(path: str) -> ServingModel:
-        return ServingModel.load(*load_model(path), version=f"file:{path}")
+    def from_file(path, version: str) -> ServingModel:
+        return ServingModel.load(*load_model(path), version=version, refiner=load_refiner(path))
 
     def champion(name: str, ref: str) -> ServingModel:
         version = Registry(config.registry).get(name, ref)
-        model, meta = load_model(version.model_path)
-        return ServingModel.load(model, meta, version=f"{name}@{version.label}")
+        return from_file(version.model_path, f"{name}@{version.label}")
 
     stream = window = anomaly = None
     if config.stream_model:
-        stream = from_file(config.stream_model)
+        stream = from_file(config.stream_model, f"file:{config.stream_model}")
     elif config.registry:
         loaded = champion(config.name, config.ref)
         stream, window = (loaded, None) if loaded.slot == "stream" else (None, loaded)
     if config.window_model:
-        window = from_file(config.window_model)
+        window = from_file(config.window_model, f"file:{config.window_model}")
     if config.anomaly_model:
-        anomaly = from_file(config.anomaly_model)
+        anomaly = from_file(config.anomaly_model, f"file:{config.anomaly_model}")
     elif config.registry and config.anomaly_name:
         anomaly = champion(config.anomaly_name, "champion")
     if stream is None and window is None:

@@ -71,7 +71,7 @@ from models.faults import (
 from models.hmm import Grammar
 from models.io import load_model, save_model
 from models.plotting import png_axes
-from models.refine import RefineConfig, fit_refiner, refined, refiner_inputs
+from models.refine import RefineConfig, RefinerData, fit_refiner, refined, refiner_inputs
 from models.refiner_runtime import log_inputs
 from models.seq2seq import anomaly_scores
 from models.smoothing import as_served, lag_samples
@@ -607,25 +607,19 @@ def hapt_refine_section(budget: Budget, trained: Trained, progress: Progress) ->
             continue
         result, cfg = labeller
         grammar = _refitted(result, cfg, recs, users, hapt.activities)
-        fit, val = split_recordings(recs, users, result.validation_users)
-        sets = [[v for v, _ in s] for s in (fit, val, test_recs)]
-        probs = [predict_streams(result.model, s) for s in sets]
-        inputs = [refiner_inputs(p, grammar) for p in probs]
-        labels = [[y for _, y in s] for s in (fit, val)]
+        data = RefinerData.of(result.model, grammar,
+                              *split_recordings(recs, users, result.validation_users))  # fmt: skip
+        probs = predict_streams(result.model, [v for v, _ in test_recs])
+        inputs = refiner_inputs(probs, grammar)
         for ms in delays:
             lag = lag_samples(ms, 50.0)
             started, say = time.time(), f"  {ms} ms, epoch"
-            refiner, history = fit_refiner(
-                (inputs[0], labels[0]),
-                (inputs[1], labels[1]),
-                hapt.activities,
-                50.0,
-                lag,
-                config,
+            refiner, _, history = fit_refiner(
+                data, hapt.activities, 50.0, lag, config,
                 lambda e, f1, say=say: stderr.print(f"{say} {e + 1}: val {f1:.3f}"),
-            )
-            mine = np.concatenate(refined(refiner, inputs[2], lag))
-            served = np.concatenate(as_served(probs[2], grammar, ms))  # what workers emit
+            )  # fmt: skip
+            mine = np.concatenate(refined(refiner, inputs, lag))
+            served = np.concatenate(as_served(probs, grammar, ms))  # what workers emit
             common = {"delay_ms": ms, "seed": seed, "spec": spec.name, "members": spec.members,
                       "refiner": config.spec.name, "refiner_epochs": len(history["loss"]),
                       "validation_macro_f1": max(history["val_macro_f1"]),

@@ -10,7 +10,8 @@ records, so that the owner of input partition ``p`` restores its devices from st
     2      1     version (1)
     3      1     flags: bit 0 = LSTM cell state, bit 1 = next-step prediction, bit 2 = resampler,
                  bit 3 = gravity frame, bit 4 = HMM belief, bit 5 = next-step predictions of
-                 another length than C (an ensemble's: one per member), bit 6 = delayed labels
+                 another length than C (an ensemble's: one per member), bit 6 = delayed labels,
+                 bit 7 = the refiner's state
     4      2     layers L (uint16; an ensemble's K members x their layers, member by member)
     6      2     hidden H (uint16)
     8      2     channels C (uint16)
@@ -28,11 +29,14 @@ records, so that the owner of input partition ``p`` restores its devices from st
                  frame's features, times an ensemble's members)
     ...    2     classes K (uint16; flag bit 4)
     ...    4     delayed labels: samples held N, values each W (2 x uint16; flag bit 6)
+    ...    2     the refiner's state length S (uint16; flag bit 7)
     ...    4LH   h, float32 (L x H)
     ...    4LH   c, float32 (flag bit 0)
     ...    4F    the last next-step prediction, float32 (flag bit 1; F = C without bit 3)
     ...    32    the gravity frame's filters, float32 (8; flag bit 3)
     ...    4K    the HMM decoder's belief over the classes, float32 (flag bit 4)
+    ...    4S    the refiner's state, float32 (flag bit 7; see
+                 :meth:`models.refiner_runtime.RefinerRuntime.get_state`)
     ...    4RC   ring buffer as the store keeps it (slot ``seen % R`` is the next to write)
     ...    8NW   the samples whose labels the delay still holds, float64, oldest first
                  (flag bit 6; see :meth:`pipeline.worker.delay.Delay.snapshot`)
@@ -112,6 +116,8 @@ class DeviceState:
     """(classes,): the HMM decoder's belief, for a model whose probabilities are decoded"""
     delayed: np.ndarray | None = None
     """(held, width) float64: what a worker with ``delay_ms`` holds back for the device"""
+    refiner: np.ndarray | None = None
+    """float32: the state of the model's refiner, for a worker that mixes its labels in"""
 
 
 def encode_state(s: DeviceState) -> bytes:
@@ -123,7 +129,7 @@ def encode_state(s: DeviceState) -> bytes:
     flags = (
         (s.c is not None) | (s.next is not None) << 1 | (s.resample is not None) << 2
         | (s.frame is not None) << 3 | (s.belief is not None) << 4 | longer << 5
-        | (s.delayed is not None) << 6
+        | (s.delayed is not None) << 6 | (s.refiner is not None) << 7
     )  # fmt: skip
     # with a gravity frame, the next-step prediction is of its features: their number
     explicit = s.frame is not None or longer
@@ -131,11 +137,13 @@ def encode_state(s: DeviceState) -> bytes:
     inputs += b"" if s.belief is None else _U16.pack(len(s.belief))
     if s.delayed is not None:
         inputs += _U16.pack(len(s.delayed)) + _U16.pack(s.delayed.shape[1])
+    inputs += b"" if s.refiner is None else _U16.pack(len(s.refiner))
     header = _HEADER.pack(
         MAGIC, VERSION, flags, layers, hidden, channels, ring_len, len(model), len(device),
         s.last_seq, s.last_time_ms, s.seen, s.partition, s.offset, *s.tracker,
     )  # fmt: skip
-    arrays = [s.h] + [a for a in (s.c, s.next, s.frame, s.belief) if a is not None] + [s.ring]
+    arrays = [s.h] + [a for a in (s.c, s.next, s.frame, s.belief, s.refiner) if a is not None]
+    arrays.append(s.ring)
     tail = b"" if s.delayed is None else np.ascontiguousarray(s.delayed, _F64).tobytes()
     tail += b"" if s.resample is None else np.ascontiguousarray(s.resample, _F64).tobytes()
     return b"".join([header, model, device, inputs, *(np.ascontiguousarray(a, _F32).tobytes()
@@ -170,8 +178,14 @@ def decode_state(data: bytes) -> DeviceState:
             raise CheckpointError(f"{len(data)} bytes: shorter than a delayed worker's checkpoint")
         (held,), (width,) = _U16.unpack_from(data, at), _U16.unpack_from(data, at + _U16.size)
         at += 2 * _U16.size
+    refined = 0
+    if flags & 128:
+        if len(data) < at + _U16.size:
+            raise CheckpointError(f"{len(data)} bytes: shorter than a refined worker's checkpoint")
+        (refined,) = _U16.unpack_from(data, at)
+        at += _U16.size
     sizes = [layers * hidden, layers * hidden if flags & 1 else 0, inputs if flags & 2 else 0,
-             FRAME_STATE if flags & 8 else 0, classes, ring_len * channels]  # fmt: skip
+             FRAME_STATE if flags & 8 else 0, classes, refined, ring_len * channels]  # fmt: skip
     end = at + 4 * sum(sizes)
     delayed_at, end = end, end + 8 * held * width
     extra = len(data) - end
@@ -188,13 +202,14 @@ def decode_state(data: bytes) -> DeviceState:
     for n in sizes:
         parts.append(values[start : start + n])
         start += n
-    h, c, nxt, frame, belief, ring = parts
+    h, c, nxt, frame, belief, refiner, ring = parts
     return DeviceState(
         device, model, last_seq, last_time_ms, seen, partition, offset, tuple(tracker),
         h.reshape(layers, hidden), ring.reshape(ring_len, channels),
         c.reshape(layers, hidden) if flags & 1 else None, nxt if flags & 2 else None,
         np.frombuffer(data, _F64, offset=end) if flags & 4 else None,
         frame if flags & 8 else None, belief if flags & 16 else None, delayed,
+        refiner if flags & 128 else None,
     )  # fmt: skip
 
 

@@ -3,7 +3,7 @@
 :func:`snapshot_devices` reads every per-device array a worker keeps (the store's sequence
 number, ring buffer and source position, the runtime's hidden states, the activity tracker,
 the resampler's carried samples, the gravity frame's filters, the HMM decoder's belief, the
-labels a delay holds back);
+labels a delay holds back, the refiner's state);
 :func:`restore_devices` puts them back into another worker. A state written by another model
 version cannot be used by this one's weights: those devices are re-primed from their restored
 ring buffers, as a hot swap does.
@@ -45,6 +45,8 @@ def snapshot_devices(
     carried = resampler.snapshot(slots)
     belief = model.decoder.belief[slots] if model.decoder is not None else None
     held = delay.snapshot(slots) if delay is not None else [None] * len(slots)
+    refiner = model.refiner
+    refined = [refiner.get_state(s) if refiner else None for s in slots.tolist()]
     out = []
     for i, slot in enumerate(slots.tolist()):
         device = store.device(slot)
@@ -59,7 +61,7 @@ def snapshot_devices(
                 states["c"][i] if "c" in states else None,
                 states["next"][i] if "next" in states else None, carried[i],
                 states["frame"][i] if "frame" in states else None,
-                belief[i] if belief is not None else None, held[i],
+                belief[i] if belief is not None else None, held[i], refined[i],
             )
         )  # fmt: skip
     return out
@@ -92,6 +94,7 @@ def restore_devices(
     if model is None or model.runtime is None:
         return slots
     _restore_beliefs(model, states, slots)
+    _restore_refiner(model, states, slots)
     runtime = model.runtime
     expected = {key: value.shape[1:] for key, value in runtime.get_states(slots[:1]).items()}
     same = np.array([s.model == model.version and _shapes(s) == expected for s in states])
@@ -116,6 +119,18 @@ def _restore_beliefs(model: ServingModel, states: list[DeviceState], slots: np.n
     for slot, s in zip(slots.tolist(), states, strict=True):
         if s.belief is not None and s.model == model.version and len(s.belief) == k:
             decoder.set_state(slot, s.belief)
+
+
+def _restore_refiner(model: ServingModel, states: list[DeviceState], slots: np.ndarray) -> None:
+    """The refiner's states: each device's own where the checkpoint holds one for this model
+    version, fresh for the others (primed from there with the hidden states)."""
+    refiner = model.refiner
+    if refiner is None:
+        return
+    refiner.ensure_capacity(int(slots.max()) + 1)
+    for slot, s in zip(slots.tolist(), states, strict=True):
+        if s.refiner is None or s.model != model.version or not refiner.set_state(slot, s.refiner):
+            refiner.reset([slot])
 
 
 def _arrays(s: DeviceState) -> dict[str, np.ndarray]:

@@ -4,7 +4,7 @@ A hidden state kept for one set of weights is worth nothing to another, so a new
 swap) or a state written by another version (a restore) starts from zero and replays each
 device's last samples; :func:`catch_up` replays only what arrived since an earlier copy. A
 model whose labels are decoded (an HMM, :mod:`models.hmm`) has its beliefs primed alongside,
-over the same samples (:func:`primable`).
+over the same samples, and so has a model's refiner its state (:func:`primable`).
 """
 
 from __future__ import annotations
@@ -16,36 +16,48 @@ import numpy as np
 
 if TYPE_CHECKING:
     from models.hmm import ForwardFilter
+    from models.refiner_runtime import RefinerRuntime
     from models.runtime import StepOutput, StreamRuntime
     from pipeline.serving import ServingModel
 
 
 class Decoded:
-    """A runtime and its HMM decoder advanced as one: each device's belief moves over the same
-    samples as its hidden state (a belief formed from another model's probabilities is worth
-    as little as its state)."""
+    """A runtime advanced with what reads its probabilities: its HMM decoder, its refiner
+    (:mod:`models.refiner_runtime`), each device's belief and refiner state moving over the
+    same samples as its hidden state (one formed from another model's probabilities is worth as
+    little as its state)."""
 
-    def __init__(self, runtime: StreamRuntime, decoder: ForwardFilter) -> None:
-        self.runtime, self.decoder = runtime, decoder
+    def __init__(self, runtime: StreamRuntime, decoder: ForwardFilter | None,
+                 refiner: RefinerRuntime | None = None) -> None:  # fmt: skip
+        self.runtime, self.decoder, self.refiner = runtime, decoder, refiner
+        self._readers = [r for r in (decoder, refiner) if r is not None]
 
     def ensure_capacity(self, capacity: int) -> None:
         self.runtime.ensure_capacity(capacity)
-        self.decoder.ensure_capacity(capacity)
+        for reader in self._readers:
+            reader.ensure_capacity(capacity)
 
     def reset(self, slots) -> None:
         self.runtime.reset(slots)
-        self.decoder.reset(slots)
+        for reader in self._readers:
+            reader.reset(slots)
 
     def advance(self, slots, counts, samples) -> StepOutput:
         out = self.runtime.advance(slots, counts, samples)
-        self.decoder.filter(slots, counts, out.probs)
+        if self.decoder is not None:
+            self.decoder.filter(slots, counts, out.probs)
+        if self.refiner is not None:
+            self.refiner.advance(slots, counts, out.probs)
         return out
 
 
 def primable(serving: ServingModel) -> StreamRuntime | Decoded:
-    """What priming advances for ``serving``: its runtime, with its decoder when it has one."""
+    """What priming advances for ``serving``: its runtime, with its decoder and refiner when it
+    has them."""
     assert serving.runtime is not None, "only stream models are primed"
-    return serving.runtime if serving.decoder is None else Decoded(serving.runtime, serving.decoder)
+    if serving.decoder is None and serving.refiner is None:
+        return serving.runtime
+    return Decoded(serving.runtime, serving.decoder, serving.refiner)
 
 
 @dataclass(frozen=True)

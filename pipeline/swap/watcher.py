@@ -254,12 +254,13 @@ class HotSwap:
                   extra={"model": self.name, "version": self._label(version)})  # fmt: skip
 
     def _prepare(self, version: int) -> None:
-        from models.io import load_model  # Keras: loaded off the hot path, not at start-up
+        from models.io import load_model, load_refiner  # Keras: off the hot path, not at start-up
 
         noticed = time.time()
         label = self._label(version)
         log.info("hot swap: loading %s", label, extra={"model": self.name, "version": label})
-        model, meta = load_model(self.registry.get(self.name, version).model_path)
+        path = self.registry.get(self.name, version).model_path
+        model, meta = load_model(path)
         served = self._served
         if meta.spec.setup != served.spec.setup:
             raise SwapError(
@@ -277,7 +278,7 @@ class HotSwap:
         if meta.spec.setup != "stream" and meta.span > self._ring:
             raise SwapError(f"{label} needs {meta.span}-sample windows; the worker keeps "
                             f"{self._ring} samples per device")  # fmt: skip
-        serving = ServingModel.load(model, meta, label)
+        serving = ServingModel.load(model, meta, label, refiner=load_refiner(path))
         serving.warm()
         record = SwapRecord(label, "", batch=-1, noticed_at=noticed)
         last = None

@@ -1,7 +1,8 @@
 """``[worker] delay_ms``: each sample's label emitted ``delay_ms`` late, from the stream model's
 probabilities up to ``delay_ms`` after it (:mod:`models.smoothing`): the fixed-lag HMM smoother
 where the model's grammar has a lag temperature (it did better on the validation users), else
-the centred mean of the (decoded) probabilities.
+the centred mean of the (decoded) probabilities; for a model with a refiner of that lag
+(:mod:`models.refine`), the mean of the smoother's and the refiner's probabilities.
 
 A device's samples go in as they arrive; out come the samples ``lag`` behind, as runs the
 emission path takes like undelayed ones: each names the input sample it labels (its sequence
@@ -99,9 +100,12 @@ class Delay:
     def pending(self, slots) -> np.ndarray:
         return self.smoother.pending(slots)
 
-    def push(self, runs: Sequence[DeviceRun], slots, counts, probs, anomaly) -> Delayed:
+    def push(self, runs: Sequence[DeviceRun], slots, counts, probs, anomaly,
+             refined: np.ndarray | None = None) -> Delayed:  # fmt: skip
         """A batch's new samples (``runs`` at the model's rate, their probabilities and
-        next-step errors run after run) in; the samples ``lag`` behind them out."""
+        next-step errors run after run) in; the samples ``lag`` behind them out. ``refined``:
+        a refiner's output for each new sample (:mod:`models.refiner_runtime`, the same lag),
+        averaged with the smoother's for the sample it labels."""
         k, s = self.classes, self.smoother.smoothed
         rows = np.empty((len(probs), s + EXTRA))
         if self.filter is None:
@@ -114,18 +118,23 @@ class Delay:
         rows[:, s + 2] = np.concatenate([r.labels for r in runs])
         rows[:, s + 3] = np.nan if anomaly is None else anomaly
         out, emitted = self.smoother.push(slots, counts, rows)
-        return self._runs(runs, np.asarray(slots), out, emitted, anomaly is not None)
+        return self._runs(runs, np.asarray(slots), out, emitted, anomaly is not None,
+                          _mine(refined, counts, emitted))  # fmt: skip
 
-    def flush(self, devices: Sequence[DeviceRun], slots) -> Delayed:
+    def flush(self, devices: Sequence[DeviceRun], slots, refined: np.ndarray | None = None
+              ) -> Delayed:  # fmt: skip
         """What ``slots`` hold back, emitted now (their streams ended); ``devices``: a run
-        per slot naming its device and partition (no samples needed)."""
+        per slot naming its device and partition (no samples needed). ``refined``: the
+        refiner's ``lag`` last outputs per slot (:meth:`RefinerRuntime.flush`)."""
         out, emitted = self.smoother.flush(slots)
         if self.filter is not None:
             self.filter.reset(slots)
         has_anomaly = bool(len(out)) and not np.isnan(out[:, -1]).all()
-        return self._runs(devices, np.asarray(slots), out, emitted, has_anomaly)
+        lags = np.full(len(emitted), self.lag)
+        return self._runs(devices, np.asarray(slots), out, emitted, has_anomaly,
+                          _mine(refined, lags, emitted))  # fmt: skip
 
-    def _runs(self, runs, slots, out, emitted, has_anomaly: bool) -> Delayed:
+    def _runs(self, runs, slots, out, emitted, has_anomaly: bool, refined) -> Delayed:
         k, s = self.classes, self.smoother.smoothed
         emitting = np.flatnonzero(emitted)
         ends = np.cumsum(emitted)
@@ -139,8 +148,10 @@ class Delay:
                 rate_hz=run.rate_hz,
             ))  # fmt: skip
         anomaly = out[:, s + 3].astype(np.float32) if has_anomaly else None
-        return Delayed(delayed, emitting, slots[emitting], emitted[emitting],
-                       out[:, :k].astype(np.float32), anomaly)  # fmt: skip
+        probs = out[:, :k].astype(np.float32)
+        if refined is not None:
+            probs = (refined + probs) / 2
+        return Delayed(delayed, emitting, slots[emitting], emitted[emitting], probs, anomaly)
 
     # -- checkpoints ----------------------------------------------------------------------
 
@@ -159,3 +170,14 @@ class Delay:
                 if self.filter is not None:
                     newest = rows.reshape(-1, self.smoother.width)[-1]
                     self.filter.set_state(slot, newest[: self.classes])
+
+
+def _mine(refined: np.ndarray | None, counts, emitted: np.ndarray) -> np.ndarray | None:
+    """Of a refiner's outputs (``counts[i]`` rows per run, run after run), those labelling the
+    samples emitted: each run's last ``emitted[i]`` (the output of its ``j``-th new sample
+    labels the sample ``lag`` before it)."""
+    if refined is None:
+        return None
+    ends = np.cumsum(np.asarray(counts, np.int64))
+    within = np.arange(int(emitted.sum())) - np.repeat(np.cumsum(emitted) - emitted, emitted)
+    return refined[np.repeat(ends - emitted, emitted) + within]

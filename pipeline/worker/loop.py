@@ -71,8 +71,10 @@ class WorkerConfig:
     whose training found that its grammar helps (an HMM over its per-sample probabilities,
     :mod:`models.hmm`) has its probabilities decoded with it; ``false`` emits the model's own.
     ``delay_ms``: the stream model's per-sample labels are emitted this late, each from the
-    mean of the (decoded) probabilities of the samples up to ``delay_ms`` before and after it
-    (:mod:`pipeline.worker.delay`; 0: at once, causal). ``min_dwell``: samples a new activity
+    probabilities of the samples up to ``delay_ms`` after it (the fixed-lag smoother of
+    :mod:`pipeline.worker.delay`; 0: at once, causal). ``refine``: a stream model saved with a
+    refiner for that delay (:mod:`models.refine`) has its labels the mean of the smoother's and
+    the refiner's; ``false`` emits the smoother's alone. ``min_dwell``: samples a new activity
     must persist before an activity-change event is sent (hysteresis).
     """
 
@@ -84,6 +86,7 @@ class WorkerConfig:
     every_k: int = 25
     decode: bool = True
     delay_ms: float = 0.0
+    refine: bool = True
     min_dwell: int = 50
     max_records: int = 5000
     poll_timeout_s: float = 0.05
@@ -155,6 +158,7 @@ class Worker:
         self.resampler = Resampler(meta.rate_hz, len(meta.channels))
         self._in_model_units = ToUnits(Units(**meta.units), meta.channels)
         self.delay = self._delay(stream_model, store_cfg.initial_capacity)
+        self._match_refiner(stream_model, store_cfg.initial_capacity)
         self.store = StateStore(
             len(meta.channels),
             store_cfg,
@@ -197,6 +201,21 @@ class Worker:
         meta = stream_model.meta
         return Delay(self.config.delay_ms, meta.rate_hz, len(meta.classes), capacity, meta.grammar)
 
+    def _match_refiner(self, model: ServingModel | None, capacity: int) -> None:
+        """Drop ``model``'s refiner unless this worker mixes it in: ``refine`` on and labels
+        delayed by the refiner's lag."""
+        refiner = model.refiner if model is not None else None
+        if refiner is None:
+            return
+        if not self.config.refine or self.delay is None or self.delay.lag != refiner.lag:
+            if self.config.refine:
+                log.info("the model's refiner labels %d samples back, this worker's delay is %s: "
+                         "the smoother's labels alone", refiner.lag,
+                         self.delay.lag if self.delay is not None else "none")  # fmt: skip
+            model.refiner = None
+        else:
+            refiner.ensure_capacity(capacity)
+
     # -- state hooks --------------------------------------------------------------------------
 
     def _grow(self, capacity: int) -> None:
@@ -206,6 +225,8 @@ class Worker:
                 self.stream_model.decoder.ensure_capacity(capacity)
             if self.delay is not None:
                 self.delay.ensure_capacity(capacity)
+            if self.stream_model.refiner is not None:
+                self.stream_model.refiner.ensure_capacity(capacity)
         self.tracker.ensure_capacity(capacity)
         self.resampler.ensure_capacity(capacity)
 
@@ -216,6 +237,8 @@ class Worker:
                 self.stream_model.decoder.reset(slots)
             if self.delay is not None:
                 self.delay.reset(slots)
+            if self.stream_model.refiner is not None:
+                self.stream_model.refiner.reset(slots)
         self.tracker.reset(slots)
         self.resampler.reset(slots)
         for swap in self._swaps:
@@ -235,6 +258,8 @@ class Worker:
             else:  # what the old one holds back goes out now
                 self._release(self.store.used_slots())
                 self.delay = self._delay(model, self.store.capacity)
+        if slot == "stream_model":
+            self._match_refiner(model, self.store.capacity)
         setattr(self, slot, model)
         return old.version if old is not None else ""
 
@@ -565,7 +590,9 @@ class Worker:
                 self._emit_stream(runs, slots, counts, seen_before, probs, out.anomaly)
                 return
             smoothed = out.probs if self.delay.filter is not None else probs  # HMM: its own
-            late = self.delay.push(runs, slots, counts, smoothed, out.anomaly)
+            refiner = self.stream_model.refiner
+            refined = refiner.advance(slots, counts, out.probs) if refiner is not None else None
+            late = self.delay.push(runs, slots, counts, smoothed, out.anomaly, refined)
             if len(late.runs):
                 before = np.maximum(seen_before[late.index] - self.delay.lag, 0)
                 self._emit_stream(late.runs, late.slots, late.counts, before, late.probs,
@@ -582,7 +609,10 @@ class Worker:
         store, none = self.store, np.zeros(0)
         ends = [DeviceRun(store.device(s), none, none, none, none,
                           partition=int(store.partition[s])) for s in slots.tolist()]  # fmt: skip
-        late = self.delay.flush(ends, slots)
+        refiner = self.stream_model.refiner
+        late = self.delay.flush(ends, slots, refiner.flush(slots) if refiner else None)
+        if refiner is not None:
+            refiner.reset(slots)
         before = np.maximum(store.seen[late.slots] - self.delay.lag, 0)
         self._emit_stream(late.runs, late.slots, late.counts, before, late.probs, late.anomaly)
 

@@ -11,12 +11,14 @@ from models.exceptions import ModelsError
 from models.hmm import Grammar, estimate
 from models.refine import (
     RefineConfig,
+    RefinerData,
     delayed_chunks,
     fit_refiner,
     refined,
+    refiner_channels,
     refiner_inputs,
 )
-from models.refiner_runtime import FLOOR
+from models.refiner_runtime import FLOOR, LAG_KEY
 from models.spec import ModelSpec
 from models.training import predict_streams
 
@@ -117,8 +119,9 @@ def test_a_refiner_learns_what_the_samples_after_one_say_about_it():
     spec = ModelSpec(setup="stream", cell="gru", hidden=16)
     cfg = RefineConfig(spec=spec, chunk=96, warm=8, batch_size=8, learning_rate=1e-2, epochs=12,
                        patience=12)  # fmt: skip
-    model, history = fit_refiner((refiner_inputs(ptr, g), ytr), (refiner_inputs(pva, g), yva),
-                                 CLASSES, 50.0, lag, cfg)  # fmt: skip
+    data = RefinerData((refiner_inputs(ptr, g), ytr), (refiner_inputs(pva, g), yva))
+    model, meta, history = fit_refiner(data, CLASSES, 50.0, lag, cfg)
+    assert meta.provenance[LAG_KEY] == lag and meta.channels == refiner_channels(CLASSES)
     assert len(history["val_macro_f1"]) == len(history["loss"]) >= 1
     y = np.concatenate(yte)
     own = evaluate(y, np.concatenate(pte).argmax(-1), CLASSES).macro_f1
@@ -135,6 +138,6 @@ def test_bad_settings_are_refused_before_training():
         RefineConfig(chunk=8, warm=8)
     x, y = [np.zeros((10, 6), np.float32)], [np.zeros(10, np.int64)]
     with pytest.raises(ModelsError, match="reads 4 inputs"):
-        fit_refiner((x, y), (x, y), CLASSES, 50.0, 2, RefineConfig())
+        fit_refiner(RefinerData((x, y), (x, y)), CLASSES, 50.0, 2, RefineConfig())
     with pytest.raises(ModelsError, match="needs training and validation"):
-        fit_refiner(([], []), (x, y), CLASSES, 50.0, 2, RefineConfig())
+        fit_refiner(RefinerData(([], []), (x, y)), CLASSES, 50.0, 2, RefineConfig())

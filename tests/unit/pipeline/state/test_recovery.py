@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 
 from models.hmm import Grammar, estimate
+from models.refine import refiner_channels
+from models.refiner_runtime import LAG_KEY
 from models.spec import ModelMeta, ModelSpec
 from models.zoo import build_model
 from pipeline.observability.metrics import WorkerMetrics
@@ -79,7 +81,7 @@ class LogSource:
         self.owned = set()
 
 
-STREAMS = ["device", "gravity", "decoded", "ensemble", "delayed", "smoothed"]
+STREAMS = ["device", "gravity", "decoded", "ensemble", "delayed", "smoothed", "refined"]
 
 
 @pytest.fixture(scope="module", params=STREAMS)
@@ -88,7 +90,8 @@ def stream(request):
     the raw axes; in the gravity frame, whose filters are state too; decoded by an HMM, whose
     beliefs are state too; an ensemble of 3, whose members' states all are; decoded and served
     with ``delay_ms``, whose held-back labels are state too; or served with ``delay_ms`` by the
-    fixed-lag HMM smoother, whose forward beliefs are too), and the delay."""
+    fixed-lag HMM smoother, whose forward beliefs are too; and with a refiner mixed in, whose
+    states are too), the delay and the refiner (its model and metadata, or None)."""
     data = simulate(SyntheticConfig(devices=18, duration_s=16, seed=4))
     bus = MemoryBus(partitions=3, capacity=1_000_000)
     faults = FaultConfig(duplicate=0.05, reorder=0.05, seed=3)
@@ -101,25 +104,33 @@ def stream(request):
                      frame=frame, members=3 if request.param == "ensemble" else 1)  # fmt: skip
     inputs = 5 if frame == "gravity" else 6
     grammar = None
-    if request.param in ("decoded", "delayed", "smoothed"):
+    if request.param in ("decoded", "delayed", "smoothed", "refined"):
         A, prior = estimate([s.labels for s in data.streams], len(data.activities))
-        lags = ((300.0, 0.2, 0.5, 0.6),) if request.param == "smoothed" else ()
+        lags = ((300.0, 0.2, 0.5, 0.6),) if request.param in ("smoothed", "refined") else ()
         grammar = Grammar(tuple(map(tuple, A.tolist())), tuple(prior.tolist()), 0.5, True,
                           lags=lags)  # fmt: skip
     meta = ModelMeta(spec, data.channels, data.activities, 50.0, (0.0,) * inputs,
                      (0.5,) * inputs, 64, 1, grammar=grammar)  # fmt: skip
-    delay_ms = 300.0 if request.param in ("delayed", "smoothed") else 0.0
-    return data, log, build_model(spec, meta), meta, delay_ms
+    delay_ms = 300.0 if request.param in ("delayed", "smoothed", "refined") else 0.0
+    refiner = None
+    if request.param == "refined":
+        k, small = len(data.activities), ModelSpec(setup="stream", cell="gru", hidden=5)
+        refiner_meta = ModelMeta(small, refiner_channels(data.activities), data.activities, 50.0,
+                                 (-2.0,) * 2 * k, (2.0,) * 2 * k, 64, 32,
+                                 provenance={LAG_KEY: 15})  # fmt: skip
+        refiner = build_model(small, refiner_meta), refiner_meta
+    return data, log, build_model(spec, meta), meta, delay_ms, refiner
 
 
 def _worker(stream, source_log, committed, table, every_records=150, partitions=None,
             observers=()):  # fmt: skip
-    data, log, model, meta, delay_ms = stream
+    data, log, model, meta, delay_ms, refiner = stream
     out = MemoryBus(1, 10_000_000)
     worker = Worker.__new__(Worker)  # the source needs the worker as its listener
     source = LogSource(log, committed, worker, partitions)
     checkpoints = Checkpointer(table, CheckpointConfig(every_ms=1e9, every_records=every_records))
-    Worker.__init__(worker, source, MemorySink(out), ServingModel.load(model, meta, "m@v1"),
+    Worker.__init__(worker, source, MemorySink(out),
+                    ServingModel.load(model, meta, "m@v1", refiner=refiner),
                     config=WorkerConfig(emit="every", max_records=40, delay_ms=delay_ms),
                     checkpoints=checkpoints,
                     observers=observers)  # fmt: skip
@@ -148,6 +159,8 @@ def _final_states(worker) -> dict[str, dict[str, np.ndarray]]:
             state["delayed"] = worker.delay.smoother.get_state(slot)
         if worker.delay is not None and worker.delay.filter is not None:
             state["smoother_belief"] = worker.delay.filter.get_state(slot)
+        if worker.stream_model.refiner is not None:
+            state["refiner"] = worker.stream_model.refiner.get_state(slot)
     return states
 
 
@@ -160,6 +173,7 @@ def test_a_replacement_worker_ends_where_an_uninterrupted_one_does(stream):
     held = 0 if whole.delay is None else whole.delay.lag * len(data.streams)
     assert len(expected) == data.n_samples - held  # with a delay, each device's last lag wait
     assert (whole.delay is not None) == (stream[4] > 0)
+    assert (whole.stream_model.refiner is not None) == (stream[5] is not None)
 
     table, committed = MemoryTable(), {}
     first, first_out = _worker(stream, log, committed, table)
@@ -242,6 +256,13 @@ def test_checkpoint_bytes_round_trip_and_bad_ones_are_refused():
         np.testing.assert_array_equal(getattr(back, name), getattr(delayed, name))
     with pytest.raises(CheckpointError):
         decode_state(encode_state(replace(delayed, resample=None))[:-8])
+    # a worker mixing in a refiner: its state kept
+    refined = replace(delayed, refiner=rng.normal(size=100).astype(np.float32))
+    back = decode_state(encode_state(refined))
+    for name in ("h", "c", "next", "ring", "resample", "frame", "belief", "delayed", "refiner"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(refined, name))
+    with pytest.raises(CheckpointError):
+        decode_state(encode_state(replace(refined, resample=None))[:-4])
     gru = DeviceState("d", "m", 0, 0.0, 1, 0, 0, (0, 0, 0, 0), np.zeros((1, 4), np.float32),
                       np.zeros((8, 3), np.float32))  # fmt: skip
     assert (

@@ -14,7 +14,9 @@ import pytest
 
 from corpus import dataset_slice
 from models.hmm import Grammar
-from models.io import save_model
+from models.io import load_model, load_refiner, save_model
+from models.refine import refiner_channels
+from models.refiner_runtime import LAG_KEY, RefinerRuntime
 from models.registry import Registry
 from models.seq2seq import build_seq2seq
 from models.smoothing import as_served
@@ -315,3 +317,55 @@ def test_a_new_detector_champion_is_swapped_into_the_detector_slot(registry, fle
     versions = [m["model"] for m in sorted(scored, key=lambda m: m["seq_last"])]
     assert versions[0] == "har-anomaly@v0001" and versions[-1] == "har-anomaly@v0002"
     assert versions == sorted(versions)  # never back to the old one
+
+
+def test_a_refiner_is_swapped_in_and_primed_with_the_states(tmp_path, fleet):
+    """A champion saved with a refiner (models.refine) brings it along; the refiner's states
+    are primed over the same samples as the hidden states: at the streams' end they are those
+    of running the new model and its refiner from each stream's start."""
+    registry, k, lag = Registry(tmp_path / "registry"), len(fleet.activities), 10
+    spec, small = (
+        ModelSpec(setup="stream", cell="gru", hidden=8),
+        ModelSpec(setup="stream", hidden=5),
+    )
+    sticky = np.full((k, k), 0.1 / (k - 1)) + np.eye(k) * (0.9 - 0.1 / (k - 1))
+    grammar = Grammar(tuple(map(tuple, sticky.tolist())), (1.0 / k,) * k, 0.5, enabled=True)
+    meta = ModelMeta(spec, fleet.channels, fleet.activities, 50.0, (0.0,) * 6, (0.5,) * 6, 64, 1,
+                     grammar=grammar)  # fmt: skip
+    refiner_meta = ModelMeta(small, refiner_channels(fleet.activities), fleet.activities, 50.0,
+                             (-2.0,) * 2 * k, (2.0,) * 2 * k, 64, 32,
+                             provenance={LAG_KEY: lag})  # fmt: skip
+    for version in (1, 2):
+        keras.utils.set_random_seed(version)
+        refiner = build_model(small, refiner_meta), refiner_meta
+        path = save_model(build_model(spec, meta), meta, tmp_path / "m.keras", refiner=refiner)
+        registry.register(NAME, path)
+    assert load_refiner(save_model(build_model(spec, meta), meta, tmp_path / "n.keras")) is None
+    registry.promote(NAME, 1)
+    first = registry.get(NAME, 1).model_path
+    serving = ServingModel.load(*load_model(first), "har@v0001", refiner=load_refiner(first))
+    bus, out = MemoryBus(partitions=3, capacity=1_000_000), MemoryBus(1, 10_000_000)
+    config = SwapConfig(poll_s=0.02, catch_up_samples=1, max_rounds=3, sync_budget_ms=0.0,
+                        sync_chunk_devices=1)  # fmt: skip
+    swap = HotSwap(registry, NAME, config)
+    worker = Worker(MemorySource(bus, ["sensor.raw"]), MemorySink(out), serving,
+                    config=WorkerConfig(emit="every", max_records=40, delay_ms=lag * 20.0),
+                    swaps=[swap])  # fmt: skip
+    assert worker.stream_model.refiner is not None
+    producer = _busy(worker, fleet, bus)
+    registry.promote(NAME, 2)
+    _wait_for_swaps(worker, 1)
+    producer.join()
+    worker.run(timeout=0.2)
+    second = registry.get(NAME, 2).model_path
+    model, _ = load_model(second)
+    probs = predict_streams(model, [s.values for s in fleet.streams])
+    fresh = RefinerRuntime.from_keras(*load_refiner(second), grammar, len(probs))
+    fresh.advance(np.arange(len(probs)), [len(p) for p in probs], np.concatenate(probs))
+    refiner = worker.stream_model.refiner
+    assert worker.stream_model.version == "har@v0002" and refiner is not None
+    for i, stream in enumerate(fleet.streams):
+        slot = worker.store.slot(stream.device)
+        np.testing.assert_allclose(refiner.get_state(slot), fresh.get_state(i), atol=1e-4,
+                                   err_msg=stream.device)  # fmt: skip
+    worker.close()

@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 
 from models.hmm import ForwardFilter, Grammar, estimate
+from models.refine import refined, refiner_channels, refiner_inputs
+from models.refiner_runtime import LAG_KEY
 from models.smoothing import as_served, centred
 from models.spec import ModelMeta, ModelSpec
 from models.training import predict_streams
@@ -34,24 +36,37 @@ one run in ten (unseeded weights)"""
 
 def _model(data, next_step=False, smoother="mean"):
     """A small stream model with a grammar: decoding on, and with ``smoother="hmm"`` a lag
-    temperature for :data:`DELAY_MS`."""
+    temperature for :data:`DELAY_MS` (``"refined"``: the HMM smoother and a refiner of
+    :data:`LAG`, in ``meta.provenance["refiner"]``)."""
     keras.utils.set_random_seed(0)  # the same weights every run
     spec = ModelSpec(setup="stream", cell="gru", hidden=8, next_step=next_step)
     A, prior = estimate([s.labels for s in data.streams], len(data.activities))
-    lags = ((DELAY_MS, 0.2, 0.5, 0.6),) if smoother == "hmm" else ()
+    lags = ((DELAY_MS, 0.2, 0.5, 0.6),) if smoother != "mean" else ()
     grammar = Grammar(tuple(map(tuple, A.tolist())), tuple(prior.tolist()), 0.5, True, lags=lags)
     values = np.concatenate([s.values for s in data.streams])
     meta = ModelMeta(spec, data.channels, data.activities, 50.0, tuple(values.mean(0).tolist()),
                      (0.5,) * 6, 128, 1, grammar=grammar)  # fmt: skip
-    return build_model(spec, meta), meta, (A, prior)
+    model = build_model(spec, meta)
+    if smoother == "refined":
+        meta.provenance["refiner"] = _refiner(data.activities)
+    return model, meta, (A, prior)
+
+
+def _refiner(classes) -> tuple[keras.Model, ModelMeta]:
+    """A small refiner of :data:`LAG` (untrained: the worker must run whatever it is given)."""
+    spec = ModelSpec(setup="stream", cell="gru", hidden=6)
+    k = len(classes)
+    meta = ModelMeta(spec, refiner_channels(classes), classes, 50.0, (-2.0,) * 2 * k,
+                     (2.0,) * 2 * k, 128, 64, provenance={LAG_KEY: LAG})  # fmt: skip
+    return build_model(spec, meta), meta
 
 
 def _serve(data, model, meta, config, faults=None):
     faults = faults or FaultConfig()
     bus, out = MemoryBus(partitions=3, capacity=1_000_000), MemoryBus(1, 10_000_000)
     replay(data, MemorySink(bus), ReplayConfig(samples_per_record=7, faults=faults))
-    worker = Worker(MemorySource(bus, ["sensor.raw"]), MemorySink(out),
-                    ServingModel.load(model, meta, "m@v1"), config=config)  # fmt: skip
+    serving = ServingModel.load(model, meta, "m@v1", refiner=meta.provenance.get("refiner"))
+    worker = Worker(MemorySource(bus, ["sensor.raw"]), MemorySink(out), serving, config=config)
     worker.run(timeout=0.2)
     return worker, MemorySource(out, ["har.predictions"])
 
@@ -73,6 +88,10 @@ def _offline(model, grammar, segments, meta=None) -> list[np.ndarray]:
     """Each segment from a fresh state: the model, the HMM filter, the centred mean; for a
     ``meta`` whose grammar has a lag temperature, the offline fixed-lag HMM smoother."""
     probs = predict_streams(model, segments)
+    if meta is not None and (refiner := meta.provenance.get("refiner")) is not None:
+        mine = refined(refiner[0], refiner_inputs(probs, meta.grammar), LAG)
+        served = as_served(probs, meta.grammar, DELAY_MS, meta.rate_hz)
+        return [(a + b) / 2 for a, b in zip(mine, served, strict=True)]
     if meta is not None and meta.grammar.lag_temperature(DELAY_MS) is not None:
         return as_served(probs, meta.grammar, DELAY_MS, meta.rate_hz)
     counts = [len(p) for p in probs]
@@ -82,7 +101,7 @@ def _offline(model, grammar, segments, meta=None) -> list[np.ndarray]:
     return [centred(p, LAG) for p in decoded]
 
 
-@pytest.mark.parametrize("smoother", ["mean", "hmm"])
+@pytest.mark.parametrize("smoother", ["mean", "hmm", "refined"])
 def test_delayed_labels_equal_the_offline_evaluation_and_an_eviction_lets_out_the_rest(smoother):
     data = simulate(SyntheticConfig(devices=12, duration_s=10, seed=7))
     model, meta, grammar = _model(data, smoother=smoother)
@@ -95,7 +114,8 @@ def test_delayed_labels_equal_the_offline_evaluation_and_an_eviction_lets_out_th
     messages += _labelled(out, got)[1]
     assert len(got) == data.n_samples and all(m["delay_ms"] == DELAY_MS for m in messages)
     expected = _offline(model, grammar, [s.values for s in data.streams], meta)
-    assert (worker.delay.filter is not None) == (smoother == "hmm")
+    assert (worker.delay.filter is not None) == (smoother != "mean")
+    assert (worker.stream_model.refiner is not None) == (smoother == "refined")
     for stream, probs in zip(data.streams, expected, strict=True):
         seqs = stream.sequence().tolist()
         mine = np.array([got[stream.device, s][0] for s in seqs])
@@ -106,7 +126,7 @@ def test_delayed_labels_equal_the_offline_evaluation_and_an_eviction_lets_out_th
     assert worker.stats.events > 0
 
 
-@pytest.mark.parametrize("smoother", ["mean", "hmm"])
+@pytest.mark.parametrize("smoother", ["mean", "hmm", "refined"])
 def test_a_gap_that_resets_a_device_lets_out_its_held_labels_and_starts_afresh(smoother):
     data = simulate(SyntheticConfig(devices=6, duration_s=12, seed=3, gap_prob=0.004,
                                     gap_len=(60, 80)))  # fmt: skip

@@ -12,7 +12,9 @@ import numpy as np
 
 from models.diagnostics import attention_weights, plot_attention
 from models.evaluation import Evaluation, ScoreSummary, evaluate, plot_confusion, plot_scores
+from models.refine import refined, refiner_inputs
 from models.seq2seq import anomaly_scores, span
+from models.smoothing import as_served, lag_samples
 from models.spec import ModelMeta
 from models.training import predict_streams
 from models.windowing import windows_from_recordings
@@ -95,11 +97,16 @@ class EvaluationRun:
     thirds: list[float] = field(default_factory=list)
     unit: str = "window"
     attention: AttentionExamples | None = None
+    delayed: dict[str, float] | None = None
+    """a stream model trained with a refiner: its labels' figures at the refiner's delay
+    (:func:`evaluate_delayed`)"""
 
     def to_dict(self) -> dict[str, object]:
         out = {"unit": self.unit, **self.evaluation.to_dict()}
         if self.thirds:
             out["accuracy_by_third"] = self.thirds
+        if self.delayed:
+            out["delayed"] = self.delayed
         return out
 
 
@@ -134,6 +141,25 @@ def evaluate_model(model: keras.Model, meta: ModelMeta, dataset: StreamDataset) 
         pk = np.concatenate([p.argmax(-1) for p, _ in parts])
         thirds.append(evaluate(yk, pk, meta.classes).accuracy)
     return EvaluationRun(evaluate(y_all, pred_all, meta.classes), thirds, unit="sample")
+
+
+def evaluate_delayed(model: keras.Model, meta: ModelMeta, refiner: tuple, dataset: StreamDataset,
+                     delay_ms: float) -> dict[str, float]:  # fmt: skip
+    """A stream model's labels ``delay_ms`` late on every annotated sample of ``dataset``, each
+    recording from its start: macro-F1 and accuracy of the smoother's (what a worker emits
+    without a refiner) and of their mean with the ``refiner``'s (its model and metadata)."""
+    mapping = check_compatible(meta, dataset)
+    recs = [(v, _to_model_codes(y, mapping)) for v, y in recordings(dataset)[0]]
+    probs = predict_streams(model, [v for v, _ in recs])
+    served = np.concatenate(as_served(probs, meta.grammar, delay_ms, meta.rate_hz))
+    lag = lag_samples(delay_ms, meta.rate_hz)
+    mine = np.concatenate(refined(refiner[0], refiner_inputs(probs, meta.grammar), lag))
+    y = np.concatenate([y for _, y in recs])
+    out = {}
+    for name, p in (("smoother", served), ("refined", (mine + served) / 2)):
+        ev = evaluate(y, p.argmax(-1), meta.classes)
+        out[f"{name}_macro_f1"], out[f"{name}_accuracy"] = ev.macro_f1, ev.accuracy
+    return out
 
 
 def attention_examples(model, meta: ModelMeta, X, y, predicted, count: int = 4):

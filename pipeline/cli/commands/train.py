@@ -118,6 +118,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         f"(0); default the stream recipe's {RECIPES['stream']['average_epochs']:g}, at most "
         "half of --epochs",
     )
+    t.add_argument("--refine-delay-ms", type=positive_float,
+                   help="stream: also train a refiner (a small GRU over the model's "
+                   "probabilities and HMM beliefs that names the sample this many ms back), "
+                   "saved inside the model file: a worker with [worker] delay_ms at this delay "
+                   "emits the mean of its labels and the smoother's (default: none)")  # fmt: skip
     t.add_argument("--test-users", type=int_list, default=None,
                    help="comma-separated test users (default: the official split for UCI "
                    "data, else 30%% of users)")  # fmt: skip
@@ -146,6 +151,8 @@ def _checked(args: argparse.Namespace):
     only_with(args, args.task == "forecast", "with --task forecast", horizon="--horizon",
               attention="--attention")  # fmt: skip
     only_with(args, args.setup == "window", "to --setup window", train_stride="--train-stride")
+    only_with(args, args.setup == "stream", "to --setup stream",
+              refine_delay_ms="--refine-delay-ms")  # fmt: skip
     recipe = RECIPES[args.setup]
     averaged = args.average_epochs is None  # not given: the recipe's, over a shorter schedule too
     patience = args.patience
@@ -259,7 +266,12 @@ def run(args: argparse.Namespace) -> int:
     stderr.print(evaluation.evaluation.to_text())
     if evaluation.thirds:
         stderr.print("accuracy by third: " + ", ".join(f"{a:.4f}" for a in evaluation.thirds))
-    save_model(result.model, replace(result.meta, units=asdict(data.units)), out)
+    meta, refiner = replace(result.meta, units=asdict(data.units)), None
+    if args.refine_delay_ms:
+        refiner, figures = _refiner(result, recs, users, test, args.refine_delay_ms, args.seed)
+        meta = replace(meta, provenance={**meta.provenance, "refiner": figures})
+        evaluation.delayed = figures
+    save_model(result.model, meta, out, refiner)
     written = write_evaluation(evaluation, out.with_suffix(""), f"{spec.name} on {data.name}")
     stderr.print(f"trained in {result.seconds:.0f} s; model → {out}; evaluation → {written[0]}")
     if args.registry:
@@ -273,3 +285,36 @@ def run(args: argparse.Namespace) -> int:
             reg.promote(name, version.version)
             stderr.print(f"{name}: champion is now {version.label}")
     return 0
+
+
+def _refiner(result, recs, users, test, delay_ms: float, seed: int):
+    """The refiner of the stream model ``result`` for labels ``delay_ms`` late (its model and
+    metadata), trained on its training users' ``recs`` and chosen on its validation users;
+    and what it does on the ``test`` users: macro-F1 of the smoother's labels and of their mean
+    with the refiner's (printed too)."""
+    from models.refine import RefineConfig, RefinerData, fit_refiner  # Keras: not at start-up
+    from models.smoothing import lag_samples  # with the others: only a refiner needs it
+    from models.training import split_recordings  # Keras: not at start-up
+    from pipeline.trainer.modelling import evaluate_delayed  # Keras: not at start-up
+
+    meta = result.meta
+    if meta.grammar is None:
+        raise ConfigError("--refine-delay-ms: the model has no grammar to read beliefs from")
+    lag, config = lag_samples(delay_ms, meta.rate_hz), RefineConfig(seed=seed)
+    data = RefinerData.of(result.model, meta.grammar,
+                          *split_recordings(recs, users, result.validation_users))  # fmt: skip
+    stderr.print(f"training a refiner of {config.spec.name} for {delay_ms:g} ms ({lag} samples)")
+    with progress_bar(f"refiner {delay_ms:g} ms") as update:
+
+        def on_epoch(epoch: int, f1: float) -> None:
+            update(epoch + 1, config.epochs)
+            stderr.print(f"  epoch {epoch + 1}/{config.epochs}: validation macro-F1 {f1:.4f}")
+
+        model, refiner_meta, history = fit_refiner(data, meta.classes, meta.rate_hz, lag, config,
+                                                   on_epoch)  # fmt: skip
+    tested = evaluate_delayed(result.model, meta, (model, refiner_meta), test, delay_ms)
+    figures = {"delay_ms": delay_ms, "lag": lag, "epochs": len(history["loss"]),
+               "validation_macro_f1": max(history["val_macro_f1"]), **tested}  # fmt: skip
+    stderr.print(f"test users at {delay_ms:g} ms: macro-F1 {figures['smoother_macro_f1']:.4f} "
+                 f"smoother, {figures['refined_macro_f1']:.4f} with the refiner")  # fmt: skip
+    return (model, refiner_meta), figures

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
-from models.io import read_meta
+from models.io import load_model, load_refiner, read_meta
+from models.refiner_runtime import LAG_KEY
 from models.registry import Registry
 from pipeline.cli import main
 from pipeline.cli.commands.train import _checked
 from pipeline.cli.main import build_parser
+from pipeline.serving import ServingModel
+from pipeline.worker import Worker, WorkerConfig
+from streams.memory import MemoryBus, MemorySink, MemorySource
 
 FLEET = ["--dataset", "synthetic", "--devices", "6", "--duration-s", "60", "--seed", "2"]
 
@@ -48,6 +53,29 @@ def test_train_stream_model_with_truncated_bptt(tmp_path):
     assert code == 0
     saved = json.loads((tmp_path / "s" / "metrics.json").read_text())
     assert saved["unit"] == "sample" and len(saved["accuracy_by_third"]) == 3
+
+
+def test_train_a_stream_model_with_a_refiner_that_a_delayed_worker_serves(tmp_path, capsys):
+    model = tmp_path / "r.keras"
+    code = main(
+        ["train", *FLEET, "--setup", "stream", "--hidden", "8", "--epochs", "1",
+         "--tbptt-steps", "50", "--chunks-per-lane", "4", "--lanes", "2", "--test-users", "3",
+         "--refine-delay-ms", "200", "--out", str(model)]
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert "with the refiner" in capsys.readouterr().err
+    refiner = load_refiner(model)
+    assert refiner is not None and refiner[1].provenance[LAG_KEY] == 10  # 200 ms at 50 Hz
+    figures = read_meta(model).provenance["refiner"]
+    saved = json.loads((tmp_path / "r" / "metrics.json").read_text())["delayed"]
+    assert saved == figures and figures["lag"] == 10 and figures["epochs"] >= 1
+    assert 0.0 <= figures["refined_macro_f1"] <= 1.0 and "smoother_accuracy" in figures
+    serving = ServingModel.load(*load_model(model), "file:r", refiner=refiner)
+    for delay_ms, mixed in ((200.0, True), (400.0, False)):
+        worker = Worker(MemorySource(MemoryBus(1, 10), ["sensor.raw"]),
+                        MemorySink(MemoryBus(1, 10)), replace(serving, refiner=serving.refiner),
+                        config=WorkerConfig(delay_ms=delay_ms))  # fmt: skip
+        assert (worker.stream_model.refiner is not None) == mixed
 
 
 @pytest.mark.parametrize(
@@ -164,6 +192,7 @@ def test_train_an_attention_window_model_and_plot_its_weights(tmp_path):
         (["--setup", "stream", "--horizon", "5"], "--horizon applies only to --setup seq2seq"),
         (["--setup", "stream", "--window", "32"], "--window applies only to --setup window"),
         (["--setup", "seq2seq", "--lanes", "4"], "--lanes applies only to --setup stream"),
+        (["--refine-delay-ms", "500"], "--refine-delay-ms applies only to --setup stream"),
         (["--setup", "seq2seq", "--horizon", "5"], "--horizon applies only with --task forecast"),
         (["--setup", "seq2seq", "--attention"], "--attention applies only with --task forecast"),
         (["--setup", "seq2seq", "--rotate-deg", "90"], "--rotate-deg"),

@@ -15,7 +15,10 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from models.hmm import Grammar
+from models.refine import REFINER, refiner_channels
+from models.refiner_runtime import LAG_KEY
 from models.runtime import StreamRuntime
+from models.smoothing import lag_samples
 from models.spec import ModelMeta, ModelSpec
 from models.zoo import build_model
 from pipeline.bench.swap import Discard
@@ -217,10 +220,12 @@ def _fleet_messages(devices: int, seconds: float, rate: float) -> tuple[list, in
 
 
 def _worker_run(model, meta: ModelMeta, messages: list, samples: int, devices: int,
-                config: WorkerConfig) -> tuple[float, float, float]:  # fmt: skip
-    """The worker alone (``messages`` in, predictions built and dropped), one core: input
-    samples/s, model steps/s, and the share of its time spent resampling."""
-    serving = ServingModel.load(model, meta, "bench@v1", capacity=devices)
+                config: WorkerConfig,
+                refiner: tuple | None = None) -> tuple[float, float, float]:  # fmt: skip
+    """The worker alone (``messages`` in, predictions built and dropped; the model's
+    ``refiner`` with it, if given), one core: input samples/s, model steps/s, and the share of
+    its time spent resampling."""
+    serving = ServingModel.load(model, meta, "bench@v1", capacity=devices, refiner=refiner)
     worker = Worker(_Replayed(messages), Discard(), serving, config=config)
     spent = [0.0]
     resample = worker.resampler.resample
@@ -281,24 +286,27 @@ def bench_delay(
     """The worker alone serving a 50 Hz LSTM to ``devices`` 50 Hz devices with each label
     delay (``[worker] delay_ms``; the first the reference), smoothed by the centred mean and,
     for delays > 0, by the fixed-lag HMM smoother (a grammar with a lag temperature for it),
-    rounds alternating: input samples/s and what the delay costs (``time_vs_first``: how many
-    times longer)."""
+    and by the smoother mixed with a refiner of that lag (:data:`models.refine.REFINER`), rounds
+    alternating: input samples/s and what the delay costs (``time_vs_first``: how many times
+    longer)."""
     meta = _meta("lstm", hidden)
     model = build_model(meta.spec, meta)
     messages, samples = _fleet_messages(devices, seconds, meta.rate_hz)
     k = len(CLASSES)
     sticky = np.full((k, k), 0.01 / (k - 1)) + np.eye(k) * (0.99 - 0.01 / (k - 1))
-    runs = [(ms, how) for ms in delays_ms for how in (("mean", "hmm") if ms > 0 else ("mean",))]
+    ways = ("mean", "hmm", "refined")
+    runs = [(ms, how) for ms in delays_ms for how in (ways if ms > 0 else ways[:1])]
     measured: dict[tuple, list[float]] = {run: [] for run in runs}
     with threadpool_limits(limits=1):
         for _ in range(rounds):
             for ms, how in runs:
-                lags = ((ms, 0.05, float("nan"), float("nan")),) if how == "hmm" else ()
+                lags = ((ms, 0.05, float("nan"), float("nan")),) if how != "mean" else ()
                 grammar = Grammar(tuple(map(tuple, sticky)), (1.0 / k,) * k, 1.0, False, lags=lags)
                 config = WorkerConfig(max_records=5000, delay_ms=ms)
                 served = replace(meta, grammar=grammar)
+                refiner = _refiner(lag_samples(ms, meta.rate_hz)) if how == "refined" else None
                 measured[ms, how].append(_worker_run(model, served, messages, samples, devices,
-                                                     config)[0])  # fmt: skip
+                                                     config, refiner)[0])  # fmt: skip
     rate = {run: statistics.median(measured[run]) for run in runs}
     return [
         {"bench": "worker-delay", "cell": "lstm", "hidden": hidden, "devices": devices,
@@ -307,3 +315,12 @@ def bench_delay(
          "threads": 1}
         for ms, how in runs
     ]  # fmt: skip
+
+
+def _refiner(lag: int) -> tuple[keras.Model, ModelMeta]:
+    """A refiner of ``lag`` samples over :data:`CLASSES` (its weights as built: the cost is the
+    same)."""
+    k = len(CLASSES)
+    meta = ModelMeta(REFINER, refiner_channels(CLASSES), CLASSES, 50.0, (0.0,) * 2 * k,
+                     (1.0,) * 2 * k, 1024, 512, provenance={LAG_KEY: lag})  # fmt: skip
+    return build_model(REFINER, meta), meta

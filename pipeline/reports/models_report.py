@@ -620,11 +620,12 @@ def hapt_refine_section(budget: Budget, trained: Trained, progress: Progress) ->
             )  # fmt: skip
             mine = np.concatenate(refined(refiner, inputs, lag))
             served = np.concatenate(as_served(probs, grammar, ms))  # what workers emit
+            command = train_command(spec, cfg, "uci_hapt", refine_delay_ms=ms)
             common = {"delay_ms": ms, "seed": seed, "spec": spec.name, "members": spec.members,
                       "refiner": config.spec.name, "refiner_epochs": len(history["loss"]),
                       "validation_macro_f1": max(history["val_macro_f1"]),
                       "refine_minutes": (time.time() - started) / 60,
-                      "command": train_command(spec, cfg, "uci_hapt")}  # fmt: skip
+                      "command": command}  # fmt: skip
             mine_rows = []
             for suffix, p in (("", mine), ("_mixed", (mine + served) / 2)):
                 ev = evaluate(y, p.argmax(-1), hapt.activities)
@@ -1196,10 +1197,12 @@ def _refine_lines(hapt: dict) -> list[str]:
         "users to name the sample the delay back, the epoch chosen by macro-F1 on its "
         "validation users. It sees what the fixed-lag smoother sees (the samples up to the "
         "delay after the one it labels) and, unlike a bidirectional pass over the delay, costs "
-        "one GRU step per sample whatever the delay. Workers do not serve it yet: the rows are "
-        "the test users' whole recordings labelled offline, the last delay of each with its "
-        "last input repeated (as a stream that ends is flushed). *Mean of the two*: the "
-        "refiner's probabilities averaged with the smoother's, as a worker could serve both.",
+        "one GRU step per sample whatever the delay. The rows are the test users' whole "
+        "recordings, the last delay of each with its last input repeated (as a stream that "
+        "ends is flushed). *Mean of the two*: the refiner's probabilities averaged with the "
+        "smoother's, what a worker with that `delay_ms` serves for a model trained with "
+        "`harstream train --refine-delay-ms` (the refiner inside its model file; each row's "
+        "command).",
         "",
         "| delay | fixed-lag smoother, as served (median; per seed) | refiner (median; per seed) "
         "| mean of the two (median; per seed) | refiner on the validation users (median) |",
@@ -1223,7 +1226,7 @@ def _refine_lines(hapt: dict) -> list[str]:
         "",
         f"The refiners trained for {epochs[0]}–{epochs[-1]} epochs, {minutes[0]:.1f}–"
         f"{minutes[-1]:.1f} minutes each (the best epoch kept); the labellers are the "
-        "ensembles above, with their commands. `harstream train` does not train a refiner yet.",
+        "ensembles above.",
         "",
     ]
 
@@ -1244,8 +1247,10 @@ def _target_lines(hapt: dict) -> list[str]:
             best([f"{prefix}{ms}ms{x}" for prefix, x in (("delay_", ""), ("ensemble3_delay_", ""),
                   (REFINED, ""), (REFINED, "_mixed")) for ms in HAPT_DELAYS_MS if ms <= 2000],
                  HAPT_TARGETS[1])]  # fmt: skip
-    if REFINED in said[1]:
-        said[1] += " (offline: workers do not serve the refiner yet)"
+    if REFINED in said[1] and "_mixed" in said[1]:
+        said[1] += " (what workers serve at that delay_ms, the model trained with its refiner)"
+    elif REFINED in said[1]:
+        said[1] += " (offline: workers serve the refiner's labels averaged with the smoother's)"
     return [
         f"Targets, medians over three seeds or three ensembles: causal macro-F1 "
         f"{HAPT_TARGETS[0]:.2f}, best {said[0]}; with a delay of at most 2 s "

@@ -162,28 +162,16 @@ def decode_state(data: bytes) -> DeviceState:
     at = _HEADER.size + model_len + device_len
     inputs = channels
     if flags & (8 | 32):
-        if len(data) < at + _U16.size:
-            raise CheckpointError(f"{len(data)} bytes: shorter than its next-step length")
-        (inputs,) = _U16.unpack_from(data, at)
-        at += _U16.size
+        (inputs,), at = _lengths(data, at, 1, "its next-step length")
     classes = 0
     if flags & 16:
-        if len(data) < at + _U16.size:
-            raise CheckpointError(f"{len(data)} bytes: shorter than a decoded model's checkpoint")
-        (classes,) = _U16.unpack_from(data, at)
-        at += _U16.size
+        (classes,), at = _lengths(data, at, 1, "a decoded model's checkpoint")
     held = width = 0
     if flags & 64:
-        if len(data) < at + 2 * _U16.size:
-            raise CheckpointError(f"{len(data)} bytes: shorter than a delayed worker's checkpoint")
-        (held,), (width,) = _U16.unpack_from(data, at), _U16.unpack_from(data, at + _U16.size)
-        at += 2 * _U16.size
+        (held, width), at = _lengths(data, at, 2, "a delayed worker's checkpoint")
     refined = 0
     if flags & 128:
-        if len(data) < at + _U16.size:
-            raise CheckpointError(f"{len(data)} bytes: shorter than a refined worker's checkpoint")
-        (refined,) = _U16.unpack_from(data, at)
-        at += _U16.size
+        (refined,), at = _lengths(data, at, 1, "a refined worker's checkpoint")
     sizes = [layers * hidden, layers * hidden if flags & 1 else 0, inputs if flags & 2 else 0,
              FRAME_STATE if flags & 8 else 0, classes, refined, ring_len * channels]  # fmt: skip
     end = at + 4 * sum(sizes)
@@ -211,6 +199,15 @@ def decode_state(data: bytes) -> DeviceState:
         frame if flags & 8 else None, belief if flags & 16 else None, delayed,
         refiner if flags & 128 else None,
     )  # fmt: skip
+
+
+def _lengths(data: bytes, at: int, count: int, what: str) -> tuple[tuple[int, ...], int]:
+    """The ``count`` uint16 lengths at ``at`` of a checkpoint, and where its next field starts
+    (:class:`CheckpointError` naming ``what`` it is, if it ends before)."""
+    end = at + count * _U16.size
+    if len(data) < end:
+        raise CheckpointError(f"{len(data)} bytes: shorter than {what}")
+    return struct.unpack_from(f"<{count}H", data, at), end
 
 
 class Checkpointer:

@@ -46,6 +46,7 @@ def test_quick_report_writes_tables_plots_and_figures_and_runs_again_only_what_i
                                     "ensemble3_refined_2000ms_mixed"}  # fmt: skip
     (refined,) = figures["hapt"]["ensemble3_refined_2000ms"]["per_seed"]  # --quick: 2 s only
     assert refined["refiner_epochs"] == 1 and 0 <= refined["macro_f1"] <= 1
+    assert refined["command"].endswith("--members 2 --refine-delay-ms 2000")  # trains both
     assert "Learning the delay" in text and "| 2 s |" in text
     assert figures["hapt"]["delay_2000ms"]["per_seed"][0]["delay_ms"] == 2000
     assert figures["hapt"]["delay_2000ms_mean"]["per_seed"][0]["smoother"] == "mean"

@@ -1,11 +1,14 @@
-"""Crash recovery on the real broker (issue #6): the HAPT test users replayed at full speed into
-six partitions, served by ``harstream run`` processes of which one is killed (``kill -9``) or
-stopped (SIGTERM) mid-stream. Three of the recordings come from devices at 100 and 200 Hz,
-resampled by the workers to the model's 50 Hz. Every device ends in the state an uninterrupted
-single worker leaves it in (the resampler's included), and every model step has a prediction
-equal to that worker's (duplicates allowed after a crash, and they agree). The interrupted runs
-use each client library; the reference uses kafka-python, so the confluent-kafka runs must
-also end in kafka-python's states."""
+"""Crash recovery on the real broker (issues #6 and #18): the HAPT test users replayed at full
+speed into six partitions, served by ``harstream run`` processes of which one is killed
+(``kill -9``) or stopped (SIGTERM) mid-stream. Three of the recordings come from devices at 100
+and 200 Hz, resampled by the workers to the model's 50 Hz. The model's labels are decoded by
+its HMM and emitted ``delay_ms = 1000`` late, the mean of the fixed-lag HMM smoother's and its
+refiner's. Every device ends in the state an uninterrupted single worker leaves it in (the
+resampler's, the HMM belief, the labels held back and the refiner's included), and every model
+step but each device's last second (held back in its checkpoint) has a prediction equal to
+that worker's (duplicates allowed after a crash, and they agree). The interrupted runs use each
+client library; the reference uses kafka-python, so the confluent-kafka runs must also end in
+kafka-python's states."""
 
 from __future__ import annotations
 
@@ -23,7 +26,10 @@ import numpy as np
 import pytest
 
 from corpus import model_steps, scrape, start_harstream, status_url
+from models.hmm import Grammar
 from models.io import save_model
+from models.refine import refiner_channels
+from models.refiner_runtime import LAG_KEY
 from models.spec import ModelMeta, ModelSpec
 from models.zoo import build_model
 from pipeline.state.checkpoint import DeviceState, decode_state
@@ -52,13 +58,27 @@ def hapt():
     return replace(data, streams=tuple(streams))
 
 
+DELAY_MS, LAG = 1000.0, 50
+"""the workers' delay, and the model steps it is at 50 Hz"""
+
+
 @pytest.fixture(scope="module")
 def model_path(hapt, tmp_path_factory) -> Path:
-    """A small LSTM stream model, randomly initialised: recovery must reproduce any weights."""
-    spec = ModelSpec(setup="stream", cell="lstm", hidden=16)
+    """A small LSTM stream model with an HMM (decoding on, a lag temperature for
+    :data:`DELAY_MS`) and a refiner of :data:`LAG`, randomly initialised: recovery must
+    reproduce any weights."""
+    k = len(hapt.activities)
+    sticky = np.full((k, k), 0.05 / (k - 1)) + np.eye(k) * (0.95 - 0.05 / (k - 1))
+    grammar = Grammar(tuple(map(tuple, sticky.tolist())), (1.0 / k,) * k, 0.5, True,
+                      lags=((DELAY_MS, 0.3, float("nan"), float("nan")),))  # fmt: skip
+    spec, small = ModelSpec(setup="stream", cell="lstm", hidden=16), ModelSpec(setup="stream")
     meta = ModelMeta(spec, hapt.channels, hapt.activities, hapt.rate_hz, (0.0, 0.0, 0.8, 0.0,
-                     0.0, 0.0), (0.4,) * 3 + (0.5,) * 3, 128, 1)  # fmt: skip
-    return save_model(build_model(spec, meta), meta, tmp_path_factory.mktemp("m") / "lstm.keras")
+                     0.0, 0.0), (0.4,) * 3 + (0.5,) * 3, 128, 1, grammar=grammar)  # fmt: skip
+    refiner = ModelMeta(replace(small, hidden=8), refiner_channels(hapt.activities),
+                        hapt.activities, hapt.rate_hz, (-3.0,) * 2 * k, (3.0,) * 2 * k, 128, 64,
+                        provenance={LAG_KEY: LAG})  # fmt: skip
+    return save_model(build_model(spec, meta), meta, tmp_path_factory.mktemp("m") / "lstm.keras",
+                      (build_model(refiner.spec, refiner), refiner))  # fmt: skip
 
 
 class _Deployment:
@@ -82,6 +102,7 @@ class _Deployment:
             f'client = "{client}"\n'
             f'[worker]\ninput_topic = "{self.raw}"\npredictions_topic = "{self.preds}"\n'
             f'events_topic = "{tag}-events"\ndlq_topic = "{tag}-dlq"\nemit = "every"\n'
+            f"delay_ms = {DELAY_MS}\n"
             f"max_records = 100\n"  # 2,500 samples a batch: several batches per checkpoint,
             f'[checkpoint]\ntopic = "{self.state}"\nevery_ms = 1000\n'  # so a kill lands between
         )
@@ -240,9 +261,10 @@ class _Predictions:
         self.probs = np.full((data.n_samples, len(data.activities)), np.nan, np.float32)
         self.count = np.zeros(data.n_samples, np.int32)
         self.wanted = np.zeros(data.n_samples, bool)
-        """the samples a model step stands for (all of them at the model's rate)"""
+        """the samples a model step stands for (all of them at the model's rate), but for the
+        last :data:`LAG` of each device, held back in its checkpoint when the workers stop"""
         for s in data.streams:
-            self.wanted[self.start[s.device] + model_steps(s)] = True
+            self.wanted[self.start[s.device] + model_steps(s)[:-LAG]] = True
         self.expected = int(self.wanted.sum())
         self.predicted = 0
         self.disagreements: list[str] = []
@@ -305,7 +327,8 @@ def _assert_same_as_reference(run: _Deployment, reference) -> None:
         assert [getattr(have, f) for f in fields] == [getattr(want, f) for f in fields], device
         assert (have.c is None) == (want.c is None)
         assert (have.resample is None) == (want.resample is None), device
-        for name in ("h", "c", "ring", "resample"):
+        assert all(getattr(want, n) is not None for n in ("belief", "delayed", "refiner"))
+        for name in ("h", "c", "ring", "resample", "belief", "delayed", "refiner"):
             if getattr(want, name) is not None:
                 np.testing.assert_allclose(getattr(have, name), getattr(want, name), atol=1e-5,
                                            err_msg=f"{device}: {name}")  # fmt: skip

@@ -133,9 +133,10 @@ def run_engine(args: argparse.Namespace) -> int:
              "(median of 3 rounds; resample_share = time resampling / all)")  # fmt: skip
     print_rows(rates, title, args.json)
     delays = bench_delay(delays_ms=tuple(float(ms) for ms in args.delays_ms), hidden=args.hidden)
-    title = ("Worker CPU (no Kafka), labels delayed by delay_ms (centred mean or fixed-lag "
-             "HMM smoother), 10,000 devices at 50 Hz (median of 3 rounds; time_vs_first = the "
-             "first's rate / this rate)")  # fmt: skip
+    title = ("Worker CPU (no Kafka), labels delayed by delay_ms (centred mean, fixed-lag "
+             "HMM smoother, or the smoother mixed with a GRU 1x64 refiner), 10,000 devices "
+             "at 50 Hz (median of 3 rounds; time_vs_first = the first's rate / this "
+             "rate)")  # fmt: skip
     print_rows(delays, title, args.json)
     return 0
 

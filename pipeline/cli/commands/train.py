@@ -122,7 +122,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="stream: also train a refiner (a small GRU over the model's "
                    "probabilities and HMM beliefs that names the sample this many ms back), "
                    "saved inside the model file: a worker with [worker] delay_ms at this delay "
-                   "emits the mean of its labels and the smoother's (default: none)")  # fmt: skip
+                   "emits the mean of its labels and the smoother's (trained with the "
+                   "settings of models.refine.RefineConfig, its seed included; "
+                   "default: none)")  # fmt: skip
     t.add_argument("--test-users", type=int_list, default=None,
                    help="comma-separated test users (default: the official split for UCI "
                    "data, else 30%% of users)")  # fmt: skip
@@ -268,7 +270,7 @@ def run(args: argparse.Namespace) -> int:
         stderr.print("accuracy by third: " + ", ".join(f"{a:.4f}" for a in evaluation.thirds))
     meta, refiner = replace(result.meta, units=asdict(data.units)), None
     if args.refine_delay_ms:
-        refiner, figures = _refiner(result, recs, users, test, args.refine_delay_ms, args.seed)
+        refiner, figures = _refiner(result, recs, users, test, args.refine_delay_ms)
         meta = replace(meta, provenance={**meta.provenance, "refiner": figures})
         evaluation.delayed = figures
     save_model(result.model, meta, out, refiner)
@@ -287,7 +289,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _refiner(result, recs, users, test, delay_ms: float, seed: int):
+def _refiner(result, recs, users, test, delay_ms: float):
     """The refiner of the stream model ``result`` for labels ``delay_ms`` late (its model and
     metadata), trained on its training users' ``recs`` and chosen on its validation users;
     and what it does on the ``test`` users: macro-F1 of the smoother's labels and of their mean
@@ -300,7 +302,7 @@ def _refiner(result, recs, users, test, delay_ms: float, seed: int):
     meta = result.meta
     if meta.grammar is None:
         raise ConfigError("--refine-delay-ms: the model has no grammar to read beliefs from")
-    lag, config = lag_samples(delay_ms, meta.rate_hz), RefineConfig(seed=seed)
+    lag, config = lag_samples(delay_ms, meta.rate_hz), RefineConfig()
     data = RefinerData.of(result.model, meta.grammar,
                           *split_recordings(recs, users, result.validation_users))  # fmt: skip
     stderr.print(f"training a refiner of {config.spec.name} for {delay_ms:g} ms ({lag} samples)")

@@ -27,10 +27,13 @@ def test_a_single_run_does_not_count_as_a_median_of_three():
     assert "none measured over three" in line
 
 
-def test_a_refiner_counts_for_the_delay_target_and_is_said_to_be_offline():
+def test_a_refiner_counts_for_the_delay_target_and_is_said_offline_unless_served_mixed():
     hapt = {"causal": _variant(0.82, 0.81, 0.83),
             "ensemble3_delay_2000ms": _variant(0.89, 0.88, 0.90),
             "ensemble3_refined_2000ms": _variant(0.90, 0.91, 0.90),
             "ensemble3_refined_500ms": _variant(0.95)}  # fmt: skip
     (line, _) = _target_lines(hapt)
     assert "best 0.900 (ensemble3_refined_2000ms): reached (offline" in line
+    hapt["ensemble3_refined_2000ms_mixed"] = _variant(0.92, 0.91, 0.90)
+    (line, _) = _target_lines(hapt)
+    assert "best 0.910 (ensemble3_refined_2000ms_mixed): reached (what workers serve" in line

@@ -120,6 +120,20 @@ def _busy(worker, fleet, bus) -> threading.Thread:
     return producer
 
 
+ONE_DEVICE_A_BATCH = SwapConfig(poll_s=0.02, catch_up_samples=1, max_rounds=3,
+                                sync_budget_ms=0.0, sync_chunk_devices=1)  # fmt: skip
+"""priming in rounds, then the worker syncing one device per batch boundary"""
+
+
+def _to_version_2(worker, registry, fleet, bus) -> None:
+    """The fleet replayed while version 2 becomes champion; the worker swaps and reads on."""
+    producer = _busy(worker, fleet, bus)
+    registry.promote(NAME, 2)
+    _wait_for_swaps(worker, 1)
+    producer.join()
+    worker.run(timeout=0.2)
+
+
 def _check(got, fleet, offline_by_version):
     expected = {(s.device, q) for s in fleet.streams for q in s.sequence().tolist()}
     assert set(got) == expected  # every sample exactly once (duplicates fail in _per_sample)
@@ -185,15 +199,9 @@ def test_decoded_labels_are_primed_with_the_states(tmp_path, fleet):
         grammars[f"har@v000{version}"] = grammar
     registry.promote(NAME, 1)
     bus, out = MemoryBus(partitions=3, capacity=1_000_000), MemoryBus(1, 10_000_000)
-    config = SwapConfig(poll_s=0.02, catch_up_samples=1, max_rounds=3, sync_budget_ms=0.0,
-                        sync_chunk_devices=1)  # fmt: skip
-    worker = _worker(registry, bus, out, config)
+    worker = _worker(registry, bus, out, ONE_DEVICE_A_BATCH)
     assert worker.stream_model.decoder is not None
-    producer = _busy(worker, fleet, bus)
-    registry.promote(NAME, 2)
-    _wait_for_swaps(worker, 1)
-    producer.join()
-    worker.run(timeout=0.2)
+    _to_version_2(worker, registry, fleet, bus)
     worker.close()
     got = _per_sample(_predictions(out))
     assert {v for v, _ in got.values()} == set(grammars)
@@ -345,18 +353,12 @@ def test_a_refiner_is_swapped_in_and_primed_with_the_states(tmp_path, fleet):
     first = registry.get(NAME, 1).model_path
     serving = ServingModel.load(*load_model(first), "har@v0001", refiner=load_refiner(first))
     bus, out = MemoryBus(partitions=3, capacity=1_000_000), MemoryBus(1, 10_000_000)
-    config = SwapConfig(poll_s=0.02, catch_up_samples=1, max_rounds=3, sync_budget_ms=0.0,
-                        sync_chunk_devices=1)  # fmt: skip
-    swap = HotSwap(registry, NAME, config)
+    swap = HotSwap(registry, NAME, ONE_DEVICE_A_BATCH)
     worker = Worker(MemorySource(bus, ["sensor.raw"]), MemorySink(out), serving,
                     config=WorkerConfig(emit="every", max_records=40, delay_ms=lag * 20.0),
                     swaps=[swap])  # fmt: skip
     assert worker.stream_model.refiner is not None
-    producer = _busy(worker, fleet, bus)
-    registry.promote(NAME, 2)
-    _wait_for_swaps(worker, 1)
-    producer.join()
-    worker.run(timeout=0.2)
+    _to_version_2(worker, registry, fleet, bus)
     second = registry.get(NAME, 2).model_path
     model, _ = load_model(second)
     probs = predict_streams(model, [s.values for s in fleet.streams])

@@ -1,0 +1,14 @@
+"""``harstream bench engine``'s delay rows, on a tiny fleet: every way of delaying labels runs
+the whole fleet through a worker (the figures themselves are the benchmark's, not a test's)."""
+
+from __future__ import annotations
+
+from pipeline.bench.engine import bench_delay
+
+
+def test_the_delay_bench_runs_each_smoother_and_the_refiner():
+    rows = bench_delay(devices=12, delays_ms=(0.0, 200.0), seconds=2.0, hidden=8, rounds=1)
+    assert [(r["delay_ms"], r["smoother"]) for r in rows] == [
+        (0.0, "-"), (200.0, "mean"), (200.0, "hmm"), (200.0, "refined")]  # fmt: skip
+    assert all(r["samples_per_s"] > 0 and r["time_vs_first"] > 0 for r in rows)
+    assert rows[0]["time_vs_first"] == 1.0

@@ -209,9 +209,9 @@ class Worker:
             return
         if not self.config.refine or self.delay is None or self.delay.lag != refiner.lag:
             if self.config.refine:
-                log.info("the model's refiner labels %d samples back, this worker's delay is %s: "
-                         "the smoother's labels alone", refiner.lag,
-                         self.delay.lag if self.delay is not None else "none")  # fmt: skip
+                log.info("the model's refiner labels the sample %d back, this worker delays "
+                         "labels by %s samples: the refiner is not used", refiner.lag,
+                         self.delay.lag if self.delay is not None else "no")  # fmt: skip
             model.refiner = None
         else:
             refiner.ensure_capacity(capacity)

@@ -47,6 +47,8 @@ if TYPE_CHECKING:
     import keras
 
 _GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+_EXP_SAFE = 80.0
+"""exp(±80), and sums of up to 6,000 of them, are normal float32 numbers"""
 _F32 = np.float32
 
 
@@ -314,6 +316,7 @@ class StreamRuntime:
         self.weights = w = self.members[0]
         self.block = block
         k, h = len(self.members), w.hidden
+        self._layout = _Layout(w, k)
         self._fused = [  # (gates, K, inputs + hidden + 1, hidden) per layer
             np.stack([_fuse(w.cell, *m) for m in layer], axis=1)
             for layer in zip(
@@ -321,12 +324,12 @@ class StreamRuntime:
                 strict=True,
             )
         ]
-        self._head = np.stack([_head(m) for m in self.members])  # (K, outputs, hidden + 1)
+        self._head = np.stack([_head(m) for m in self.members])  # (K, hidden + 1, outputs)
         # Work buffers for `block` devices, one plane per member. Each layer reads rows [input,
         # previous h, 1] (the 1 adds the bias in the GEMM) and writes its new h into the next
-        # layer's (or the head's) input. Gates are gate-major (gates, K, devices, hidden) and the
-        # head's output is (K, outputs, devices), so that the elementwise work runs over
-        # contiguous memory.
+        # layer's (or the head's) input. Gates are gate-major (gates, K, devices, hidden), so that
+        # the elementwise work runs over contiguous memory; the head's output is (K, devices,
+        # outputs), one row per device.
         self._rows = {
             "mean": np.stack([np.tile(m.mean, (block, 1)) for m in self.members]),
             "scale": np.stack([np.tile(m.scale, (block, 1)) for m in self.members]),
@@ -336,23 +339,20 @@ class StreamRuntime:
         }
         self._inputs = [self._ones(m.shape[2] - 1) for m in self._fused] + [self._ones(h)]
         self._gates = [np.empty(m.shape[0] * k * block * h, _F32) for m in self._fused]
-        self._logits = np.empty(len(self._head[0]) * k * block, _F32)
-        self._top = np.empty((k, 1, block), _F32)
+        self._logits = np.empty((k, block, self._head.shape[2]), _F32)
+        self._top = np.empty((k, block, 1), _F32)
+        # |h| <= 1 for every cell, so |logit| <= |bias| + sum |weights|: below _EXP_SAFE, the
+        # softmax needs no shift by the row's maximum (exp neither overflows nor underflows)
+        reach = np.abs(self._head[:, :, : w.classes]).sum(axis=1).max()
+        self._shift = bool(reach >= _EXP_SAFE)
         self._member_anomaly = np.empty((k, block), _F32)
         self._channel_mean = np.full(w.inputs, 1 / w.inputs, _F32)
-        self._h = [np.zeros((k, capacity, h), _F32) for _ in range(w.layers)]
-        self._c = [
-            np.zeros((k, capacity, h), _F32) for _ in range(w.layers if w.cell == "lstm" else 0)
-        ]
-        self._next = np.full((k, capacity, w.inputs), np.nan, _F32) if self.has_next else None
-        self._frame = None if w.frame is None else np.zeros((capacity, STATE_SIZE), _F32)
+        self._carry = [np.empty((k, block, h), _F32) for _ in range(self._layout.carries)]
+        # every state of a device is one row of the table: one gather and one scatter per call
+        self._table = np.tile(self._layout.fill, (capacity, 1))
         self._mark = np.zeros(capacity, np.intp)
-        self._step_state = _State(  # h gathered straight into the GEMM inputs, as they are read
-            [a[..., a.shape[2] - 1 - h : a.shape[2] - 1] for a in self._inputs[:-1]],
-            [np.empty((k, block, h), _F32) for _ in self._c],
-            np.empty((k, block, w.inputs), _F32) if self.has_next else None,
-            None if w.frame is None else np.empty((block, STATE_SIZE), _F32),
-        )
+        self._step_rows = np.empty((block, self._layout.width), _F32)
+        self._step_state = self._layout.state(self._step_rows)
 
     @classmethod
     def from_keras(
@@ -381,71 +381,66 @@ class StreamRuntime:
     def memory_bytes(self) -> int:
         """Bytes of per-slot state held (hidden and cell states, next-step predictions, gravity
         frames)."""
-        arrays = [*self._h, *self._c] + [a for a in (self._next, self._frame) if a is not None]
-        return sum(a.nbytes for a in arrays) + self._mark.nbytes
+        return self._table.nbytes + self._mark.nbytes
 
     def ensure_capacity(self, slots: int) -> None:
         """Make room for at least ``slots`` slots, keeping every state; doubles, so amortised."""
         if slots <= self.capacity:
             return
         size = max(slots, 2 * self.capacity)
-        self._h = [_grown(a, size, 0.0) for a in self._h]
-        self._c = [_grown(a, size, 0.0) for a in self._c]
-        if self._next is not None:
-            self._next = _grown(self._next, size, np.nan)
-        if self._frame is not None:
-            self._frame = _grown(self._frame[None], size, 0.0)[0]
-        self._mark = np.zeros(size, np.intp)
+        table = np.tile(self._layout.fill, (size, 1))
+        table[: self.capacity] = self._table
+        self._table, self._mark = table, np.zeros(size, np.intp)
 
     def reset(self, slots) -> None:
         """Forget the state of ``slots``: a fresh device, or one back after a gap."""
-        slots = self._slots(slots)
-        for state in self._h + self._c:
-            state[:, slots] = 0.0
-        if self._next is not None:
-            self._next[:, slots] = np.nan
-        if self._frame is not None:
-            self._frame[slots] = 0.0
+        self._table[self._slots(slots)] = self._layout.fill
 
     def get_states(self, slots) -> dict[str, np.ndarray]:
         """Copies of the states of ``slots``: ``h`` (and ``c`` for an LSTM) (B, K x layers,
         hidden), member by member; with a next-step head ``next`` (B, K x inputs), the last
         predictions (NaN if none); with a gravity frame ``frame`` (B, 8), its filters (zeros
         after a reset). K is 1 for one model."""
-        slots = self._slots(slots)
-        out = {"h": _by_slot(self._h, slots)}
-        if self._c:
-            out["c"] = _by_slot(self._c, slots)
-        if self._next is not None:
-            out["next"] = _by_slot([self._next], slots).reshape(len(slots), -1)
-        if self._frame is not None:
-            out["frame"] = self._frame[slots]
+        state = self._layout.state(self._table[self._slots(slots)])
+        out = {"h": _by_slot(state.h)}
+        if state.c:
+            out["c"] = _by_slot(state.c)
+        if state.next is not None:
+            out["next"] = _by_slot([state.next]).reshape(len(state.next[0]), -1)
+        if state.frame is not None:
+            out["frame"] = state.frame.copy()
         return out
 
     def set_states(self, slots, states: dict[str, np.ndarray]) -> None:
-        """Restore ``slots`` from ``states`` as :meth:`get_states` gives them."""
+        """Restore ``slots`` from ``states`` as :meth:`get_states` gives them (``h`` in [-1, 1],
+        as every cell's output is)."""
         slots = self._slots(slots)
         w, b, k = self.weights, len(slots), len(self.members)
+        rows = np.empty((b, self._layout.width), _F32)
+        state = self._layout.state(rows)
         expected = {"h": (b, k * w.layers, w.hidden)}
-        if self._c:
+        if state.c:
             expected["c"] = (b, k * w.layers, w.hidden)
-        if self._next is not None:
+        if state.next is not None:
             expected["next"] = (b, k * w.inputs)
-        if self._frame is not None:
+        if state.frame is not None:
             expected["frame"] = (b, STATE_SIZE)
         arrays = {key: np.asarray(value, _F32) for key, value in states.items()}
         shapes = {key: a.shape for key, a in arrays.items()}
         if shapes != expected:
             raise ModelsError(f"states must be {expected}, not {shapes}")
-        for name, layers in (("h", self._h), ("c", self._c)):
+        if not (np.abs(arrays["h"]) <= 1.0).all():  # every cell's output is; softmax relies on it
+            raise ModelsError("hidden states h must lie in [-1, 1]")
+        for name, layers in (("h", state.h), ("c", state.c)):
             if layers:  # (B, K x L, H) member by member -> per layer (K, B, H)
                 planes = arrays[name].reshape(b, k, w.layers, w.hidden).transpose(2, 1, 0, 3)
                 for a, plane in zip(layers, planes, strict=True):
-                    a[:, slots] = plane
-        if self._next is not None:
-            self._next[:, slots] = arrays["next"].reshape(b, k, w.inputs).transpose(1, 0, 2)
-        if self._frame is not None:
-            self._frame[slots] = arrays["frame"]
+                    a[...] = plane
+        if state.next is not None:
+            state.next[...] = arrays["next"].reshape(b, k, w.inputs).transpose(1, 0, 2)
+        if state.frame is not None:
+            state.frame[...] = arrays["frame"]
+        self._table[slots] = rows
 
     def get_state(self, slot: int) -> dict[str, np.ndarray]:
         """The state of one slot: :meth:`get_states` without the batch axis."""
@@ -463,9 +458,10 @@ class StreamRuntime:
         probs = np.empty((len(slots), self.weights.classes), _F32)
         for a in range(0, len(slots), self.block):  # into the block buffers: no allocation
             b = slice(a, a + self.block)
-            state = self._gather(slots[b], self._step_state.rows(slice(0, len(slots[b]))))
-            self._block(state, x[b], probs[b], None, None)
-            self._scatter(slots[b], state)
+            part = slots[b]
+            np.take(self._table, part, axis=0, out=self._step_rows[: len(part)], mode="clip")
+            self._block(self._step_state.rows(slice(0, len(part))), x[b], probs[b], None, None)
+            self._table[part] = self._step_rows[: len(part)]
         return probs
 
     def advance(self, slots, counts, samples) -> StepOutput:
@@ -493,7 +489,8 @@ class StreamRuntime:
         # the samples in time-major order, so that every step reads and writes contiguous rows
         time_major = np.concatenate([starts[:k] + t for t, k in enumerate(active)])
         x, sorted_slots = x[time_major], slots[order]
-        state = self._gather(sorted_slots)
+        rows = self._table[sorted_slots]
+        state = self._layout.state(rows)
         probs_t = np.empty_like(probs)
         nxt_t = np.empty_like(nxt) if nxt is not None else None
         anomaly_t = np.empty_like(anomaly) if anomaly is not None else None
@@ -509,7 +506,7 @@ class StreamRuntime:
                 None if anomaly_t is None else anomaly_t[part],
             )
             start += k
-        self._scatter(sorted_slots, state)
+        self._table[sorted_slots] = rows
         probs[time_major] = probs_t
         if nxt is not None:
             nxt[time_major] = nxt_t
@@ -542,31 +539,6 @@ class StreamRuntime:
         buffer = np.empty((len(self.members), self.block, width + 1), _F32)
         buffer[..., -1] = 1.0
         return buffer
-
-    def _gather(self, slots: np.ndarray, out: _State | None = None) -> _State:
-        """Copies of the states of ``slots``, in their order (into ``out`` if given)."""
-        if out is None:
-            return _State([h[:, slots] for h in self._h], [c[:, slots] for c in self._c],
-                          None if self._next is None else self._next[:, slots],
-                          None if self._frame is None else self._frame[slots])  # fmt: skip
-        for state, rows in zip(self._h + self._c, out.h + out.c, strict=True):
-            np.take(state, slots, axis=1, out=rows, mode="clip")
-        if self._next is not None:
-            np.take(self._next, slots, axis=1, out=out.next, mode="clip")
-        if self._frame is not None:
-            np.take(self._frame, slots, axis=0, out=out.frame, mode="clip")
-        return out
-
-    def _scatter(self, slots: np.ndarray, state: _State) -> None:
-        """Write ``state`` (as :meth:`_gather` gave it, advanced) back to ``slots``."""
-        for h, rows in zip(self._h, state.h, strict=True):
-            h[:, slots] = rows
-        for c, rows in zip(self._c, state.c, strict=True):
-            c[:, slots] = rows
-        if self._next is not None:
-            self._next[:, slots] = state.next
-        if self._frame is not None:
-            self._frame[slots] = state.frame
 
     def _forward(self, state: _State, k: int, x, probs, nxt, anomaly) -> None:
         """One step of the first ``k`` devices of ``state``, ``block`` devices at a time."""
@@ -608,38 +580,72 @@ class StreamRuntime:
             width = inputs.shape[2] - 1 - h
             previous = inputs[..., width : width + h]
             new = self._inputs[layer + 1][:, :b, :h]
-            if not np.may_share_memory(previous, state.h[layer]):
-                previous[...] = state.h[layer]
+            previous[...] = state.h[layer]
             np.matmul(inputs, fused, out=gates)
             if w.cell == "rnn":
                 np.tanh(gates[0], out=new)
             elif w.cell == "lstm":
-                _lstm(gates, state.c[layer], new)
+                carry = self._carry[layer][:, :b]  # contiguous, for the elementwise work
+                carry[...] = state.c[layer]
+                _lstm(gates, carry, new)
+                state.c[layer][...] = carry
             else:
                 _gru(gates, previous, new)
             state.h[layer][...] = new
-        logits = self._logits[: len(self._head[0]) * k * b].reshape(k, -1, b)
-        np.matmul(self._head, self._inputs[-1][:, :b].transpose(0, 2, 1), out=logits)
-        activity, top = logits[:, : w.classes], self._top[..., :b]
-        np.max(activity, axis=1, out=top, keepdims=True)
-        np.subtract(activity, top, out=activity)
-        np.exp(activity, out=activity)
-        np.sum(activity, axis=1, out=top, keepdims=True)
-        np.divide(activity, top, out=activity)
+        logits = self._logits[:, :b]
+        np.matmul(self._inputs[-1][:, :b], self._head, out=logits)
+        activity, top = logits[..., : w.classes], self._top[:, :b]
+        _softmax(activity, top, self._shift)
         if k == 1:
-            probs[...] = activity[0].T
+            probs[...] = activity[0]
         else:  # the ensemble's: the mean of its members'
-            np.sum(activity, axis=0, out=probs.T)
+            np.sum(activity, axis=0, out=probs)
             np.multiply(probs, 1 / k, out=probs)
         if state.next is not None:
-            predicted = logits[:, w.classes :].transpose(0, 2, 1)
+            predicted = logits[..., w.classes :]
             state.next[...] = predicted
             if nxt is not None:
                 np.mean(predicted, axis=0, out=nxt)
 
 
+class _Layout:
+    """Where each part of a device's state sits in its row of the state table: each layer's h
+    (K, hidden), then each layer's c (LSTM), then the next-step predictions (K, inputs; NaN for
+    none yet), then the gravity frame's filters. ``fill`` is a reset row."""
+
+    def __init__(self, w: StreamWeights, k: int) -> None:
+        self.k, self.carries = k, w.layers if w.cell == "lstm" else 0
+        sizes = [w.hidden] * (w.layers + self.carries) + [w.inputs] * (w.next_kernel is not None)
+        spans, start = [], 0
+        for size in sizes:  # (start, width) of each part, all K members side by side
+            spans.append((start, k * size))
+            start += k * size
+        self.h, self.c = spans[: w.layers], spans[w.layers : w.layers + self.carries]
+        self.next = spans[-1] if w.next_kernel is not None else None
+        self.frame = None if w.frame is None else (start, STATE_SIZE)
+        self.width = start + (0 if w.frame is None else STATE_SIZE)
+        self.fill = np.zeros(self.width, _F32)
+        if self.next is not None:
+            self.fill[self.next[0] : self.next[0] + self.next[1]] = np.nan
+
+    def state(self, rows: np.ndarray) -> _State:
+        """``rows`` (B, width) of the table seen as a :class:`_State` (views, no copies)."""
+
+        def plane(span):
+            start, size = span
+            return rows[:, start : start + size].reshape(len(rows), self.k, -1).transpose(1, 0, 2)
+
+        return _State(
+            [plane(span) for span in self.h],
+            [plane(span) for span in self.c],
+            None if self.next is None else plane(self.next),
+            None if self.frame is None else rows[:, self.frame[0] :],
+        )
+
+
 class _State(NamedTuple):
-    """The states of the devices of one call, gathered in batch order (rows, not slots)."""
+    """The states of the devices of one call in batch order (rows, not slots): views of their
+    rows of the state table, gathered."""
 
     h: list[np.ndarray]
     c: list[np.ndarray]
@@ -655,19 +661,38 @@ class _State(NamedTuple):
         )
 
 
+def _softmax(logits, top, shift: bool) -> None:
+    """Softmax of ``logits`` (K, B, classes) in place over its rows, first shifted by each row's
+    maximum if ``shift``; ``top`` (K, B, 1) is a work buffer. Rows are short, so the maximum and
+    the sum are taken class by class: far faster than a reduction along the last axis, and the
+    same for a row whatever the batch (a product with ones is not: BLAS sums tails otherwise)."""
+    total = top[..., 0]
+    if shift:
+        np.maximum(logits[..., 0], logits[..., -1], out=total)
+        for j in range(1, logits.shape[2] - 1):
+            np.maximum(total, logits[..., j], out=total)
+        np.subtract(logits, top, out=logits)
+    np.exp(logits, out=logits)
+    np.copyto(total, logits[..., 0])
+    for j in range(1, logits.shape[2]):
+        np.add(total, logits[..., j], out=total)
+    np.divide(logits, top, out=logits)
+
+
 def _lstm(gates, carry, new) -> None:
     """Gates [i, f, o, c] with i, f, o pre-halved: ``sigmoid(v) = (1 + tanh(v/2)) / 2``;
-    ``carry`` (the cell state rows) is updated in place."""
+    ``carry`` (the cell state rows) is updated in place. The halving of the sigmoids is
+    deferred to the two sums it scales (exact: a power of two), one pass fewer."""
     np.tanh(gates, out=gates)
-    sigmoids = gates[:3]
-    np.multiply(sigmoids, 0.5, out=sigmoids)
-    np.add(sigmoids, 0.5, out=sigmoids)
+    np.add(gates[:3], 1.0, out=gates[:3])  # twice the sigmoids
     i, f, o, g = gates
     np.multiply(carry, f, out=carry)
     np.multiply(i, g, out=i)
     np.add(carry, i, out=carry)
+    np.multiply(carry, 0.5, out=carry)
     np.tanh(carry, out=g)
     np.multiply(o, g, out=new)
+    np.multiply(new, 0.5, out=new)
 
 
 def _gru(gates, previous, new) -> None:
@@ -717,28 +742,18 @@ def _fuse(cell: str, kernel, recurrent, bias) -> np.ndarray:
     return fused
 
 
-def _grown(state: np.ndarray, size: int, fill: float) -> np.ndarray:
-    """``state`` (K, slots, width) with ``size`` slots, the new ones ``fill``."""
-    grown = np.full((len(state), size, state.shape[2]), fill, _F32)
-    grown[:, : state.shape[1]] = state
-    return grown
-
-
-def _by_slot(planes: list[np.ndarray], slots: np.ndarray) -> np.ndarray:
-    """(B, K x len(planes), width) from planes (K, slots, width), member by member."""
-    return (
-        np.stack([a[:, slots] for a in planes], axis=2)
-        .transpose(1, 0, 2, 3)
-        .reshape(len(slots), -1, planes[0].shape[2])
-    )
+def _by_slot(planes: list[np.ndarray]) -> np.ndarray:
+    """(B, K x len(planes), width) from planes (K, B, width), member by member."""
+    k, b, width = planes[0].shape
+    return np.stack(planes, axis=2).transpose(1, 0, 2, 3).reshape(b, -1, width)
 
 
 def _head(w: StreamWeights) -> np.ndarray:
-    """(outputs, hidden + 1): the activity head (and the next-step head), bias last."""
+    """(hidden + 1, outputs): the activity head (and the next-step head), bias last."""
     kernel, bias = w.activity_kernel, w.activity_bias
     if w.next_kernel is not None:
         kernel, bias = np.hstack([kernel, w.next_kernel]), np.concatenate([bias, w.next_bias])
-    return _f32(np.vstack([kernel, bias]).T)
+    return _f32(np.vstack([kernel, bias]))
 
 
 def _members(weights: StreamWeights | Sequence[StreamWeights]) -> tuple[StreamWeights, ...]:

@@ -49,21 +49,45 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def engine_rate(runtime: StreamRuntime, devices: int, repeats: int = 5) -> float:
+def engine_rate(
+    runtime: StreamRuntime, devices: int, repeats: int = 5, host: list[float] | None = None
+) -> float:
     """Median device-steps/s of ``step`` advancing ``devices`` devices by one sample each, over
-    ``repeats`` rounds after one round of warm-up."""
+    ``repeats`` rounds after one round of warm-up; with ``host``, :func:`host_gflops` after
+    each counted round is appended to it (the machine's speed in the same rounds)."""
     runtime.ensure_capacity(devices)
     rng = np.random.default_rng(0)
     slots = rng.permutation(devices)
     x = rng.normal(size=(devices, len(CHANNELS))).astype(np.float32)
     calls = max(3, min(2000, 200_000 // devices))
     rates = []
-    for _ in range(repeats + 1):  # the first round warms up (buffers, caches): not counted
+    for round_ in range(repeats + 1):  # the first round warms up (buffers, caches): not counted
         start = time.perf_counter()
         for _ in range(calls):
             runtime.step(slots, x)
         rates.append(devices * calls / (time.perf_counter() - start))
+        if host is not None and round_:
+            host.append(host_gflops())
     return statistics.median(rates[1:])
+
+
+_GEMM = (1024, 71, 256)
+"""the product one LSTM-64 layer computes per block of 1,024 devices (6 inputs, 64 h, 1)"""
+
+
+def host_gflops(calls: int = 50) -> float:
+    """Float32 GFLOP/s of one core on :data:`_GEMM`, the runtime's main product, alone: how fast
+    the machine is at the moment, to read a rate beside (shared hosts vary by 2x)."""
+    m, k, n = _GEMM
+    rng = np.random.default_rng(0)
+    a, b = rng.random((m, k), np.float32), rng.random((k, n), np.float32)
+    out = np.empty((m, n), np.float32)
+    with threadpool_limits(limits=1):
+        np.matmul(a, b, out=out)
+        start = time.perf_counter()
+        for _ in range(calls):
+            np.matmul(a, b, out=out)
+        return 2 * m * k * n * calls / (time.perf_counter() - start) / 1e9
 
 
 def naive_rate(model, hidden: int, cell: str, devices: int = 100, messages: int = 300) -> float:
@@ -97,7 +121,8 @@ def bench_engine(
     cells: tuple[str, ...] = ("lstm", "gru"),
     hidden: int = 64,
 ) -> list[dict[str, object]]:
-    """One row per (cell, devices) with the runtime's and the naive baseline's rates."""
+    """One row per (cell, devices) with the runtime's and the naive baseline's rates, and the
+    host's float32 GEMM speed in the same rounds (:func:`host_gflops`)."""
     rows = []
     with threadpool_limits(limits=1):
         for cell in cells:
@@ -106,7 +131,8 @@ def bench_engine(
             baseline = naive_rate(model, hidden, cell)
             runtime = StreamRuntime.from_keras(model, meta, capacity=1)
             for devices in device_counts:
-                rate = engine_rate(runtime, devices)
+                host: list[float] = []
+                rate = engine_rate(runtime, devices, host=host)
                 rows.append(
                     {
                         "bench": "engine",
@@ -116,6 +142,7 @@ def bench_engine(
                         "device_steps_per_s": round(rate),
                         "baseline_device_steps_per_s": round(baseline),
                         "speedup": round(rate / baseline, 1),
+                        "host_gemm_gflops": round(statistics.median(host), 1),
                         "threads": 1,
                     }
                 )

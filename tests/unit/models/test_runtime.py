@@ -191,6 +191,29 @@ def test_snapshot_restore_and_reset(make_meta):
     assert np.isnan(fresh.anomaly[0])
     with pytest.raises(ModelsError, match="states must be"):
         runtime.set_state(7, {"h": snapshot["h"]})
+    with pytest.raises(ModelsError, match=r"in \[-1, 1\]"):
+        runtime.set_state(7, {**snapshot, "h": snapshot["h"] + 2.0})
+
+
+def test_large_logits_are_shifted_before_exp(make_meta):
+    # a head this large takes logits past exp's float32 range: the runtime must shift each row
+    # by its maximum (as Keras does) instead of taking exp of the raw logits
+    spec = ModelSpec(setup="stream", cell="lstm", hidden=8)
+    meta = make_meta(spec)
+    model = build_model(spec, meta)
+    rng = np.random.default_rng(3)
+    model.set_weights([rng.normal(0.0, 0.3, w.shape) for w in model.get_weights()])
+    head = model.get_layer("activity")
+    head.set_weights([w * 1000.0 for w in head.get_weights()])
+    raw = (rng.normal(size=(2, STEPS, 3)) * meta.std + meta.mean).astype(np.float32)
+    expected = model.predict(raw, verbose=0)
+    probs = (
+        StreamRuntime.from_keras(model, meta, capacity=2)
+        .advance([0, 1], [STEPS] * 2, raw.reshape(-1, 3))
+        .probs
+    )
+    assert np.isfinite(probs).all()
+    np.testing.assert_allclose(probs, expected.reshape(-1, expected.shape[-1]), **TOL)
 
 
 def test_capacity_grows_and_keeps_the_states(make_meta):

@@ -1,8 +1,9 @@
 """The batched NumPy recurrent runtime: many devices' hidden states, stepped together.
 
-A worker gives each device a slot. :meth:`StreamRuntime.advance` moves every device that has new
-samples forward in one call, one time step at a time over all devices still active at that step:
-one fused GEMM per layer, elementwise work in preallocated buffers, no per-device Python. It
+A worker gives each device a slot: one row of a state table holding all its states. Its
+:meth:`StreamRuntime.advance` moves every device that has new samples forward in one call, one
+time step at a time over all devices still active at that step: one fused GEMM per layer,
+elementwise work in preallocated buffers, no per-device Python. It
 reproduces the Keras stream model (``setup="stream"``) to 1e-5 for every cell type; the
 conformance suite ``tests/unit/models/test_runtime.py`` checks it. Only NumPy is needed at run
 time; Keras is imported to read a model.

@@ -84,14 +84,22 @@ class RefinerRuntime:
         self.decoder.reset(slots)
         self.last[np.asarray(slots, np.int64)] = 0.0
 
-    def advance(self, slots, counts, probs: np.ndarray) -> np.ndarray:
+    def advance(self, slots, counts, probs: np.ndarray, beliefs=None) -> np.ndarray:
         """Each device's new samples in (``slots[i]`` brings ``counts[i]`` rows of the
         labeller's ``probs``, run after run); out, per new sample, the refiner's probabilities
-        of the sample ``lag`` before it ``(N, classes)``."""
+        of the sample ``lag`` before it ``(N, classes)``. ``beliefs``: the output of a filter of
+        the same grammar over the same ``probs``, from the same beliefs, where the caller ran
+        one (a worker that decodes): read instead of filtering twice, the refiner's filter
+        only set to each device's last belief (what it would have reached)."""
         slots, counts = np.asarray(slots, np.int64), np.asarray(counts, np.int64)
-        x = log_inputs(probs, self.decoder.filter(slots, counts, probs))
         some = counts > 0
-        self.last[slots[some]] = x[np.cumsum(counts)[some] - 1]
+        ends = np.cumsum(counts)[some] - 1
+        if beliefs is None:
+            beliefs = self.decoder.filter(slots, counts, probs)
+        else:
+            self.decoder.belief[slots[some]] = beliefs[ends]
+        x = log_inputs(probs, beliefs)
+        self.last[slots[some]] = x[ends]
         return self.runtime.advance(slots, counts, x).probs
 
     def flush(self, slots) -> np.ndarray:

@@ -44,10 +44,11 @@ class Decoded:
 
     def advance(self, slots, counts, samples) -> StepOutput:
         out = self.runtime.advance(slots, counts, samples)
+        beliefs = None
         if self.decoder is not None:
-            self.decoder.filter(slots, counts, out.probs)
+            beliefs = self.decoder.filter(slots, counts, out.probs)
         if self.refiner is not None:
-            self.refiner.advance(slots, counts, out.probs)
+            self.refiner.advance(slots, counts, out.probs, beliefs)
         return out
 
 

@@ -591,7 +591,10 @@ class Worker:
                 return
             smoothed = out.probs if self.delay.filter is not None else probs  # HMM: its own
             refiner = self.stream_model.refiner
-            refined = refiner.advance(slots, counts, out.probs) if refiner is not None else None
+            refined = None
+            if refiner is not None:  # the decoder's beliefs, if it ran, are the refiner's
+                refined = refiner.advance(slots, counts, out.probs,
+                                          None if decoder is None else probs)  # fmt: skip
             late = self.delay.push(runs, slots, counts, smoothed, out.anomaly, refined)
             if len(late.runs):
                 before = np.maximum(seen_before[late.index] - self.delay.lag, 0)

@@ -64,6 +64,30 @@ def test_served_in_batches_equals_the_refiner_offline(cell):
         np.testing.assert_allclose(stream, offline[i], atol=1e-5)
 
 
+def test_beliefs_from_the_callers_filter_are_read_instead_of_filtering_twice():
+    rng = np.random.default_rng(2)
+    model, meta = _refiner(4)
+    grammar = _grammar(rng)
+    p = [_probs(rng, n) for n in (9, 14)]
+    own = RefinerRuntime.from_keras(model, meta, grammar, capacity=2)
+    told = RefinerRuntime.from_keras(model, meta, grammar, capacity=2)
+    worker = grammar.decoder(2)  # the worker's decoder, of the same grammar
+
+    def no_filter(*args):
+        raise AssertionError("filtered twice")
+
+    told.decoder.filter = no_filter
+    for split in (slice(0, 5), slice(5, 9), slice(9, 14)):
+        parts = [q[split] for q in p]
+        counts = [len(q) for q in parts]
+        probs = np.concatenate(parts)
+        beliefs = worker.filter([0, 1], counts, probs)
+        np.testing.assert_array_equal(told.advance([0, 1], counts, probs, beliefs),
+                                      own.advance([0, 1], counts, probs))  # fmt: skip
+        for slot in (0, 1):  # its filter's state is where its own filtering would have left it
+            np.testing.assert_allclose(told.get_state(slot), own.get_state(slot), rtol=1e-6)
+
+
 def test_a_state_carried_across_a_checkpoint_goes_on_as_if_never_stopped():
     rng = np.random.default_rng(1)
     model, meta = _refiner(3)

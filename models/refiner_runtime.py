@@ -84,7 +84,9 @@ class RefinerRuntime:
         self.decoder.reset(slots)
         self.last[np.asarray(slots, np.int64)] = 0.0
 
-    def advance(self, slots, counts, probs: np.ndarray, beliefs=None) -> np.ndarray:
+    def advance(
+        self, slots, counts, probs: np.ndarray, beliefs: np.ndarray | None = None
+    ) -> np.ndarray:
         """Each device's new samples in (``slots[i]`` brings ``counts[i]`` rows of the
         labeller's ``probs``, run after run); out, per new sample, the refiner's probabilities
         of the sample ``lag`` before it ``(N, classes)``. ``beliefs``: the output of a filter of
